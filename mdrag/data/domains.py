@@ -1,0 +1,78 @@
+"""Domain registry: a domain is a named corpus + queries with the paper's cluster.
+
+The five shipped domains are registered here; `register_jsonl_domain` adds one from plain JSONL files.
+Cluster names resolve to a domain when the cluster holds exactly one (`general` -> `nq_open`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mdrag.errors import UnknownNameError
+
+
+@dataclass(frozen=True)
+class DomainSpec:
+    name: str
+    cluster: str  # paper's domain cluster: general, biomedical, finance, long-form
+    description: str
+    source: str  # attribution: repository @ commit
+    licence: str
+    folder: Path | None = None  # None: the shipped benchmark folder <benchmark>/<name>
+    extra: dict = field(default_factory=dict)
+
+
+DOMAINS: dict[str, DomainSpec] = {}
+
+
+def register_domain(spec: DomainSpec) -> DomainSpec:
+    DOMAINS[spec.name] = spec
+    return spec
+
+
+for _spec in [
+    DomainSpec("nq_open", "general", "Natural Questions (open), short answers, Wikipedia passages",
+               "nelson-liu/lost-in-the-middle @ 29b8a6d0", "MIT"),
+    DomainSpec("pubmedqa", "biomedical", "PubMedQA expert-labelled yes/no questions over abstracts",
+               "pubmedqa/pubmedqa @ 1cbae8e9", "MIT"),
+    DomainSpec("covidqa", "biomedical", "COVID-QA extractive questions over 98 full papers",
+               "deepset-ai/COVID-QA @ fb2eb5e2", "Apache-2.0"),
+    DomainSpec("tatqa", "finance", "TAT-QA questions over annual-report tables and paragraphs",
+               "NExTplusplus/TAT-QA @ 870accc4", "MIT"),
+    DomainSpec("clapnq", "long-form", "ClapNQ long grounded answers (answerable + unanswerable)",
+               "primeqa/clapnq @ eb26840d", "Apache-2.0"),
+]:
+    register_domain(_spec)
+
+
+def resolve_domain(name: str) -> DomainSpec:
+    """A domain by name, or by cluster name when that cluster has exactly one domain."""
+    key = (name or "").strip().lower()
+    if key in DOMAINS:
+        return DOMAINS[key]
+    in_cluster = [d for d in DOMAINS.values() if d.cluster == key]
+    if len(in_cluster) == 1:
+        return in_cluster[0]
+    known = ", ".join(f"{d.name} ({d.cluster})" for d in DOMAINS.values())
+    if in_cluster:
+        raise UnknownNameError(
+            f"Cluster '{name}' has several domains: {', '.join(d.name for d in in_cluster)}. Pick one."
+        )
+    raise UnknownNameError(f"Unknown domain '{name}'. Known domains: {known}.")
+
+
+def register_jsonl_domain(name: str, queries: Path, passages: Path, cluster: str = "custom",
+                          description: str = "", licence: str = "unknown") -> DomainSpec:
+    """Register a domain from two JSONL files (one call, then it works like a shipped domain).
+
+    passages.jsonl rows: {"id", "text", "title"?, "doc_id"?}
+    queries.jsonl rows:  {"id", "text", "answers"?: [...], "gold_ids"?: [...], "answer_type"?, "split"?}
+    Missing fields default to: title "", doc_id = id, answers [], gold_ids [], answer_type "short",
+    split "test". Files are read when the domain is first loaded.
+    """
+    for path in (queries, passages):
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"Domain '{name}': file not found: {path}")
+    return register_domain(DomainSpec(name.strip().lower(), cluster, description or name, str(queries), licence,
+                                      folder=None, extra={"queries": Path(queries), "passages": Path(passages)}))
