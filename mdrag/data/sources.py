@@ -34,7 +34,8 @@ def gold_chunks_for_span(chunks: list[Chunk], start: int, end: int) -> list[int]
 
 def build_nq_open(raw: Path) -> Built:
     """NQ-open (lost-in-the-middle oracle file): 100-word Wikipedia passages, kept as they are."""
-    rows = [json.loads(line) for line in gzip.open(raw / "nq_open" / "nq-open-oracle.jsonl.gz", "rt")]
+    with gzip.open(raw / "nq_open" / "nq-open-oracle.jsonl.gz", "rt", encoding="utf-8") as f:
+        rows = [json.loads(line) for line in f]
     passages: dict[tuple[str, str], Passage] = {}
     queries = []
     splits = assign_splits([f"nq-q{i}" for i in range(len(rows))], n_test=500, n_dev=300)
@@ -183,7 +184,8 @@ def build_clapnq(raw: Path) -> Built:
     docs: dict[tuple[str, str], list[tuple[str, Chunk]]] = {}
     passages, queries = [], []
     for kind, fname in [("long", "clapnq_dev_answerable.jsonl"), ("unanswerable", "clapnq_dev_unanswerable.jsonl")]:
-        rows = [json.loads(line) for line in (raw / "clapnq" / fname).open()]
+        with (raw / "clapnq" / fname).open(encoding="utf-8") as f:
+            rows = [json.loads(line) for line in f]
         splits = assign_splits([f"clapnq-{r['id']}" for r in rows], n_test=len(rows) // 2, n_dev=len(rows) // 6)
         for row in rows:
             src = row["passages"][0]

@@ -1,0 +1,3 @@
+from mdrag.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,57 @@
+"""Retrieval metrics with binary relevance (a passage is relevant iff it is a gold passage).
+
+nDCG@k: DCG = sum over ranks r<=k of rel_r / log2(r + 1), divided by the ideal DCG for min(|gold|, k)
+relevant passages. MRR@k: 1 / rank of the first gold passage within k (0 if none).
+Recall@k: share of the gold passages found in the top k.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+from tqdm import tqdm
+
+
+def ndcg_at_k(ranked: Sequence[str], gold: set[str], k: int = 10) -> float:
+    if not gold:
+        return 0.0
+    dcg = sum(1.0 / math.log2(r + 2) for r, pid in enumerate(ranked[:k]) if pid in gold)
+    ideal = sum(1.0 / math.log2(r + 2) for r in range(min(len(gold), k)))
+    return dcg / ideal
+
+
+def mrr_at_k(ranked: Sequence[str], gold: set[str], k: int = 10) -> float:
+    return next((1.0 / (r + 1) for r, pid in enumerate(ranked[:k]) if pid in gold), 0.0)
+
+
+def recall_at_k(ranked: Sequence[str], gold: set[str], k: int) -> float:
+    return len(gold & set(ranked[:k])) / len(gold) if gold else 0.0
+
+
+RETRIEVAL_METRICS: dict[str, Callable[[Sequence[str], set[str]], float]] = {
+    "nDCG@10": lambda r, g: ndcg_at_k(r, g, 10),
+    "MRR@10": lambda r, g: mrr_at_k(r, g, 10),
+    "Recall@5": lambda r, g: recall_at_k(r, g, 5),
+    "Recall@50": lambda r, g: recall_at_k(r, g, 50),
+}
+
+
+def evaluate_rankings(rankings: list[tuple[list[str], set[str]]]) -> dict[str, float]:
+    """Mean of each metric over (ranked ids, gold ids) pairs; queries without gold are skipped."""
+    rows = [(r, g) for r, g in rankings if g]
+    if not rows:
+        return {name: float("nan") for name in RETRIEVAL_METRICS}
+    return {name: sum(fn(r, g) for r, g in rows) / len(rows) for name, fn in RETRIEVAL_METRICS.items()}
+
+
+def evaluate_retrieval(pipeline, split: str = "dev", limit: int | None = None) -> dict[str, dict[str, float]]:
+    """First-stage and reranked metrics of a RagPipeline's retriever + reranker on a split."""
+    queries = [q for q in pipeline.domain.split(split) if q.gold_ids][:limit]
+    first, reranked = [], []
+    for q in tqdm(queries, desc=f"retrieval {pipeline.domain.name}/{split}", unit="query"):
+        ranked = pipeline.retrieve(q.text, set(q.gold_ids), {})
+        gold = set(q.gold_ids)
+        first.append(([p.id for p in sorted(ranked, key=lambda p: p.first_stage_rank)], gold))
+        reranked.append(([p.id for p in ranked], gold))
+    return {"first_stage": evaluate_rankings(first), "reranked": evaluate_rankings(reranked), "n": len(queries)}

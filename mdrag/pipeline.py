@@ -1,0 +1,149 @@
+"""One query -> RagTrace: retrieve (top-50), rerank (top-5), build the paper's prompt, generate.
+
+Settings (paper): `retrieved` = the reranked top-k; `oracle` = the gold passage(s) only; `noisy` = the
+gold passage(s) among the highest-ranked non-gold retrieved passages (hard distractors), placed at
+seeded random positions.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from mdrag.config import LIMITS
+from mdrag.data.benchmark import Domain, load_domain
+from mdrag.data.schema import Passage, Query
+from mdrag.errors import InvalidQueryError, UnknownNameError
+from mdrag.generation.generator import Generator
+from mdrag.generation.model import load_generator
+from mdrag.generation.prompts import Span, build_prompt
+from mdrag.generation.variants import get_variant
+from mdrag.retrieval.rerank import get_reranker, rerank_order
+from mdrag.retrieval.retrievers import get_retriever
+from mdrag.trace import RagTrace, RetrievedPassage, VariantAnswer
+from mdrag.validation import clean_query
+
+SETTINGS = ("retrieved", "oracle", "noisy")
+Progress = Callable[[float, str], None]
+
+
+def _no_progress(fraction: float, message: str) -> None:
+    pass
+
+
+@dataclass
+class RagPipeline:
+    domain: Domain
+    retriever: str = "splade"
+    reranker: str = "minilm"
+    first_k: int = LIMITS.first_stage_k
+    top_k: int = LIMITS.rerank_k
+    generator_path: str | None = None
+
+    @classmethod
+    def for_domain(cls, name: str, **kw) -> RagPipeline:
+        return cls(load_domain(name), **kw)
+
+    def find_query(self, text: str) -> Query | None:
+        """The benchmark question with this exact text (case-insensitive), to attach its gold data."""
+        key = text.strip().lower()
+        return next((q for q in self.domain.queries if q.text.strip().lower() == key), None)
+
+    def retrieve(self, query: str, gold: set[str], timings: dict[str, float]) -> list[RetrievedPassage]:
+        t0 = time.perf_counter()
+        retriever = get_retriever(self.retriever, self.domain)  # cached after the first call
+        timings["load_retriever"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        idx, scores = retriever.search(query, self.first_k)
+        timings["first_stage"] = time.perf_counter() - t0
+        cands = [self.domain.passages[i] for i in idx]
+        t0 = time.perf_counter()
+        reranker = get_reranker(self.reranker)
+        rr = np.asarray(reranker.score(query, [p.content for p in cands]), dtype=np.float32)
+        timings["rerank"] = time.perf_counter() - t0
+        return [
+            _retrieved(cands[i], None, float(scores[i]), float(rr[i]), int(i) + 1, gold)
+            for i in rerank_order(rr)
+        ]
+
+    def select(self, setting: str, ranked: list[RetrievedPassage], query: Query | None, seed: int,
+               n_distractors: int) -> list[RetrievedPassage]:
+        if setting == "retrieved":
+            chosen = ranked[: self.top_k]
+        else:
+            if query is None or not query.gold_ids:
+                raise InvalidQueryError(
+                    f"The {setting} setting needs a benchmark question with gold passages; "
+                    "pick a question from the domain (or use --query-id)."
+                )
+            by_rank = {p.id: p for p in ranked}
+            chosen = [by_rank.get(g) or _retrieved(self.domain.by_id[g], None, None, None, None, set(query.gold_ids))
+                      for g in query.gold_ids]
+            if setting == "noisy":
+                distractors = [p for p in ranked if not p.is_gold][:n_distractors]
+                rng = random.Random(f"{seed}:{query.id}")
+                for d in distractors:
+                    chosen.insert(rng.randint(0, len(chosen)), d)
+        for rank, p in enumerate(chosen, 1):
+            p.rank = rank
+        return chosen
+
+    def run(self, query: str | bytes, variants: list[str] | None = None, setting: str = "retrieved",
+            query_id: str | None = None, seed: int = 0, n_distractors: int = 4,
+            progress: Progress = _no_progress) -> RagTrace:
+        variants = variants or ["vanilla"]
+        for v in variants:
+            get_variant(v)
+        if setting not in SETTINGS:
+            raise UnknownNameError(f"Unknown setting '{setting}'. Known: {', '.join(SETTINGS)}")
+        timings: dict[str, float] = {}
+        if query_id:
+            if query_id not in self.domain.query_by_id:
+                raise UnknownNameError(f"No query '{query_id}' in domain '{self.domain.name}'.")
+            bench_query = self.domain.query_by_id[query_id]
+            text = bench_query.text
+        else:
+            text = clean_query(query)
+            bench_query = self.find_query(text)
+        gold = set(bench_query.gold_ids) if bench_query else set()
+        progress(0.05, "retrieving")
+        ranked = self.retrieve(text, gold, timings)
+        passages = self.select(setting, ranked, bench_query, seed, n_distractors)
+        progress(0.3, "building prompt")
+        t0 = time.perf_counter()
+        loaded = load_generator(self.generator_path)
+        timings["load_generator"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        built = build_prompt(loaded.tokenizer, text, [p.content for p in passages])
+        timings["prompt"] = time.perf_counter() - t0
+        trace = RagTrace(
+            query=text, domain=self.domain.name, setting=setting, retriever=self.retriever,
+            reranker=get_reranker(self.reranker).label, passages=passages, prompt=built.text,
+            prompt_ids=built.input_ids, spans=built.spans, query_id=bench_query.id if bench_query else None,
+            gold_answers=list(bench_query.answers) if bench_query else [],
+            gold_ids=list(bench_query.gold_ids) if bench_query else [],
+            answer_type=bench_query.answer_type if bench_query else None, timings=timings,
+            config={"generator": loaded.name, "generator_fingerprint": loaded.fingerprint,
+                    "first_k": self.first_k, "top_k": self.top_k, "seed": seed, "decoding": "greedy",
+                    "max_new_tokens": LIMITS.max_new_tokens, "corpus": self.domain.fingerprint()},
+        )
+        generator = Generator(loaded)
+        for i, name in enumerate(variants):
+            progress(0.35 + 0.6 * i / len(variants), f"generating: {name}")
+            (gen,) = generator.generate(built.input_ids, [name])
+            n = len(built.input_ids)
+            trace.answers[name] = VariantAnswer(name, gen.text, gen.token_ids,
+                                                Span("answer", "answer", n, n + len(gen.token_ids)),
+                                                gen.seconds, get_variant(name).label)
+            timings[f"generate:{name}"] = gen.seconds
+        progress(1.0, "done")
+        return trace
+
+
+def _retrieved(p: Passage, rank: int | None, first: float | None, rr: float | None, first_rank: int | None,
+               gold: set[str]) -> RetrievedPassage:
+    return RetrievedPassage(p.id, p.title, p.text, p.doc_id, rank or 0, first, rr, first_rank, p.id in gold)

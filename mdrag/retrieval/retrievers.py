@@ -1,0 +1,130 @@
+"""First-stage retrievers, registered by name: splade (the paper's first stage), dense, bm25.
+
+Each returns passage indices and scores for a query. SPLADE and dense indexes are looked up first in
+the shipped assets, then in the cache, and built (with a progress bar) only when neither matches the
+corpus and encoder.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from mdrag.config import ASSETS_DIR, MINILM, SPLADE, cache_dir
+from mdrag.data.benchmark import Domain
+from mdrag.errors import UnknownNameError
+from mdrag.hashing import folder_fingerprint
+from mdrag.retrieval import encoders
+from mdrag.retrieval.index import DenseIndex, IndexCard, SparseIndex, read_card, top_k, write_card
+
+
+class Retriever(Protocol):
+    name: str
+    label: str
+
+    def search(self, query: str, k: int) -> tuple[np.ndarray, np.ndarray]: ...
+
+
+def index_folders(domain: Domain) -> list[Path]:
+    """Where an index may already be: shipped assets first, then the user's cache."""
+    return [ASSETS_DIR / "indexes" / domain.name, cache_dir() / "indexes" / domain.name]
+
+
+def _load_or_build(domain: Domain, kind: str, encoder_dir: Path, ext: str, loader, builder, out: Path | None):
+    want = IndexCard(kind, domain.fingerprint(), folder_fingerprint(encoder_dir), len(domain.passages))
+    for folder in index_folders(domain):
+        card = read_card(folder, kind)
+        if card and card.matches(want) and (folder / f"{kind}{ext}").exists():
+            try:
+                return loader(folder / f"{kind}{ext}")
+            except (OSError, ValueError, KeyError):
+                pass  # corrupt file: rebuild below
+    index = builder()
+    folder = out or index_folders(domain)[1]
+    folder.mkdir(parents=True, exist_ok=True)
+    index.save(folder / f"{kind}{ext}")
+    write_card(folder, want)
+    return index
+
+
+@dataclass
+class SpladeRetriever:
+    domain: Domain
+    model_dir: Path | None = None
+    out: Path | None = None
+    name: str = "splade"
+    label: str = "SPLADE (packaged 4.4M-parameter model)"
+
+    def __post_init__(self) -> None:
+        model_dir = self.model_dir or SPLADE.path()
+        texts = [p.content for p in self.domain.passages]
+        self.index = _load_or_build(
+            self.domain, "splade", model_dir, ".npz", SparseIndex.load,
+            lambda: SparseIndex(encoders.splade_documents(texts, self.model_dir, f"SPLADE index {self.domain.name}")),
+            self.out)
+
+    def search(self, query: str, k: int) -> tuple[np.ndarray, np.ndarray]:
+        return self.index.search(encoders.splade_queries([query], self.model_dir), k)
+
+
+@dataclass
+class DenseRetriever:
+    domain: Domain
+    model_dir: Path | None = None
+    out: Path | None = None
+    name: str = "dense"
+    label: str = "dense all-MiniLM-L6-v2 (cosine)"
+
+    def __post_init__(self) -> None:
+        model_dir = self.model_dir or MINILM.path()
+        texts = [p.content for p in self.domain.passages]
+        self.index = _load_or_build(self.domain, "dense", model_dir, ".npy", DenseIndex.load,
+                                    lambda: DenseIndex(encoders.minilm_embed(texts, self.model_dir, progress=True)),
+                                    self.out)
+
+    def search(self, query: str, k: int) -> tuple[np.ndarray, np.ndarray]:
+        return self.index.search(encoders.minilm_embed([query], self.model_dir)[0], k)
+
+
+@dataclass
+class BM25Retriever:
+    """bm25s over the same passage contents (English stopwords, no stemming); built in memory (~1 s)."""
+
+    domain: Domain
+    name: str = "bm25"
+    label: str = "BM25 (bm25s)"
+
+    def __post_init__(self) -> None:
+        import bm25s
+
+        self._bm25s = bm25s
+        self.model = bm25s.BM25()
+        self.model.index(bm25s.tokenize([p.content for p in self.domain.passages], stopwords="en",
+                                        show_progress=False), show_progress=False)
+
+    def search(self, query: str, k: int) -> tuple[np.ndarray, np.ndarray]:
+        tokens = self._bm25s.tokenize([query], stopwords="en", return_ids=False, show_progress=False)[0]
+        known = [t for t in tokens if t in self.model.vocab_dict]
+        scores = self.model.get_scores(known) if known else np.zeros(len(self.domain.passages), np.float32)
+        return top_k(np.asarray(scores, dtype=np.float32), k)
+
+
+RETRIEVERS: dict[str, Callable[[Domain], Retriever]] = {
+    "splade": SpladeRetriever,
+    "dense": DenseRetriever,
+    "bm25": BM25Retriever,
+}
+_LOADED: dict[tuple[str, str], Retriever] = {}
+
+
+def get_retriever(name: str, domain: Domain) -> Retriever:
+    if name not in RETRIEVERS:
+        raise UnknownNameError(f"Unknown retriever '{name}'. Known: {', '.join(RETRIEVERS)}")
+    key = (name, domain.name + ":" + domain.fingerprint())
+    if key not in _LOADED:
+        _LOADED[key] = RETRIEVERS[name](domain)
+    return _LOADED[key]
