@@ -1,0 +1,102 @@
+"""Shared fixtures: a tiny random Llama generator with a real byte-level BPE tokenizer and ChatML
+template, and a tiny corpus registered as a JSONL domain. Everything is built in tmp dirs."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+CHATML = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+TINY_PASSAGES = [
+    {"id": "p0", "title": "Nobel Prize in Physics", "text": "The first Nobel Prize in Physics was awarded in 1901 to "
+     "Wilhelm Conrad Röntgen for the discovery of X-rays."},
+    {"id": "p1", "title": "Nobel Prize in Chemistry", "text": "The first Nobel Prize in Chemistry went to Jacobus van "
+     "'t Hoff in 1901 for chemical dynamics."},
+    {"id": "p2", "title": "Eiffel Tower", "text": "The Eiffel Tower is a wrought-iron lattice tower in Paris, built "
+     "for the 1889 World's Fair."},
+    {"id": "p3", "title": "<img src=x onerror=alert(1)>", "text": "A passage with markup <script>alert('x')</script> "
+     "that must be shown as text, never run."},
+    {"id": "p4", "title": "Python", "text": "Python is a programming language created by Guido van Rossum."},
+    {"id": "p5", "title": "Röntgen", "text": "Wilhelm Röntgen was a German physicist who discovered X-rays in 1895."},
+    {"id": "p6", "title": "Paris", "text": "Paris is the capital and most populous city of France."},
+]
+TINY_QUERIES = [
+    {"id": "q0", "text": "who got the first nobel prize in physics", "answers": ["Wilhelm Conrad Röntgen"],
+     "gold_ids": ["p0"], "answer_type": "short", "split": "test"},
+    {"id": "q1", "text": "where is the eiffel tower", "answers": ["Paris"], "gold_ids": ["p2", "p6"],
+     "answer_type": "short", "split": "dev"},
+    {"id": "q2", "text": "who created python", "answers": ["Guido van Rossum"], "gold_ids": ["p4"],
+     "answer_type": "short", "split": "train"},
+]
+
+
+def build_tiny_tokenizer(folder: Path):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    corpus = [p["title"] + ": " + p["text"] for p in TINY_PASSAGES] + [q["text"] for q in TINY_QUERIES] + [
+        "You are a helpful assistant. Your task is to extract relevant information from provided documents "
+        "and to answer to questions as briefly as possible. Background: Document Question:"
+    ]
+    trainer = trainers.BpeTrainer(vocab_size=600, special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator(corpus * 3, trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|im_start|>", eos_token="<|im_end|>",
+                                   pad_token="<|endoftext|>", unk_token="<|endoftext|>")
+    fast.chat_template = CHATML
+    fast.save_pretrained(folder)
+    return fast
+
+
+@pytest.fixture(scope="session")
+def tiny_generator_dir(tmp_path_factory) -> Path:
+    """A 2-layer random Llama (hidden 64, 4 query / 2 kv heads) with the tiny tokenizer."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    folder = tmp_path_factory.mktemp("tiny-llama")
+    tok = build_tiny_tokenizer(folder)
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
+                         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+                         pad_token_id=tok.pad_token_id, tie_word_embeddings=True)
+    LlamaForCausalLM(config).save_pretrained(folder)
+    return folder
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def tiny_domain(tmp_path):
+    """The tiny corpus registered as domain 'tiny' (unregistered again afterwards)."""
+    from mdrag.data.benchmark import load_domain
+    from mdrag.data.domains import DOMAINS, register_jsonl_domain
+
+    spec = register_jsonl_domain("tiny", write_jsonl(tmp_path / "q.jsonl", TINY_QUERIES),
+                                 write_jsonl(tmp_path / "p.jsonl", TINY_PASSAGES), cluster="test")
+    load_domain.cache_clear()
+    yield load_domain("tiny")
+    DOMAINS.pop(spec.name, None)
+    load_domain.cache_clear()
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _isolated_cache(tmp_path_factory):
+    """Derived files of the tests go to a tmp cache unless MDRAG_CACHE is set (CI reuses one)."""
+    if "MDRAG_CACHE" not in os.environ:
+        os.environ["MDRAG_CACHE"] = str(tmp_path_factory.mktemp("mdrag-cache"))
+    yield
