@@ -1,3 +1,5 @@
+import itertools
+
 import pytest
 
 from mdrag.data.chunking import chunk_words, normalise_space
@@ -22,7 +24,7 @@ def test_windows_are_100_words_with_20_overlap_and_cover_everything(n_words):
     chunks = chunk_words(text)
     words = [c.text.split() for c in chunks]
     assert all(len(w) == 100 for w in words[:-1]) and 0 < len(words[-1]) <= 100
-    for a, b in zip(words, words[1:], strict=False):
+    for a, b in itertools.pairwise(words):
         assert a[-20:] == b[:20]  # consecutive windows share exactly 20 words
     covered = {w for ws in words for w in ws}
     assert covered == set(text.split())

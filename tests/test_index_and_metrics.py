@@ -15,7 +15,7 @@ def test_sparse_index_matches_brute_force_and_round_trips(tmp_path):
     q = sp.csr_matrix(rng.random((1, 3000)) * (rng.random((1, 3000)) < 0.02))
     expected = dense @ q.toarray().ravel()
     np.testing.assert_allclose(index.scores(q), expected, rtol=1e-5)
-    idx, scores = index.search(q, 10)
+    idx, _scores = index.search(q, 10)
     assert list(idx) == list(np.argsort(-expected, kind="stable")[:10])
     index.save(tmp_path / "i.npz")
     loaded = SparseIndex.load(tmp_path / "i.npz")
