@@ -54,7 +54,7 @@ def answers_html(trace: RagTrace) -> str:
 
 
 def ask(question: str, domain: str, setting: str, retriever: str, reranker: str, variants: list[str],
-        progress=gr.Progress()) -> tuple[str, str, str]:  # noqa: B008 (Gradio injects progress this way)
+        progress=gr.Progress(track_tqdm=True)) -> tuple[str, str, str]:  # noqa: B008 (Gradio injects it)
     try:
         pipe = RagPipeline.for_domain(domain, retriever=retriever, reranker=reranker)
         trace = pipe.run(question, variants=variants or ["vanilla"], setting=setting,

@@ -24,8 +24,8 @@ MAX_SEQ_LEN = 256
 @cache
 def splade_encoder(path: Path | None = None):
     from sentence_transformers import SparseEncoder
-    from sentence_transformers.models import Transformer
-    from sentence_transformers.sparse_encoder.models import SpladePooling
+    from sentence_transformers.sentence_transformer.modules import Transformer
+    from sentence_transformers.sparse_encoder.modules import SpladePooling
 
     folder = str(path or SPLADE.path())
     return SparseEncoder(

@@ -1,0 +1,1 @@
+"""Looking inside a RagTrace: attention per passage, attribution, variant comparison (analysis issue)."""
