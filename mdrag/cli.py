@@ -1,4 +1,4 @@
-"""Command line: python -m mdrag {prepare, index, ask, retrieval-eval, domains}."""
+"""Command line: python -m mdrag {prepare, index, domains, ask, retrieval-eval, variants, distill, train}."""
 
 from __future__ import annotations
 
@@ -105,6 +105,67 @@ def _cmd_retrieval_eval(args) -> int:
     return 0
 
 
+def _base_config(generator: str | None):
+    from transformers import AutoConfig
+
+    from mdrag.generation.model import resolve_generator_dir
+
+    return AutoConfig.from_pretrained(resolve_generator_dir(generator))
+
+
+def _cmd_variants(args) -> int:
+    from mdrag.training.lora import budget_table
+
+    print("| variant | modules | rank | trainable | vs full | labels |\n|---|---|---|---|---|---|")
+    for r in budget_table(_base_config(args.generator)):
+        print(f"| {r['variant']} | {r['modules']} | {r['rank']} | {r['trainable']:,} | {r['vs_full']:.3f} | "
+              f"{r['labels']} |")
+    return 0
+
+
+def _examples(args):
+    from mdrag.training.examples import ExampleSpec, rag_examples
+
+    spec = ExampleSpec(n=args.examples)
+    return spec, rag_examples(spec)
+
+
+def _cmd_distill(args) -> int:
+    from mdrag.training.teacher import distill, get_teacher, label_report, labels_path
+
+    spec, examples = _examples(args)
+    teacher = get_teacher(args.teacher)
+    path = labels_path(teacher, f"{spec.domain}-{spec.key()}")
+    labels = distill(examples, teacher, path)
+    print(f"teacher labels: {path}")
+    print(json.dumps(label_report(examples, labels), indent=2))
+    return 0
+
+
+def _cmd_train(args) -> int:
+    from mdrag.training.teacher import get_teacher, labels_path, read_labels
+    from mdrag.training.trainer import TrainSettings, train_variant
+
+    spec, examples = _examples(args)
+    teacher_labels = None
+    from mdrag.generation.variants import get_variant
+
+    labels = args.labels or get_variant(args.variant).labels
+    if labels == "teacher":
+        teacher = get_teacher(args.teacher)
+        path = labels_path(teacher, f"{spec.domain}-{spec.key()}")
+        teacher_labels = read_labels(path)
+        missing = [e["query_id"] for e in examples if e["query_id"] not in teacher_labels]
+        if missing:
+            raise MdragError(f"{len(missing)} examples have no teacher label in {path}: run python -m mdrag distill")
+        teacher_labels["__teacher__"] = teacher.name
+    card = train_variant(args.variant, labels, spec, TrainSettings(max_steps=args.max_steps),
+                         generator_path=args.generator, teacher_labels=teacher_labels, examples=examples)
+    print(json.dumps({k: card[k] for k in ("variant", "labels", "rank", "trainable_parameters", "examples",
+                                           "tokens", "steps", "final_loss", "wall_seconds_this_run")}, indent=2))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from mdrag.config import LIMITS
 
@@ -151,6 +212,25 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--reranker", default="minilm")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=_cmd_retrieval_eval)
+
+    s = sub.add_parser("variants", help="LoRA variants: modules, budget-matched rank, trainable parameters")
+    s.add_argument("--generator", help="local HF causal-LM directory (default: packaged SmolLM2-135M)")
+    s.set_defaults(func=_cmd_variants)
+
+    teacher_help = "self-distill (default), hf:<local dir>, or openai:<model>@<base_url>"
+    s = sub.add_parser("distill", help="teacher labels for the training examples (SKD)")
+    s.add_argument("--teacher", default="self-distill", help=teacher_help)
+    s.add_argument("--examples", type=int, default=128, help="number of general-domain training questions")
+    s.set_defaults(func=_cmd_distill)
+
+    s = sub.add_parser("train", help="train one LoRA variant (resumes a killed run)")
+    s.add_argument("--variant", required=True)
+    s.add_argument("--labels", choices=["gold", "teacher"], help="default: the variant's registry entry")
+    s.add_argument("--teacher", default="self-distill", help=teacher_help)
+    s.add_argument("--examples", type=int, default=128)
+    s.add_argument("--max-steps", type=int, default=-1, help="stop early (-1: one epoch)")
+    s.add_argument("--generator", help="local HF causal-LM directory (default: packaged SmolLM2-135M)")
+    s.set_defaults(func=_cmd_train)
     return p
 
 

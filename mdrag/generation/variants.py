@@ -8,7 +8,9 @@ the ranks are recomputed from its shapes (`matched_rank`). On SmolLM2-135M this 
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 from mdrag.config import ASSETS_DIR
 from mdrag.errors import MissingModelError, UnknownNameError
@@ -77,13 +79,18 @@ def matched_rank(config, modules: tuple[str, ...]) -> int:
     return max(1, round(budget / per_rank))
 
 
-def adapter_dir(name: str) -> str:
-    """Where a variant's trained adapter ships; a clear error until it has been trained."""
+def adapters_root() -> Path:
+    """Shipped adapters live in assets/adapters; MDRAG_ADAPTERS points elsewhere (your own trained set)."""
+    return Path(os.environ.get("MDRAG_ADAPTERS", ASSETS_DIR / "adapters"))
+
+
+def adapter_dir(name: str) -> Path:
+    """Where a variant's trained adapter is; a clear error until it has been trained."""
     spec = get_variant(name)
-    folder = ASSETS_DIR / "adapters" / spec.name
+    folder = adapters_root() / spec.name
     if not (folder / "adapter_model.safetensors").exists():
         raise MissingModelError(
             f"No trained adapter for variant '{name}' ({spec.label}) in {folder}. "
             f"Train it with: python -m mdrag train --variant {name}"
         )
-    return str(folder)
+    return folder

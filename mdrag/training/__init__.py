@@ -1,0 +1,1 @@
+"""LoRA training of the generator variants on RAG examples (TRL SFTTrainer + peft)."""

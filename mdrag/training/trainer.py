@@ -1,0 +1,140 @@
+"""Train one LoRA variant with TRL's SFTTrainer (completion-only loss, peft integration).
+
+Paper hyper-parameters: lr 5e-4, 1 epoch, AdamW, weight decay 0.1, warmup 0.05, batch 1. Checkpoints
+every `save_steps` examples go to the run folder in the cache; a killed run resumes from the last one
+(the Trainer restores optimizer, scheduler, RNG and data position, so no example is repeated or skipped).
+The finished adapter is written as fp16 safetensors with a JSON card.
+
+Multi-GPU: the same function runs under `accelerate launch` / `torchrun` (see README).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from mdrag.config import cache_dir
+from mdrag.generation.model import resolve_generator_dir
+from mdrag.generation.variants import adapters_root, get_variant
+from mdrag.hashing import folder_fingerprint
+from mdrag.training.examples import ExampleSpec, rag_examples, sft_rows
+from mdrag.training.lora import LORA_ALPHA, LORA_DROPOUT, lora_config
+
+
+@dataclass
+class TrainSettings:
+    learning_rate: float = 5e-4
+    epochs: float = 1.0
+    weight_decay: float = 0.1
+    warmup: float = 0.05  # a float < 1 is read as a ratio of the total steps
+    batch_size: int = 1
+    max_length: int = 1024
+    save_steps: int = 16
+    seed: int = 0
+    max_steps: int = -1  # -1: one full epoch
+
+
+def run_dir(variant: str, labels: str, spec: ExampleSpec, base_fp: str) -> Path:
+    return cache_dir() / "runs" / f"{variant}-{labels}-{spec.domain}-{spec.key()}-{base_fp}"
+
+
+def train_variant(variant: str, labels: str | None = None, spec: ExampleSpec | None = None,
+                  settings: TrainSettings | None = None, generator_path: str | None = None,
+                  teacher_labels: dict[str, str] | None = None, out_dir: Path | None = None,
+                  examples: list[dict] | None = None, callbacks: list | None = None) -> dict:
+    """Train (or resume) `variant` and write its adapter + card to `out_dir` (default assets/adapters)."""
+    import torch
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.trainer_utils import get_last_checkpoint
+    from trl import SFTConfig, SFTTrainer
+
+    spec, settings = spec or ExampleSpec(), settings or TrainSettings()
+    vspec = get_variant(variant)
+    labels = labels or vspec.labels
+    if labels == "teacher" and teacher_labels is None:
+        raise ValueError("teacher labels are needed: run `python -m mdrag distill` first")
+    base_dir = resolve_generator_dir(generator_path)
+    base_fp = folder_fingerprint(base_dir)
+    examples = examples if examples is not None else rag_examples(spec)
+    rows = sft_rows(examples, teacher_labels if labels == "teacher" else None)
+    folder = run_dir(variant, labels, spec, base_fp)
+    folder.mkdir(parents=True, exist_ok=True)
+
+    torch.manual_seed(settings.seed)
+    tokenizer = AutoTokenizer.from_pretrained(base_dir)
+    model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32, attn_implementation="sdpa")
+    config = SFTConfig(
+        output_dir=str(folder), per_device_train_batch_size=settings.batch_size, learning_rate=settings.learning_rate,
+        num_train_epochs=settings.epochs, max_steps=settings.max_steps, weight_decay=settings.weight_decay,
+        warmup_steps=settings.warmup, lr_scheduler_type="linear", optim="adamw_torch", logging_steps=1,
+        save_steps=settings.save_steps, save_total_limit=2, use_cpu=True, report_to="none", seed=settings.seed,
+        data_seed=settings.seed, max_length=settings.max_length, completion_only_loss=True,
+        dataloader_num_workers=0, disable_tqdm=False,
+    )
+    trainer = SFTTrainer(model=model, args=config, train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
+                         peft_config=lora_config(variant, model.config), callbacks=callbacks)
+    last = get_last_checkpoint(str(folder)) if any(folder.glob("checkpoint-*")) else None
+    started = time.perf_counter()
+    result = trainer.train(resume_from_checkpoint=last)
+    wall = time.perf_counter() - started
+    tokens = int(sum(len(ids) for ids in trainer.train_dataset["input_ids"]))
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    card = {
+        "variant": variant, "label": vspec.label, "labels": labels,
+        "teacher": (teacher_labels or {}).get("__teacher__") if labels == "teacher" else None,
+        "base_model": base_dir.name, "base_fingerprint": base_fp,
+        "target_modules": list(vspec.target_modules), "rank": trainer.model.peft_config["default"].r,
+        "lora_alpha": LORA_ALPHA, "lora_dropout": LORA_DROPOUT,
+        "trainable_parameters": int(sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)),
+        "data": {**spec.__dict__, "n": len(examples), "query_ids_sha256": _ids_hash(examples)}, "examples": len(rows),
+        "tokens": tokens, "steps": int(trainer.state.global_step), "final_loss": losses[-1] if losses else None,
+        "mean_loss": result.training_loss, "resumed_from": Path(last).name if last else None,
+        "wall_seconds_this_run": round(wall, 1), "settings": settings.__dict__, "versions": _versions(),
+    }
+    target = out_dir or adapters_root() / variant
+    save_adapter(trainer.model, target, card)
+    return card
+
+
+def _ids_hash(examples: list[dict]) -> str:
+    import hashlib
+
+    return hashlib.sha256("\n".join(e["query_id"] for e in examples).encode()).hexdigest()[:16]
+
+
+def _versions() -> dict[str, str]:
+    import peft
+    import torch
+    import transformers
+    import trl
+
+    return {"python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__,
+            "peft": peft.__version__, "trl": trl.__version__}
+
+
+def save_adapter(peft_model, target: Path, card: dict) -> None:
+    """fp16 safetensors + adapter_config.json (no machine paths) + card.json, swapped in atomically."""
+    from safetensors.torch import load_file, save_file
+
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}-"))
+    peft_model.save_pretrained(tmp, safe_serialization=True)
+    weights = {k: v.half().contiguous() for k, v in load_file(tmp / "adapter_model.safetensors").items()}
+    save_file(weights, tmp / "adapter_model.safetensors", metadata={"format": "pt"})
+    cfg = json.loads((tmp / "adapter_config.json").read_text())
+    cfg["base_model_name_or_path"] = card["base_model"]  # never a path of the training machine
+    (tmp / "adapter_config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
+    (tmp / "card.json").write_text(json.dumps(card, indent=2, sort_keys=True) + "\n")
+    for extra in tmp.glob("README.md"):
+        extra.unlink()
+    if target.exists():
+        shutil.rmtree(target)
+    os.replace(tmp, target)

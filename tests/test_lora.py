@@ -1,0 +1,253 @@
+"""LoRA variants on a tiny random Llama: budgets, training, resume, many adapters on one base, bad adapters."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from mdrag.errors import MissingModelError, UnknownNameError
+from mdrag.generation.adapters import AdapterError, attach_adapter, check_adapter, update_norms
+from mdrag.generation.generator import Generator
+from mdrag.generation.model import load_generator
+from mdrag.generation.variants import ALL_LINEAR, VARIANTS, get_variant, lora_parameters, matched_rank
+from mdrag.hashing import folder_fingerprint
+from mdrag.training.lora import budget_table, lora_config, variant_rank
+from mdrag.training.trainer import TrainSettings, save_adapter, train_variant
+
+TRAINED = [v for v in VARIANTS.values() if not v.is_base]
+
+
+def smollm_like():
+    from transformers import LlamaConfig
+
+    return LlamaConfig(hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
+                       num_key_value_heads=3, vocab_size=49152)
+
+
+def llama_1b_like():
+    from transformers import LlamaConfig
+
+    return LlamaConfig(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32,
+                       num_key_value_heads=8, vocab_size=128256)
+
+
+def tiny_config(tiny_generator_dir):
+    from transformers import AutoConfig
+
+    return AutoConfig.from_pretrained(tiny_generator_dir)
+
+
+@pytest.mark.parametrize("make_config", [smollm_like, llama_1b_like, "tiny"])
+@pytest.mark.parametrize("spec", TRAINED, ids=lambda s: s.name)
+def test_budgets_match_full_lora_within_2_percent(make_config, spec, tiny_generator_dir):
+    config = tiny_config(tiny_generator_dir) if make_config == "tiny" else make_config()
+    full = lora_parameters(config, ALL_LINEAR, 16)
+    n = lora_parameters(config, spec.target_modules, variant_rank(spec, config))
+    assert abs(n / full - 1) <= 0.02
+
+
+def test_smollm_ranks_are_the_measured_ones():
+    assert matched_rank(smollm_like(), ("q_proj", "k_proj")) == 85  # 4.90M vs Full's 4.88M (VERIFIED.md)
+    rows = {r["variant"]: r for r in budget_table(smollm_like())}
+    assert rows["full"]["trainable"] == 4_884_480 and rows["qk_att"]["rank"] == 85
+
+
+@pytest.mark.parametrize("spec", TRAINED, ids=lambda s: s.name)
+def test_peft_trains_exactly_the_registry_count(spec, tiny_generator_dir):
+    from peft import get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_generator_dir)
+    cfg = lora_config(spec.name, model.config)
+    peft_model = get_peft_model(model, cfg)
+    trainable = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
+    assert trainable == lora_parameters(model.config, spec.target_modules, cfg.r)
+    assert cfg.lora_alpha == 32 and cfg.lora_dropout == 0.1
+
+
+def test_unknown_variant_lists_known_ones():
+    with pytest.raises(UnknownNameError, match="vanilla, full, qk_att, att, mlp, full_skd"):
+        get_variant("dora")
+
+
+def _examples(n=6):
+    from conftest import TINY_PASSAGES
+
+    passages = [p["title"] + ": " + p["text"] for p in TINY_PASSAGES[:3]]
+    return [{"query_id": f"q{i}", "question": f"question number {i} about python", "passages": passages,
+             "passage_ids": [], "gold": "Guido van Rossum" if i % 2 else "Paris"} for i in range(n)]
+
+
+@pytest.mark.parametrize("variant", ["full", "qk_att", "att", "mlp"])
+def test_a_training_step_changes_only_the_intended_modules(variant, tiny_generator_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("MDRAG_CACHE", str(tmp_path / "cache"))
+    card = train_variant(variant, generator_path=str(tiny_generator_dir), examples=_examples(2),
+                         settings=TrainSettings(max_steps=2), out_dir=tmp_path / "out")
+    weights = load_file(tmp_path / "out" / "adapter_model.safetensors")
+    targets = set(get_variant(variant).target_modules)
+    touched = {k.split(".lora_")[0].rsplit(".", 1)[-1] for k in weights}
+    assert touched == targets
+    # LoRA B starts at zero: every targeted B moved, so every intended module changed
+    assert all(w.abs().sum() > 0 for k, w in weights.items() if ".lora_B." in k)
+    assert card["steps"] == 2 and card["base_fingerprint"] == folder_fingerprint(tiny_generator_dir)
+    cfg = json.loads((tmp_path / "out" / "adapter_config.json").read_text())
+    assert str(tmp_path) not in cfg["base_model_name_or_path"]  # no machine paths in shipped files
+
+
+def test_resume_from_checkpoint_equals_an_uninterrupted_run(tiny_generator_dir, tmp_path, monkeypatch):
+    from transformers import TrainerCallback
+
+    class Kill(TrainerCallback):
+        def on_step_end(self, args, state, control, **kw):
+            if state.global_step == 3:
+                raise KeyboardInterrupt("killed")
+
+    examples, settings = _examples(6), TrainSettings(save_steps=2)
+    monkeypatch.setenv("MDRAG_CACHE", str(tmp_path / "a"))
+    train_variant("full", generator_path=str(tiny_generator_dir), examples=examples, settings=settings,
+                  out_dir=tmp_path / "straight")
+    monkeypatch.setenv("MDRAG_CACHE", str(tmp_path / "b"))
+    with pytest.raises(KeyboardInterrupt):
+        train_variant("full", generator_path=str(tiny_generator_dir), examples=examples, settings=settings,
+                      out_dir=tmp_path / "resumed", callbacks=[Kill()])
+    card = train_variant("full", generator_path=str(tiny_generator_dir), examples=examples, settings=settings,
+                         out_dir=tmp_path / "resumed")
+    assert card["resumed_from"] == "checkpoint-2" and card["steps"] == 6
+    a = load_file(tmp_path / "straight" / "adapter_model.safetensors")
+    b = load_file(tmp_path / "resumed" / "adapter_model.safetensors")
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-3)  # fp16 storage
+    assert any(a[k].abs().sum() > 0 for k in a if "lora_B" in k)
+
+
+def make_random_adapter(base_dir, variant, folder, scale=0.3, seed=0):
+    """Random LoRA (A and B) scaled so outputs differ from the base without turning to garbage."""
+    from peft import get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(base_dir)
+    cfg = lora_config(variant, model.config)
+    cfg.init_lora_weights = False
+    torch.manual_seed(seed)
+    peft_model = get_peft_model(model, cfg)
+    with torch.no_grad():
+        for name, p in peft_model.named_parameters():
+            if "lora_B" in name:
+                p.mul_(scale)
+    save_adapter(peft_model, folder, {"variant": variant, "base_model": base_dir.name,
+                                      "base_fingerprint": folder_fingerprint(base_dir)})
+    return folder
+
+
+@pytest.fixture(scope="module")
+def adapters_root(tiny_generator_dir, tmp_path_factory):
+    root = tmp_path_factory.mktemp("adapters")
+    for i, v in enumerate(["full", "qk_att", "mlp"]):
+        make_random_adapter(tiny_generator_dir, v, root / v, scale=1.0, seed=i)
+    return root
+
+
+def test_batched_variants_equal_each_variant_alone(tiny_generator_dir, adapters_root, monkeypatch):
+    monkeypatch.setenv("MDRAG_ADAPTERS", str(adapters_root))
+    loaded = load_generator(str(tiny_generator_dir))
+    gen = Generator(loaded, max_new_tokens=24)
+    prompt = loaded.tokenizer("Background: Document 1: Python is a language. Question: who created python")["input_ids"]
+    variants = ["vanilla", "full", "qk_att", "mlp"]
+    batched = {g.variant: g.token_ids for g in gen.generate(prompt, variants)}
+    alone = {v: gen.generate(prompt, [v])[0].token_ids for v in variants}
+    assert batched == alone
+    assert len({tuple(t) for t in batched.values()}) >= 3  # the adapters really change the answers
+    assert set(loaded.model.peft_config) >= {"full", "qk_att", "mlp"}  # all on one base, loaded once
+
+
+def test_update_norms_match_peft_delta_weights(tiny_generator_dir, adapters_root):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    rows = update_norms(adapters_root / "qk_att")
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_generator_dir),
+                                      str(adapters_root / "qk_att"), adapter_name="qk_att")
+    layer = model.base_model.model.model.layers[1].self_attn.k_proj
+    want = layer.get_delta_weight("qk_att").norm().item()
+    got = next(r["norm"] for r in rows if r["layer"] == 1 and r["module"] == "k_proj")
+    assert got == pytest.approx(want, rel=1e-4)
+    assert {r["module"] for r in rows} == {"q_proj", "k_proj"} and len(rows) == 2 * 2
+
+
+@pytest.fixture
+def fresh_base(tiny_generator_dir):
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(tiny_generator_dir).eval()
+
+
+def _logits(model):
+    with torch.no_grad():
+        return model(torch.tensor([[5, 6, 7, 8]])).logits
+
+
+def _other_base(tmp_path):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    other = tmp_path / "other-base"
+    LlamaForCausalLM(LlamaConfig(vocab_size=600, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                 num_attention_heads=2, num_key_value_heads=1)).save_pretrained(other)
+    from conftest import build_tiny_tokenizer
+
+    build_tiny_tokenizer(other)
+    return other
+
+
+def _corrupt(kind, good, tmp_path, tiny_generator_dir):
+    bad = tmp_path / kind
+    if kind == "wrong-shape":
+        other = _other_base(tmp_path)
+        make_random_adapter(other, "full", bad)
+        card = json.loads((bad / "card.json").read_text())
+        (bad / "card.json").write_text(json.dumps({**card, "base_fingerprint": None}))  # only shapes can tell
+        return bad, "does not fit the loaded base"
+    shutil.copytree(good, bad)
+    if kind == "truncated":
+        data = (bad / "adapter_model.safetensors").read_bytes()
+        (bad / "adapter_model.safetensors").write_bytes(data[: len(data) // 3])
+        return bad, "truncated or not safetensors"
+    if kind == "pickle":
+        (bad / "adapter_model.safetensors").rename(bad / "adapter_model.bin")
+        return bad, "Refusing pickle"
+    if kind == "missing":
+        (bad / "adapter_model.safetensors").unlink()
+        return bad, "adapter_model.safetensors"
+    if kind == "not-safetensors":
+        (bad / "adapter_model.safetensors").write_bytes(b"\x80\x04\x95 this is a pickle")
+        return bad, "truncated or not safetensors"
+    if kind == "other-base-hash":
+        card = json.loads((bad / "card.json").read_text())
+        (bad / "card.json").write_text(json.dumps({**card, "base_fingerprint": "feedfacefeedface"}))
+        return bad, "trained on base"
+    raise AssertionError(kind)
+
+
+@pytest.mark.parametrize("kind", ["truncated", "pickle", "missing", "not-safetensors", "other-base-hash",
+                                  "wrong-shape"])
+def test_bad_adapters_fail_cleanly_and_leave_the_base_untouched(kind, fresh_base, adapters_root, tmp_path,
+                                                                tiny_generator_dir):
+    bad, match = _corrupt(kind, adapters_root / "full", tmp_path, tiny_generator_dir)
+    before = _logits(fresh_base)
+    error = MissingModelError if kind == "missing" else AdapterError
+    with pytest.raises(error, match=match):
+        attach_adapter(fresh_base, "broken", bad, folder_fingerprint(tiny_generator_dir))
+    assert not hasattr(fresh_base, "peft_config") or "broken" not in fresh_base.peft_config
+    torch.testing.assert_close(_logits(fresh_base), before, rtol=0, atol=0)
+    # and a good adapter still loads afterwards
+    model = attach_adapter(fresh_base, "full", adapters_root / "full", folder_fingerprint(tiny_generator_dir))
+    assert "full" in model.peft_config
+
+
+def test_check_adapter_accepts_a_good_one(fresh_base, adapters_root, tiny_generator_dir):
+    card = check_adapter(adapters_root / "mlp", fresh_base, folder_fingerprint(tiny_generator_dir))
+    assert card["variant"] == "mlp"
