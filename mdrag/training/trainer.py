@@ -74,7 +74,8 @@ def train_variant(variant: str, labels: str | None = None, spec: ExampleSpec | N
         output_dir=str(folder), per_device_train_batch_size=settings.batch_size, learning_rate=settings.learning_rate,
         num_train_epochs=settings.epochs, max_steps=settings.max_steps, weight_decay=settings.weight_decay,
         warmup_steps=settings.warmup, lr_scheduler_type="linear", optim="adamw_torch", logging_steps=1,
-        save_steps=settings.save_steps, save_total_limit=2, use_cpu=True, report_to="none", seed=settings.seed,
+        save_steps=settings.save_steps, save_total_limit=2, use_cpu=not torch.cuda.is_available(),
+        report_to="none", seed=settings.seed,
         data_seed=settings.seed, max_length=settings.max_length, completion_only_loss=True,
         dataloader_num_workers=0, disable_tqdm=False,
     )
