@@ -52,42 +52,62 @@ def _load_or_build(domain: Domain, kind: str, encoder_dir: Path, ext: str, loade
 
 
 @dataclass
-class SpladeRetriever:
+class _IndexedRetriever:
+    """A retriever over a saved index of the domain's passages (loaded, or built once and saved)."""
+
     domain: Domain
     model_dir: Path | None = None
-    out: Path | None = None
-    name: str = "splade"
-    label: str = "SPLADE (packaged 4.4M-parameter model)"
+    out: Path | None = None  # where to write a newly built index (default: the cache)
+    name: str = ""
+    label: str = ""
+    packaged = SPLADE  # class attributes set by each subclass
+    ext = ""
+    index_cls: type = SparseIndex
 
     def __post_init__(self) -> None:
-        model_dir = self.model_dir or SPLADE.path()
         texts = [p.content for p in self.domain.passages]
-        self.index = _load_or_build(
-            self.domain, "splade", model_dir, ".npz", SparseIndex.load,
-            lambda: SparseIndex(encoders.splade_documents(texts, self.model_dir, f"SPLADE index {self.domain.name}")),
-            self.out)
+        self.index = _load_or_build(self.domain, self.name, self.model_dir or self.packaged.path(), self.ext,
+                                    self.index_cls.load, lambda: self.index_cls(self.encode_passages(texts)),
+                                    self.out)
+
+    def encode_passages(self, texts: list[str]):
+        raise NotImplementedError
+
+    def encode_query(self, query: str):
+        raise NotImplementedError
 
     def search(self, query: str, k: int) -> tuple[np.ndarray, np.ndarray]:
-        return self.index.search(encoders.splade_queries([query], self.model_dir), k)
+        return self.index.search(self.encode_query(query), k)
 
 
 @dataclass
-class DenseRetriever:
-    domain: Domain
-    model_dir: Path | None = None
-    out: Path | None = None
+class SpladeRetriever(_IndexedRetriever):
+    name: str = "splade"
+    label: str = "SPLADE (packaged 4.4M-parameter model)"
+    packaged = SPLADE
+    ext = ".npz"
+    index_cls = SparseIndex
+
+    def encode_passages(self, texts: list[str]):
+        return encoders.splade_documents(texts, self.model_dir, f"SPLADE index {self.domain.name}")
+
+    def encode_query(self, query: str):
+        return encoders.splade_queries([query], self.model_dir)  # (1, vocab)
+
+
+@dataclass
+class DenseRetriever(_IndexedRetriever):
     name: str = "dense"
     label: str = "dense all-MiniLM-L6-v2 (cosine)"
+    packaged = MINILM
+    ext = ".npy"
+    index_cls = DenseIndex
 
-    def __post_init__(self) -> None:
-        model_dir = self.model_dir or MINILM.path()
-        texts = [p.content for p in self.domain.passages]
-        self.index = _load_or_build(self.domain, "dense", model_dir, ".npy", DenseIndex.load,
-                                    lambda: DenseIndex(encoders.minilm_embed(texts, self.model_dir, progress=True)),
-                                    self.out)
+    def encode_passages(self, texts: list[str]):
+        return encoders.minilm_embed(texts, self.model_dir, progress=True)  # (n, 384)
 
-    def search(self, query: str, k: int) -> tuple[np.ndarray, np.ndarray]:
-        return self.index.search(encoders.minilm_embed([query], self.model_dir)[0], k)
+    def encode_query(self, query: str):
+        return encoders.minilm_embed([query], self.model_dir)[0]  # (384,)
 
 
 @dataclass
