@@ -147,6 +147,9 @@ def _cmd_train(args) -> int:
     from mdrag.training.trainer import TrainSettings, train_variant
 
     spec, examples = _examples(args)
+    if args.examples_only:
+        print(f"{len(examples)} training examples ready (cached); now train, e.g. under accelerate launch")
+        return 0
     teacher_labels = None
     from mdrag.generation.variants import get_variant
 
@@ -229,6 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--teacher", default="self-distill", help=teacher_help)
     s.add_argument("--examples", type=int, default=128)
     s.add_argument("--max-steps", type=int, default=-1, help="stop early (-1: one epoch)")
+    s.add_argument("--examples-only", action="store_true", help="only retrieve and cache the training examples")
     s.add_argument("--generator", help="local HF causal-LM directory (default: packaged SmolLM2-135M)")
     s.set_defaults(func=_cmd_train)
     return p
