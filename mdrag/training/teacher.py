@@ -118,6 +118,7 @@ def labels_path(teacher: Teacher, examples_key: str, root: Path | None = None) -
 def distill(examples: list[dict], teacher: Teacher, path: Path) -> dict[str, str]:
     """Teacher labels for every example, appended row by row (resumable: done ids are skipped)."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    _drop_torn_tail(path)
     done = read_labels(path)
     todo = [e for e in examples if e["query_id"] not in done]
     with path.open("a", encoding="utf-8") as f:
@@ -129,6 +130,15 @@ def distill(examples: list[dict], teacher: Teacher, path: Path) -> dict[str, str
             f.flush()
             done[ex["query_id"]] = answer
     return {**done, "__teacher__": teacher.name}
+
+
+def _drop_torn_tail(path: Path) -> None:
+    """A run killed mid-write leaves a last line without its newline: cut it so appends start clean."""
+    if not path.exists():
+        return
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        path.write_bytes(data[: data.rfind(b"\n") + 1])
 
 
 def read_labels(path: Path) -> dict[str, str]:
