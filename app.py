@@ -44,9 +44,13 @@ def passages_html(trace: RagTrace) -> str:
 
 def answers_html(trace: RagTrace) -> str:
     gold = (f"<p><b>Gold answer:</b> {esc(' | '.join(trace.gold_answers))}</p>" if trace.gold_answers else "")
+    def metrics(a) -> str:
+        shown = [f"{esc(k)} {v:.2f}" for k, v in a.metrics.items() if v is not None]
+        return f"<br><small>vs gold: {' · '.join(shown)}</small>" if shown else ""
+
     cards = "".join(
         f"<div class='mdrag-answer'><h4>{esc(a.label or name)}</h4><p>{esc(a.text) or '<i>(empty)</i>'}</p>"
-        f"<small>{len(a.token_ids)} tokens · {a.seconds:.1f} s</small></div>"
+        f"<small>{len(a.token_ids)} tokens · {a.seconds:.1f} s (all variants in one batch)</small>{metrics(a)}</div>"
         for name, a in trace.answers.items()
     )
     timing = " · ".join(f"{esc(k)} {v:.2f} s" for k, v in trace.timings.items())

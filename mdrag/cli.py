@@ -67,6 +67,9 @@ def _print_trace(trace) -> None:
     print("\nPrompt:\n" + "-" * 72 + f"\n{trace.prompt}\n" + "-" * 72)
     for name, ans in trace.answers.items():
         print(f"Answer [{name}] ({len(ans.token_ids)} tokens, {ans.seconds:.2f} s): {ans.text}")
+        shown = {k: v for k, v in ans.metrics.items() if v is not None}
+        if shown:
+            print("    vs gold: " + ", ".join(f"{k} {v:.2f}" for k, v in shown.items()))
     print("\nTimings: " + ", ".join(f"{k} {v:.2f} s" for k, v in trace.timings.items()))
 
 

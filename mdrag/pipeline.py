@@ -18,6 +18,7 @@ from mdrag.config import LIMITS
 from mdrag.data.benchmark import Domain, load_domain
 from mdrag.data.schema import Passage, Query
 from mdrag.errors import InvalidQueryError, UnknownNameError
+from mdrag.evaluation.answer_metrics import score_answer
 from mdrag.generation.generator import Generator
 from mdrag.generation.model import load_generator
 from mdrag.generation.prompts import Span, build_prompt
@@ -134,9 +135,10 @@ class RagPipeline:
         progress(0.35, f"generating: {', '.join(variants)} (one batch)")
         n = len(built.input_ids)
         for gen in Generator(loaded).generate(built.input_ids, variants):
+            metrics = score_answer(gen.text, trace.gold_answers, trace.answer_type) if bench_query else {}
             trace.answers[gen.variant] = VariantAnswer(gen.variant, gen.text, gen.token_ids,
                                                        Span("answer", "answer", n, n + len(gen.token_ids)),
-                                                       gen.seconds, get_variant(gen.variant).label)
+                                                       gen.seconds, get_variant(gen.variant).label, metrics)
         timings["generate"] = gen.seconds
         progress(1.0, "done")
         return trace

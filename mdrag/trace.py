@@ -38,6 +38,7 @@ class VariantAnswer:
     span: Span  # token range of the answer after the prompt
     seconds: float
     label: str = ""  # human label of the variant (e.g. "QK-Att LoRA r85")
+    metrics: dict[str, float | None] = field(default_factory=dict)  # vs the gold answer, when there is one
 
 
 @dataclass

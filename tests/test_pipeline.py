@@ -51,6 +51,13 @@ def test_retrieved_setting_marks_gold_and_keeps_scores(pipe):
     assert trace.passages[0].id == "p0" and trace.passages[0].is_gold  # BM25 finds it on this corpus
     assert all(p.first_stage_score is not None and p.first_stage_rank for p in trace.passages)
     assert {"first_stage", "rerank", "prompt", "generate"} <= set(trace.timings)
+    metrics = trace.answers["vanilla"].metrics
+    assert metrics["match"] in (0.0, 1.0) and metrics["length"] == len(trace.answers["vanilla"].text.split())
+
+
+def test_free_questions_have_no_gold_metrics(pipe):
+    trace = pipe.run("a question that is not in the benchmark")
+    assert trace.query_id is None and trace.answers["vanilla"].metrics == {}
 
 
 def test_oracle_puts_exactly_the_gold_passages_in_the_prompt(pipe):
