@@ -46,7 +46,8 @@ def build_tiny_tokenizer(folder: Path):
     tok.decoder = decoders.ByteLevel()
     corpus = [p["title"] + ": " + p["text"] for p in TINY_PASSAGES] + [q["text"] for q in TINY_QUERIES] + [
         "You are a helpful assistant. Your task is to extract relevant information from provided documents "
-        "and to answer to questions as briefly as possible. Background: Document Question:"
+        "and to answer to questions as briefly as possible. Background: Document Question:",
+        "Yes No yes no Yes, No. Answer with one of Yes, No.",
     ]
     trainer = trainers.BpeTrainer(vocab_size=600, special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
