@@ -7,6 +7,7 @@ seeded random positions.
 
 from __future__ import annotations
 
+import copy
 import random
 import time
 from collections.abc import Callable
@@ -93,35 +94,30 @@ class RagPipeline:
             p.rank = rank
         return chosen
 
-    def run(self, query: str | bytes, variants: list[str] | None = None, setting: str = "retrieved",
-            query_id: str | None = None, seed: int = 0, n_distractors: int = 4,
-            progress: Progress = _no_progress) -> RagTrace:
-        variants = variants or ["vanilla"]
-        for v in variants:
-            get_variant(v)
-        if setting not in SETTINGS:
-            raise UnknownNameError(f"Unknown setting '{setting}'. Known: {', '.join(SETTINGS)}")
-        timings: dict[str, float] = {}
+    def resolve_query(self, query: str | bytes, query_id: str | None) -> tuple[str, Query | None]:
+        """The question text and its benchmark record (by id, or by matching text), validated."""
         if query_id:
             if query_id not in self.domain.query_by_id:
                 raise UnknownNameError(f"No query '{query_id}' in domain '{self.domain.name}'.")
             bench_query = self.domain.query_by_id[query_id]
-            text = bench_query.text
-        else:
-            text = clean_query(query)
-            bench_query = self.find_query(text)
-        gold = set(bench_query.gold_ids) if bench_query else set()
-        progress(0.05, "retrieving")
-        ranked = self.retrieve(text, gold, timings)
-        passages = self.select(setting, ranked, bench_query, seed, n_distractors)
-        progress(0.3, "building prompt")
+            return bench_query.text, bench_query
+        text = clean_query(query)
+        return text, self.find_query(text)
+
+    def make_trace(self, text: str, bench_query: Query | None, ranked: list[RetrievedPassage], setting: str,
+                   seed: int = 0, n_distractors: int = 4, timings: dict[str, float] | None = None) -> RagTrace:
+        """Passages for the setting and the exact prompt with its span map; no answers yet."""
+        if setting not in SETTINGS:
+            raise UnknownNameError(f"Unknown setting '{setting}'. Known: {', '.join(SETTINGS)}")
+        timings = dict(timings or {})
+        passages = self.select(setting, [copy.copy(p) for p in ranked], bench_query, seed, n_distractors)
         t0 = time.perf_counter()
         loaded = load_generator(self.generator_path)
         timings["load_generator"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         built = build_prompt(loaded.tokenizer, text, [p.content for p in passages])
         timings["prompt"] = time.perf_counter() - t0
-        trace = RagTrace(
+        return RagTrace(
             query=text, domain=self.domain.name, setting=setting, retriever=self.retriever,
             reranker=get_reranker(self.reranker).label, passages=passages, prompt=built.text,
             prompt_ids=built.input_ids, spans=built.spans, query_id=bench_query.id if bench_query else None,
@@ -132,14 +128,37 @@ class RagPipeline:
                     "first_k": self.first_k, "top_k": self.top_k, "seed": seed, "decoding": "greedy",
                     "max_new_tokens": LIMITS.max_new_tokens, "corpus": self.domain.fingerprint()},
         )
-        progress(0.35, f"generating: {', '.join(variants)} (one batch)")
-        n = len(built.input_ids)
-        for gen in Generator(loaded).generate(built.input_ids, variants):
-            metrics = score_answer(gen.text, trace.gold_answers, trace.answer_type) if bench_query else {}
+
+    def answer(self, trace: RagTrace, variants: list[str]) -> RagTrace:
+        """Generate every variant's answer in one batch and score it against the gold answer if known."""
+        for v in variants:
+            get_variant(v)
+        n = len(trace.prompt_ids)
+        gens = Generator(load_generator(self.generator_path)).generate(trace.prompt_ids, variants)
+        for gen in gens:
+            metrics = score_answer(gen.text, trace.gold_answers, trace.answer_type) if trace.query_id else {}
             trace.answers[gen.variant] = VariantAnswer(gen.variant, gen.text, gen.token_ids,
                                                        Span("answer", "answer", n, n + len(gen.token_ids)),
                                                        gen.seconds, get_variant(gen.variant).label, metrics)
-        timings["generate"] = gen.seconds
+        trace.timings["generate"] = gens[0].seconds if gens else 0.0
+        return trace
+
+    def run(self, query: str | bytes, variants: list[str] | None = None, setting: str = "retrieved",
+            query_id: str | None = None, seed: int = 0, n_distractors: int = 4,
+            progress: Progress = _no_progress) -> RagTrace:
+        variants = variants or ["vanilla"]
+        for v in variants:
+            get_variant(v)
+        if setting not in SETTINGS:
+            raise UnknownNameError(f"Unknown setting '{setting}'. Known: {', '.join(SETTINGS)}")
+        text, bench_query = self.resolve_query(query, query_id)
+        progress(0.05, "retrieving")
+        timings: dict[str, float] = {}
+        ranked = self.retrieve(text, set(bench_query.gold_ids) if bench_query else set(), timings)
+        progress(0.3, "building prompt")
+        trace = self.make_trace(text, bench_query, ranked, setting, seed, n_distractors, timings)
+        progress(0.35, f"generating: {', '.join(variants)} (one batch)")
+        self.answer(trace, variants)
         progress(1.0, "done")
         return trace
 
