@@ -1,0 +1,127 @@
+"""The evaluation grid: every (domain, variant, setting) cell over a split's queries, into a ResultsStore.
+
+Per query, retrieval runs once; per setting the prompt is built once and all variants that still need
+a result are generated together in one batch (many adapters on one base). Rows of one (query, setting)
+land in one transaction, so a run killed at any point resumes without duplicates or lost rows.
+A judge failure is stored on the row; a re-run re-judges only those rows (the answer is reused).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import platform
+import time
+from dataclasses import dataclass, field
+
+from tqdm import tqdm
+
+from mdrag.config import LIMITS
+from mdrag.data.domains import DOMAINS, resolve_domain
+from mdrag.evaluation.retrieval_metrics import RETRIEVAL_METRICS
+from mdrag.evaluation.store import ResultsStore, row_key
+from mdrag.generation.model import load_generator
+from mdrag.generation.variants import adapter_dir, get_variant
+from mdrag.hashing import file_sha256
+from mdrag.pipeline import SETTINGS, RagPipeline
+
+
+@dataclass
+class Grid:
+    domains: list[str]
+    variants: list[str]
+    settings: list[str] = field(default_factory=lambda: ["retrieved"])
+    split: str = "test"
+    limit: int | None = None
+    retriever: str = "splade"
+    reranker: str = "minilm"
+    generator_path: str | None = None
+    n_distractors: int = 4
+
+    def __post_init__(self) -> None:
+        self.domains = [resolve_domain(d).name for d in (list(DOMAINS) if self.domains == ["all"] else self.domains)]
+        for v in self.variants:
+            get_variant(v)
+        for s in self.settings:
+            if s not in SETTINGS:
+                from mdrag.errors import UnknownNameError
+
+                raise UnknownNameError(f"Unknown setting '{s}'. Known: {', '.join(SETTINGS)}")
+
+
+def adapter_fingerprint(variant: str) -> str:
+    spec = get_variant(variant)
+    return "base" if spec.is_base else file_sha256(adapter_dir(variant) / "adapter_model.safetensors")[:16]
+
+
+def _retrieval_scores(ranked, gold: set[str]) -> dict[str, float]:
+    ids = [p.id for p in ranked]
+    first = [p.id for p in sorted(ranked, key=lambda p: p.first_stage_rank)]
+    out = {name: fn(ids, gold) for name, fn in RETRIEVAL_METRICS.items()}
+    out["first_stage_Recall@5"] = RETRIEVAL_METRICS["Recall@5"](first, gold)
+    return out
+
+
+def evaluate(grid: Grid, store: ResultsStore, judge=None, show_progress: bool = True) -> dict[str, int]:
+    """Run every missing cell of the grid; returns counts of generated, cached and re-judged rows."""
+    import peft
+    import torch
+    import transformers
+
+    loaded = load_generator(grid.generator_path)
+    fps = {v: adapter_fingerprint(v) for v in grid.variants}  # fails early on a missing adapter
+    judge_name = judge.name if judge else None
+    run_id = f"run-{time.strftime('%Y%m%d-%H%M%S')}-{hashlib.sha256(repr(grid).encode()).hexdigest()[:6]}"
+    store.add_run(run_id, {**grid.__dict__, "generator": loaded.name, "generator_fingerprint": loaded.fingerprint,
+                           "adapters": fps, "judge": judge_name, "max_new_tokens": LIMITS.max_new_tokens,
+                           "versions": {"python": platform.python_version(), "torch": torch.__version__,
+                                        "transformers": transformers.__version__, "peft": peft.__version__}})
+    pipes = {d: RagPipeline.for_domain(d, retriever=grid.retriever, reranker=grid.reranker,
+                                       generator_path=grid.generator_path) for d in grid.domains}
+    work = [(d, q) for d in grid.domains for q in pipes[d].domain.split(grid.split)[: grid.limit] if q.gold_ids]
+    counts = {"generated": 0, "cached": 0, "rejudged": 0, "judge_failures": 0}
+    bar = tqdm(total=len(work) * len(grid.settings), desc="evaluate", unit="cell", disable=not show_progress)
+    for domain, q in work:
+        pipe = pipes[domain]
+        text, bench = pipe.resolve_query(None, q.id)
+        ranked = pipe.retrieve(text, set(q.gold_ids), {})
+        retrieval = _retrieval_scores(ranked, set(q.gold_ids))
+        for setting in grid.settings:
+            trace = pipe.make_trace(text, bench, ranked, setting, seed=0, n_distractors=grid.n_distractors)
+            prompt_hash = hashlib.sha256(trace.prompt.encode()).hexdigest()[:16]
+            keys = {v: row_key(domain=domain, query=q.id, setting=setting, prompt=prompt_hash, variant=v,
+                               generator=loaded.fingerprint, adapter=fps[v], max_new_tokens=LIMITS.max_new_tokens,
+                               judge=judge_name) for v in grid.variants}
+            existing = {v: store.get(k) for v, k in keys.items()}
+            todo = [v for v, row in existing.items() if row is None]
+            if todo:
+                pipe.answer(trace, todo)
+            rows = []
+            for v in grid.variants:
+                old = existing[v]
+                if old is not None and old["judge_error"] is None:
+                    counts["cached"] += 1
+                    continue
+                if old is not None:  # answer stored, judge failed last time: re-judge only
+                    row, counts["rejudged"] = dict(old), counts["rejudged"] + 1
+                else:
+                    ans = trace.answers[v]
+                    counts["generated"] += 1
+                    row = {"key": keys[v], "run_id": run_id, "domain": domain, "cluster": DOMAINS[domain].cluster,
+                           "query_id": q.id, "variant": v, "setting": setting, "answer_type": q.answer_type,
+                           "prompt_hash": prompt_hash, "question": q.text, "gold": q.answers,
+                           "passages": [{"id": p.id, "rank": p.rank, "gold": p.is_gold,
+                                         "first_stage": p.first_stage_score, "rerank": p.rerank_score}
+                                        for p in trace.passages],
+                           "answer": ans.text, "n_tokens": len(ans.token_ids), "seconds": ans.seconds,
+                           "metrics": ans.metrics, "retrieval": retrieval, "judge": judge_name,
+                           "judge_score": None, "judge_error": None, "created": time.time()}
+                if judge is not None:
+                    gold = q.answers[0] if q.answers else "(no answer in the documents)"
+                    verdict = judge.judge(q.text, gold, row["answer"])
+                    row["judge_score"], row["judge_error"] = verdict.score, verdict.error
+                    counts["judge_failures"] += verdict.error is not None
+                rows.append(row)
+            store.put_many(rows)
+            bar.update(1)
+    bar.close()
+    return counts

@@ -1,0 +1,111 @@
+"""The results store: one SQLite file (WAL mode) with run metadata and one row per
+(query, variant, setting) result.
+
+Each row has a key hashing everything that determines it (domain, query, setting, the exact prompt,
+variant, generator and adapter fingerprints, decoding settings, judge): identical work is never
+recomputed, and a killed run resumes without duplicates because rows are written in transactions and
+the key is the primary key. A file that is not SQLite, or a SQLite file that is not an mdrag store,
+is refused and never overwritten.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any
+
+from mdrag.errors import MdragError
+
+SCHEMA_VERSION = "1"
+COLUMNS = ["key", "run_id", "domain", "cluster", "query_id", "variant", "setting", "answer_type", "prompt_hash",
+           "question", "gold", "passages", "answer", "n_tokens", "seconds", "metrics", "retrieval", "judge",
+           "judge_score", "judge_error", "created"]
+_JSON = {"gold", "passages", "metrics", "retrieval"}
+
+
+class StoreError(MdragError):
+    pass
+
+
+def row_key(**parts: Any) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+
+
+class ResultsStore:
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        if self.path.exists() and self.path.stat().st_size:
+            with open(self.path, "rb") as f:
+                if f.read(16) != b"SQLite format 3\x00":
+                    raise StoreError(f"{self.path} is not a SQLite file; it was left untouched. Pick another path.")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.db = sqlite3.connect(self.path, timeout=30, check_same_thread=False)
+            tables = {r[0] for r in self.db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        except sqlite3.DatabaseError as err:
+            raise StoreError(f"{self.path} is a corrupt SQLite file ({err}); it was left untouched.") from None
+        if tables and "mdrag_meta" not in tables:
+            self.db.close()
+            raise StoreError(f"{self.path} is a SQLite file of something else (tables: {sorted(tables)[:5]}); "
+                             "it was left untouched.")
+        self.db.execute("PRAGMA journal_mode=WAL")
+        if not tables:
+            self._create()
+        version = self.db.execute("SELECT value FROM mdrag_meta WHERE name='schema'").fetchone()
+        if not version or version[0] != SCHEMA_VERSION:
+            raise StoreError(f"{self.path} has store schema {version and version[0]}, expected {SCHEMA_VERSION}.")
+
+    def _create(self) -> None:
+        with self.db:
+            self.db.execute("CREATE TABLE mdrag_meta (name TEXT PRIMARY KEY, value TEXT)")
+            self.db.execute("INSERT INTO mdrag_meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
+            self.db.execute("CREATE TABLE runs (run_id TEXT PRIMARY KEY, created REAL, config TEXT)")
+            cols = ", ".join(f"{c} {'TEXT PRIMARY KEY' if c == 'key' else ''}" for c in COLUMNS)
+            self.db.execute(f"CREATE TABLE results ({cols})")
+            self.db.execute("CREATE INDEX results_cell ON results (domain, variant, setting)")
+
+    def add_run(self, run_id: str, config: dict) -> None:
+        with self.db:
+            self.db.execute("INSERT OR REPLACE INTO runs VALUES (?, ?, ?)",
+                            (run_id, time.time(), json.dumps(config, sort_keys=True)))
+
+    def has(self, key: str) -> bool:
+        found = self.db.execute("SELECT 1 FROM results WHERE key=? AND judge_error IS NULL", (key,)).fetchone()
+        return found is not None
+
+    def get(self, key: str) -> dict | None:
+        cur = self.db.execute(f"SELECT {', '.join(COLUMNS)} FROM results WHERE key=?", (key,))
+        found = cur.fetchone()
+        if found is None:
+            return None
+        return {c: (json.loads(v) if c in _JSON and isinstance(v, str) else v) for c, v in zip(COLUMNS, found,
+                                                                                               strict=True)}
+
+    def put_many(self, rows: list[dict]) -> None:
+        """Insert rows in one transaction (all or none land); a row with the same key is replaced."""
+        marks = ", ".join("?" for _ in COLUMNS)
+        values = [tuple(json.dumps(r.get(c), ensure_ascii=False) if c in _JSON else r.get(c) for c in COLUMNS)
+                  for r in rows]
+        with self.db:
+            self.db.executemany(f"INSERT OR REPLACE INTO results ({', '.join(COLUMNS)}) VALUES ({marks})", values)
+
+    def frame(self):
+        """All results as a pandas DataFrame, metrics expanded into columns."""
+        import pandas as pd
+
+        df = pd.read_sql_query("SELECT * FROM results", self.db)
+        for c in _JSON:
+            df[c] = df[c].map(lambda v: json.loads(v) if isinstance(v, str) else v)
+        metrics = pd.json_normalize(df["metrics"].tolist()).add_prefix("m_") if len(df) else pd.DataFrame()
+        retrieval = pd.json_normalize(df["retrieval"].tolist()).add_prefix("r_") if len(df) else pd.DataFrame()
+        return pd.concat([df.reset_index(drop=True), metrics, retrieval], axis=1)
+
+    def runs(self) -> list[dict]:
+        return [{"run_id": r[0], "created": r[1], "config": json.loads(r[2])}
+                for r in self.db.execute("SELECT * FROM runs ORDER BY created")]
+
+    def close(self) -> None:
+        self.db.close()

@@ -1,0 +1,142 @@
+"""Results store and the evaluation grid on the tiny corpus with a tiny generator."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import TINY_PASSAGES, write_jsonl
+
+from mdrag.evaluation.judge import Verdict
+from mdrag.evaluation.runner import Grid, evaluate
+from mdrag.evaluation.store import ResultsStore, StoreError
+
+QUERIES = [{"id": f"q{i}", "text": f"question {i}: who created python or where is paris", "answers": ["Paris"],
+            "gold_ids": [["p4"], ["p6"], ["p2", "p6"]][i % 3], "answer_type": "short", "split": "test"}
+           for i in range(8)]
+
+
+def register(tmp: Path) -> None:
+    from mdrag.data.benchmark import load_domain
+    from mdrag.data.domains import register_jsonl_domain
+
+    register_jsonl_domain("evaltiny", write_jsonl(tmp / "q.jsonl", QUERIES),
+                          write_jsonl(tmp / "p.jsonl", TINY_PASSAGES))
+    load_domain.cache_clear()
+
+
+@pytest.fixture
+def grid(tmp_path, tiny_generator_dir):
+    from mdrag.data.domains import DOMAINS
+
+    register(tmp_path)
+    yield Grid(["evaltiny"], ["vanilla"], ["retrieved", "oracle", "noisy"], retriever="bm25", reranker="none",
+               generator_path=str(tiny_generator_dir), n_distractors=2)
+    DOMAINS.pop("evaltiny", None)
+
+
+class FlakyJudge:
+    name = "flaky"
+
+    def __init__(self):
+        self.calls = 0
+
+    def judge(self, question, answer, prediction):
+        self.calls += 1
+        return Verdict(None, error="endpoint down") if self.calls % 2 else Verdict(0.25, 0.1, 0.3)
+
+
+def test_grid_fills_every_cell_once_and_caches(grid, tmp_path):
+    store = ResultsStore(tmp_path / "r.sqlite")
+    counts = evaluate(grid, store, show_progress=False)
+    assert counts["generated"] == 8 * 3
+    df = store.frame()
+    assert len(df) == 24 and df["key"].is_unique
+    assert set(df["setting"]) == {"retrieved", "oracle", "noisy"}
+    oracle = df[df.setting == "oracle"]
+    assert all(all(p["gold"] for p in ps) for ps in oracle["passages"])
+    assert {"m_match", "m_recall", "m_f1", "r_nDCG@10"} <= set(df.columns)
+    again = evaluate(grid, store, show_progress=False)
+    assert again["generated"] == 0 and again["cached"] == 24 and len(store.frame()) == 24
+    assert store.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert len(store.runs()) == 2
+
+
+def test_judge_failures_are_recorded_and_only_they_are_retried(grid, tmp_path):
+    grid.settings = ["retrieved"]
+    store = ResultsStore(tmp_path / "r.sqlite")
+    judge = FlakyJudge()
+    first = evaluate(grid, store, judge=judge, show_progress=False)
+    assert first["judge_failures"] == 4 and len(store.frame()) == 8
+    answers = dict(zip(store.frame()["key"], store.frame()["answer"], strict=True))
+    second = evaluate(grid, store, judge=judge, show_progress=False)
+    assert second["rejudged"] == 4 and second["generated"] == 0 and second["cached"] == 4
+    df = store.frame()
+    assert dict(zip(df["key"], df["answer"], strict=True)) == answers  # answers reused, not regenerated
+    assert df["judge_score"].notna().sum() >= 6
+
+
+@pytest.mark.parametrize("content,match", [(b"hello, not a database at all", "not a SQLite file"),
+                                           ("foreign", "something else")])
+def test_bad_store_files_are_refused_and_left_untouched(tmp_path, content, match):
+    path = tmp_path / "x.sqlite"
+    if content == "foreign":
+        db = sqlite3.connect(path)
+        db.execute("CREATE TABLE invoices (id INTEGER)")
+        db.commit()
+        db.close()
+    else:
+        path.write_bytes(content)
+    before = path.read_bytes()
+    with pytest.raises(StoreError, match=match):
+        ResultsStore(path)
+    assert path.read_bytes() == before
+
+
+RUN = """
+import sys; sys.path.insert(0, {tests!r})
+from pathlib import Path
+from test_evaluation_runner import register
+from mdrag.evaluation.runner import Grid, evaluate
+from mdrag.evaluation.store import ResultsStore
+register(Path({tmp!r}))
+grid = Grid(["evaltiny"], ["vanilla"], ["retrieved", "oracle", "noisy"], retriever="bm25", reranker="none",
+            generator_path={gen!r}, n_distractors=2)
+print(evaluate(grid, ResultsStore(Path({store!r})), show_progress=False), flush=True)
+"""
+
+
+def test_a_killed_run_resumes_without_duplicates_or_loss(tmp_path, tiny_generator_dir):
+    store_path = tmp_path / "r.sqlite"
+    script = tmp_path / "run.py"
+    script.write_text(RUN.format(tests=str(Path(__file__).parent), tmp=str(tmp_path), gen=str(tiny_generator_dir),
+                                 store=str(store_path)))
+    env = {**os.environ, "MDRAG_CACHE": str(tmp_path / "cache")}
+    proc = subprocess.Popen([sys.executable, str(script)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 240
+    n = 0
+    while time.time() < deadline and proc.poll() is None:
+        if store_path.exists():
+            try:
+                n = sqlite3.connect(store_path).execute("SELECT count(*) FROM results").fetchone()[0]
+            except sqlite3.OperationalError:
+                n = 0
+            if n >= 3:
+                break
+        time.sleep(0.05)
+    proc.kill()
+    proc.wait()
+    assert 0 < n < 24, "the run should have been killed part-way"
+    done = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    counts = json.loads(done.stdout.strip().splitlines()[-1].replace("'", '"'))
+    rows = sqlite3.connect(store_path).execute("SELECT key, domain, query_id, variant, setting FROM results").fetchall()
+    assert len(rows) == 24 and len({r[0] for r in rows}) == 24
+    assert len({r[2:] for r in rows}) == 24  # every (query, variant, setting) exactly once
+    assert counts["cached"] >= 3 and counts["generated"] + counts["cached"] == 24
