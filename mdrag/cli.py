@@ -1,4 +1,4 @@
-"""Command line: python -m mdrag {prepare, index, domains, ask, retrieval-eval, variants, distill, train}."""
+"""Command line: python -m mdrag {prepare, index, domains, ask, retrieval-eval, variants, distill, train, evaluate,\nreport}."""
 
 from __future__ import annotations
 
@@ -172,6 +172,41 @@ def _cmd_train(args) -> int:
     return 0
 
 
+def _cmd_evaluate(args) -> int:
+    from pathlib import Path
+
+    from mdrag.evaluation.judge import HFJudge, OpenAIJudge
+    from mdrag.evaluation.runner import Grid, evaluate
+    from mdrag.evaluation.store import ResultsStore
+
+    grid = Grid(args.domains.split(","), args.variants.split(","), args.settings.split(","), split=args.split,
+                limit=args.limit, retriever=args.retriever, reranker=args.reranker, generator_path=args.generator)
+    judge = None
+    if args.judge != "none":
+        if args.judge.startswith("openai:"):
+            model, url = args.judge[len("openai:"):].split("@", 1)
+            judge = OpenAIJudge(model, url)
+        else:
+            judge = HFJudge(None if args.judge == "default" else args.judge.removeprefix("hf:"))
+    store = ResultsStore(Path(args.store))
+    counts = evaluate(grid, store, judge)
+    print(f"{args.store}: {counts}")
+    return 0
+
+
+def _cmd_report(args) -> int:
+    from pathlib import Path
+
+    from mdrag.evaluation.report import report
+    from mdrag.evaluation.store import ResultsStore
+
+    df = ResultsStore(Path(args.store)).frame()
+    if df.empty:
+        raise MdragError(f"{args.store} holds no results yet: run python -m mdrag evaluate first")
+    print(report(df, Path(args.csv) if args.csv else None))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from mdrag.config import LIMITS
 
@@ -238,6 +273,25 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--examples-only", action="store_true", help="only retrieve and cache the training examples")
     s.add_argument("--generator", help="local HF causal-LM directory (default: packaged SmolLM2-135M)")
     s.set_defaults(func=_cmd_train)
+
+    s = sub.add_parser("evaluate", help="run the (domain, variant, setting) grid into a SQLite store (resumable)")
+    s.add_argument("--domains", default="all")
+    s.add_argument("--variants", default="vanilla")
+    s.add_argument("--settings", default="retrieved")
+    s.add_argument("--split", default="test")
+    s.add_argument("--limit", type=int, help="queries per domain")
+    s.add_argument("--retriever", default="splade")
+    s.add_argument("--reranker", default="minilm")
+    s.add_argument("--generator", help="local HF causal-LM directory (default: packaged SmolLM2-135M)")
+    s.add_argument("--judge", default="default",
+                   help="default (packaged 135M, weak), hf:<dir>, openai:<model>@<base_url>, or none")
+    s.add_argument("--store", default="results.sqlite")
+    s.set_defaults(func=_cmd_evaluate)
+
+    s = sub.add_parser("report", help="paper-style tables from a results store (markdown; CSV with --csv)")
+    s.add_argument("--store", default="results.sqlite")
+    s.add_argument("--csv", help="folder for CSV tables")
+    s.set_defaults(func=_cmd_report)
     return p
 
 

@@ -140,3 +140,24 @@ def test_a_killed_run_resumes_without_duplicates_or_loss(tmp_path, tiny_generato
     assert len(rows) == 24 and len({r[0] for r in rows}) == 24
     assert len({r[2:] for r in rows}) == 24  # every (query, variant, setting) exactly once
     assert counts["cached"] >= 3 and counts["generated"] + counts["cached"] == 24
+
+
+def test_report_numbers_equal_an_independent_recomputation(grid, tmp_path):
+    from mdrag.evaluation.report import judge_agreement, report, setting_table
+
+    store = ResultsStore(tmp_path / "r.sqlite")
+    evaluate(grid, store, judge=FlakyJudge(), show_progress=False)
+    df = store.frame()
+    db = sqlite3.connect(tmp_path / "r.sqlite")
+    for setting in ("retrieved", "oracle", "noisy"):
+        values = [json.loads(m)["match"] for (m,) in db.execute(
+            "SELECT metrics FROM results WHERE setting=? AND variant='vanilla'", (setting,))]
+        table = setting_table(df).set_index("variant")
+        assert table.loc["vanilla", setting] == pytest.approx(sum(values) / len(values))
+    judged = [(s > 0.5, json.loads(m)["match"]) for s, m in db.execute(
+        "SELECT judge_score, metrics FROM results WHERE judge_score IS NOT NULL")]
+    agree = judge_agreement(df)
+    assert agree["n"] == len(judged)
+    assert agree["accuracy_vs_match"] == pytest.approx(sum(a == bool(b) for a, b in judged) / len(judged))
+    text = report(df, tmp_path / "csv")
+    assert "vanilla" in text and "noisy/oracle" in text and "Judge: flaky" in text and (tmp_path / "csv" / "clusters.csv").exists()
