@@ -1,4 +1,5 @@
-"""Command line: python -m mdrag {prepare, index, domains, ask, retrieval-eval, variants, distill, train, evaluate,\nreport}."""
+"""Command line: python -m mdrag {prepare, index, domains, ask, retrieval-eval, variants, distill, train,
+evaluate, report}."""
 
 from __future__ import annotations
 
@@ -200,6 +201,8 @@ def _cmd_report(args) -> int:
     from mdrag.evaluation.report import report
     from mdrag.evaluation.store import ResultsStore
 
+    if not Path(args.store).is_file():
+        raise MdragError(f"No results store at {args.store}: run python -m mdrag evaluate first")
     df = ResultsStore(Path(args.store)).frame()
     if df.empty:
         raise MdragError(f"{args.store} holds no results yet: run python -m mdrag evaluate first")

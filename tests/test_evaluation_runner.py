@@ -160,4 +160,5 @@ def test_report_numbers_equal_an_independent_recomputation(grid, tmp_path):
     assert agree["n"] == len(judged)
     assert agree["accuracy_vs_match"] == pytest.approx(sum(a == bool(b) for a, b in judged) / len(judged))
     text = report(df, tmp_path / "csv")
-    assert "vanilla" in text and "noisy/oracle" in text and "Judge: flaky" in text and (tmp_path / "csv" / "clusters.csv").exists()
+    assert "vanilla" in text and "noisy/oracle" in text and "Judge: flaky" in text
+    assert (tmp_path / "csv" / "clusters.csv").exists()
