@@ -112,3 +112,15 @@ def test_missing_generator_directory_is_a_clear_error(tiny_domain, tmp_path):
     p = RagPipeline(tiny_domain, retriever="bm25", reranker="none", generator_path=str(tmp_path))
     with pytest.raises(MissingModelError, match=r"config\.json"):
         p.run("who created python")
+
+
+def test_generator_cache_follows_the_configured_directory(tiny_generator_dir, tmp_path, monkeypatch):
+    import shutil
+
+    other = tmp_path / "copy"
+    shutil.copytree(tiny_generator_dir, other)
+    monkeypatch.setenv("MDRAG_GENERATOR", str(tiny_generator_dir))
+    a = load_generator()
+    monkeypatch.setenv("MDRAG_GENERATOR", str(other))
+    b = load_generator()
+    assert a is not b and b.path == other and load_generator(str(tiny_generator_dir)) is a

@@ -74,13 +74,18 @@ def resolve_generator_dir(path: str | Path | None = None) -> Path:
     return folder
 
 
-@cache
 def load_generator(path: str | None = None, attn_implementation: str = "sdpa") -> LoadedModel:
-    """The generator in eval mode, fp32 on CPU. Never `trust_remote_code`."""
+    """The generator in eval mode, fp32 on CPU, loaded once per resolved directory (so changing
+    MDRAG_GENERATOR or passing another path never returns a model cached for a different one)."""
+    return _load_generator(resolve_generator_dir(path), attn_implementation)
+
+
+@cache
+def _load_generator(folder: Path, attn_implementation: str) -> LoadedModel:
+    """Never `trust_remote_code`; safetensors only."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    folder = resolve_generator_dir(path)
     tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
     tokenizer.padding_side = "left"  # decoder-only batches pad on the left
     if tokenizer.pad_token is None:
