@@ -9,11 +9,10 @@ never raised, so an evaluation run records it and goes on.
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import urllib.request
 from dataclasses import dataclass
+
+from mdrag.openai_compat import ChatEndpoint, EndpointError
 
 JUDGE_SYSTEM = "You are an evaluation tool. Answer with one of Yes, No."
 JUDGE_USER = (
@@ -82,31 +81,19 @@ class HFJudge:
         return yes_no_score(float(probs[self.ids["yes"]].sum()), float(probs[self.ids["no"]].sum()))
 
 
-@dataclass
-class OpenAIJudge:
-    model: str
-    base_url: str
-    api_key: str = os.environ.get("OPENAI_API_KEY", "EMPTY")
-    timeout: float = 60.0
-
-    @property
-    def name(self) -> str:
-        return f"openai:{self.model}"
+class OpenAIJudge(ChatEndpoint):
+    """First-token Yes/No probabilities from the endpoint's top logprobs."""
 
     def judge(self, question: str, answer: str, prediction: str) -> Verdict:
-        body = {"model": self.model, "messages": judge_messages(question, answer, prediction), "max_tokens": 1,
-                "temperature": 0, "logprobs": True, "top_logprobs": 20}
-        req = urllib.request.Request(self.base_url.rstrip("/") + "/chat/completions", json.dumps(body).encode(),
-                                     {"Content-Type": "application/json", "Authorization": f"Bearer {self.api_key}"})
         try:
-            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
-                data = json.loads(resp.read())
-            top = data["choices"][0]["logprobs"]["content"][0]["top_logprobs"]
-        except (OSError, KeyError, IndexError, TypeError, json.JSONDecodeError) as err:
-            return Verdict(None, error=f"judge endpoint {self.base_url} failed: {err}")
-        mass = {"yes": 0.0, "no": 0.0}
-        for entry in top:
-            word = str(entry.get("token", "")).strip().lower()
-            if word in mass:
-                mass[word] += math.exp(float(entry["logprob"]))
+            choice = self.complete(judge_messages(question, answer, prediction), max_tokens=1, logprobs=True,
+                                   top_logprobs=20)
+            top = choice["logprobs"]["content"][0]["top_logprobs"]
+            mass = {"yes": 0.0, "no": 0.0}
+            for entry in top:
+                word = str(entry.get("token", "")).strip().lower()
+                if word in mass:
+                    mass[word] += math.exp(float(entry["logprob"]))
+        except (EndpointError, KeyError, IndexError, TypeError, ValueError) as err:
+            return Verdict(None, error=f"judge {err}")
         return yes_no_score(mass["yes"], mass["no"])

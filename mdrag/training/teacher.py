@@ -13,11 +13,8 @@ Labels are appended to a JSONL file one row at a time, so a killed run resumes w
 from __future__ import annotations
 
 import json
-import os
 import re
 import statistics
-import urllib.request
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -25,6 +22,7 @@ from tqdm import tqdm
 
 from mdrag.config import ASSETS_DIR, LIMITS
 from mdrag.errors import MdragError, UnknownNameError
+from mdrag.openai_compat import ChatEndpoint, EndpointError
 from mdrag.training.examples import messages
 
 SELF_DISTILL_INSTRUCTION = (
@@ -70,30 +68,15 @@ class HFTeacher(_LocalTeacher):
         self.name = f"hf:{Path(path).name}"
 
 
-@dataclass
-class OpenAITeacher:
-    """Chat completions at `base_url` (e.g. http://127.0.0.1:8000/v1), temperature 0, 128 tokens."""
-
-    model: str
-    base_url: str
-    api_key: str = os.environ.get("OPENAI_API_KEY", "EMPTY")
-    timeout: float = 120.0
-
-    @property
-    def name(self) -> str:
-        return f"openai:{self.model}"
+class OpenAITeacher(ChatEndpoint):
+    """Chat completions at `base_url` (e.g. http://127.0.0.1:8000/v1), greedy, 128 tokens."""
 
     def label(self, question: str, passages: list[str], gold: str) -> str:
-        body = {"model": self.model, "messages": messages(question, passages), "temperature": 0,
-                "max_tokens": LIMITS.max_new_tokens}
-        req = urllib.request.Request(self.base_url.rstrip("/") + "/chat/completions", json.dumps(body).encode(),
-                                     {"Content-Type": "application/json", "Authorization": f"Bearer {self.api_key}"})
         try:
-            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
-                data = json.loads(resp.read())
-            return data["choices"][0]["message"]["content"].strip()
-        except (OSError, KeyError, IndexError, json.JSONDecodeError) as err:
-            raise MdragError(f"Teacher endpoint {self.base_url} failed: {err}") from None
+            choice = self.complete(messages(question, passages), max_tokens=LIMITS.max_new_tokens)
+            return choice["message"]["content"].strip()
+        except (EndpointError, KeyError, TypeError, AttributeError) as err:
+            raise MdragError(f"Teacher {err}") from None
 
 
 def get_teacher(spec: str = "self-distill") -> Teacher:
