@@ -147,6 +147,7 @@ def _cmd_distill(args) -> int:
 
 
 def _cmd_train(args) -> int:
+    from mdrag.generation.variants import get_variant
     from mdrag.training.teacher import get_teacher, labels_path, read_labels
     from mdrag.training.trainer import TrainSettings, train_variant
 
@@ -155,8 +156,6 @@ def _cmd_train(args) -> int:
         print(f"{len(examples)} training examples ready (cached); now train, e.g. under accelerate launch")
         return 0
     teacher_labels = None
-    from mdrag.generation.variants import get_variant
-
     labels = args.labels or get_variant(args.variant).labels
     if labels == "teacher":
         teacher = get_teacher(args.teacher)

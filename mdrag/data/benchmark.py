@@ -18,7 +18,7 @@ import json
 import shutil
 from collections import Counter
 from dataclasses import dataclass, field
-from functools import cache
+from functools import cache, cached_property
 from pathlib import Path
 
 from tqdm import tqdm
@@ -124,12 +124,16 @@ class Domain:
             raise BenchmarkError(f"Unknown split '{split}'. Known: {', '.join(SPLITS)}")
         return [q for q in self.queries if q.split == split]
 
-    def fingerprint(self) -> str:
-        """Hash of the corpus content: indexes built for one corpus are never used for another."""
+    @cached_property
+    def _fingerprint(self) -> str:
         h = hashlib.sha256()
         for p in self.passages:
             h.update(f"{p.id}\t{p.content}\n".encode())
         return h.hexdigest()[:16]
+
+    def fingerprint(self) -> str:
+        """Hash of the corpus content (computed once): indexes built for one corpus are never used for another."""
+        return self._fingerprint
 
 
 @cache

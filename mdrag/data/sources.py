@@ -225,5 +225,4 @@ BUILDERS: dict[str, Callable[[Path], Built]] = {
 
 def iter_licences(raw: Path) -> Iterable[tuple[str, Path]]:
     for name in BUILDERS:
-        folder = {"nq_open": "nq_open"}.get(name, name)
-        yield name, raw / folder / "LICENSE"
+        yield name, raw / name / "LICENSE"

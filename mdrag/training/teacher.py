@@ -50,8 +50,8 @@ class _LocalTeacher:
         msgs = messages(question, passages)
         if self.show_gold:
             msgs[-1]["content"] += SELF_DISTILL_INSTRUCTION.format(gold=gold)
-        ids = self.loaded.tokenizer.apply_chat_template(msgs, tokenize=True, add_generation_prompt=True)
-        ids = ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids
+        ids = self.loaded.tokenizer.apply_chat_template(msgs, tokenize=True, add_generation_prompt=True,
+                                                        return_dict=True)["input_ids"]
         (gen,) = self.generator.generate(list(ids), ["vanilla"])
         return gen.text
 
