@@ -126,7 +126,8 @@ class RagPipeline:
             answer_type=bench_query.answer_type if bench_query else None, timings=timings,
             config={"generator": loaded.name, "generator_fingerprint": loaded.fingerprint,
                     "first_k": self.first_k, "top_k": self.top_k, "seed": seed, "decoding": "greedy",
-                    "max_new_tokens": LIMITS.max_new_tokens, "corpus": self.domain.fingerprint()},
+                    "max_new_tokens": LIMITS.max_new_tokens, "dtype": LIMITS.dtype,
+                    "corpus": self.domain.fingerprint()},
         )
 
     def answer(self, trace: RagTrace, variants: list[str]) -> RagTrace:

@@ -251,3 +251,44 @@ def test_bad_adapters_fail_cleanly_and_leave_the_base_untouched(kind, fresh_base
 def test_check_adapter_accepts_a_good_one(fresh_base, adapters_root, tiny_generator_dir):
     card = check_adapter(adapters_root / "mlp", fresh_base, folder_fingerprint(tiny_generator_dir))
     assert card["variant"] == "mlp"
+
+
+def test_stacked_adapters_equal_peft_mixed_batch(tiny_generator_dir, adapters_root, monkeypatch):
+    """The fast many-adapter path gives peft's logits row by row, and peft's greedy tokens."""
+    from mdrag.generation.generator import BASE, multi_lora_model
+
+    monkeypatch.setenv("MDRAG_ADAPTERS", str(adapters_root))
+    loaded = load_generator(str(tiny_generator_dir))
+    variants = ["vanilla", "full", "qk_att", "mlp", "full"]
+    prompt = loaded.tokenizer("Background: Document 1: Python is a language. Question: who made it")["input_ids"]
+    reference = Generator(loaded, max_new_tokens=24, fast=False)
+    fast = Generator(loaded, max_new_tokens=24, fast=True, dtype="float32")
+    assert [g.token_ids for g in fast.generate(prompt, variants)] == \
+        [g.token_ids for g in reference.generate(prompt, variants)]
+
+    names = [BASE if v == "vanilla" else v for v in variants]
+    ids = torch.tensor([prompt] * len(names))
+    stacked = multi_lora_model(loaded, "float32")
+    with torch.inference_mode():
+        want = loaded.model(input_ids=ids, adapter_names=names).logits
+        with stacked.rows(names):
+            got = stacked.model(input_ids=ids).logits
+        plain = stacked.model(input_ids=ids).logits  # outside rows(): the base model, no adapter
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(plain[1], want[0], rtol=1e-4, atol=1e-4)
+    assert (got[1] - got[0]).abs().max() > 1e-2  # adapters really act
+
+
+def test_stacked_adapter_rows_are_thread_local(tiny_generator_dir, adapters_root, monkeypatch):
+    """Two threads generating with different adapters at once each get their own answers."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    monkeypatch.setenv("MDRAG_ADAPTERS", str(adapters_root))
+    loaded = load_generator(str(tiny_generator_dir))
+    gen = Generator(loaded, max_new_tokens=16)
+    prompt = loaded.tokenizer("Question: who created python")["input_ids"]
+    alone = {v: gen.generate(prompt, [v])[0].token_ids for v in ("full", "mlp", "vanilla")}
+    jobs = ["full", "mlp", "vanilla"] * 4
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(lambda v: gen.generate(prompt, [v])[0].token_ids, jobs))
+    assert got == [alone[v] for v in jobs]

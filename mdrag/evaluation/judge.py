@@ -1,5 +1,6 @@
 """LLMEval judge (paper): a model asked whether the generated answer is correct given the question and
-the golden answer. Score = P("Yes") / (P("Yes") + P("No")) at the first generated token.
+the golden answer. Score = P("Yes") / (P("Yes") + P("No")) at the first generated token. The 3-level
+variant asks for Yes, Partially or No and scores 1 / 0.5 / 0 weighted by the same first-token probabilities.
 
 Judges: a local HF causal LM (default: the packaged SmolLM2-135M — far weaker than the paper's SOLAR-10.7B,
 so every report names the judge and shows its agreement with Match), or an OpenAI-compatible endpoint
@@ -22,9 +23,15 @@ JUDGE_USER = (
 )
 
 
-def judge_messages(question: str, answer: str, prediction: str) -> list[dict[str, str]]:
-    return [{"role": "system", "content": JUDGE_SYSTEM},
-            {"role": "user", "content": JUDGE_USER.format(question=question, answer=answer, prediction=prediction)}]
+JUDGE3_SYSTEM = "You are an evaluation tool. Answer with one of Yes, Partially, No."
+JUDGE3_USER = JUDGE_USER.replace("simply answer with one of Yes, No.", "simply answer with one of Yes, Partially, No.")
+LEVELS = {2: {"yes": 1.0, "no": 0.0}, 3: {"yes": 1.0, "partially": 0.5, "no": 0.0}}
+
+
+def judge_messages(question: str, answer: str, prediction: str, levels: int = 2) -> list[dict[str, str]]:
+    system, user = (JUDGE_SYSTEM, JUDGE_USER) if levels == 2 else (JUDGE3_SYSTEM, JUDGE3_USER)
+    return [{"role": "system", "content": system},
+            {"role": "user", "content": user.format(question=question, answer=answer, prediction=prediction)}]
 
 
 @dataclass
@@ -33,6 +40,7 @@ class Verdict:
     p_yes: float | None = None
     p_no: float | None = None
     error: str | None = None
+    score3: float | None = None  # 3-level: (1 P(Yes) + 0.5 P(Partially)) / (P(Yes) + P(Partially) + P(No))
 
 
 def yes_no_score(p_yes: float, p_no: float) -> Verdict:
@@ -40,6 +48,22 @@ def yes_no_score(p_yes: float, p_no: float) -> Verdict:
     if not total > 0:
         return Verdict(None, p_yes, p_no, "the judge put no probability on Yes or No")
     return Verdict(p_yes / total, p_yes, p_no)
+
+
+def level_score(mass: dict[str, float]) -> float | None:
+    """Expected level under the judge's first-token distribution restricted to the allowed words."""
+    total = sum(mass.values())
+    if not total > 0:
+        return None
+    weights = LEVELS[len(mass)]
+    return sum(weights[w] * p for w, p in mass.items()) / total
+
+
+def combine(two: dict[str, float], three: dict[str, float] | None) -> Verdict:
+    verdict = yes_no_score(two["yes"], two["no"])
+    if three is not None:
+        verdict.score3 = level_score(three)
+    return verdict
 
 
 class HFJudge:
@@ -52,48 +76,63 @@ class HFJudge:
         self.name = f"hf:{self.loaded.name}" + (" (135M stand-in for the paper's 10.7B judge)"
                                                   if "135m" in self.loaded.name.lower() else "")
         tok = self.loaded.tokenizer
-        self.ids = {word: self._first_ids(tok, word) for word in ("yes", "no")}
-        if not all(self.ids.values()):
+        self.ids = {word: self._first_ids(tok, word) for word in ("yes", "no", "partially")}
+        if not (self.ids["yes"] and self.ids["no"]):  # "partially" is optional: no 3-level score without it
             from mdrag.errors import MdragError
 
             raise MdragError(f"Judge {self.name}: its tokenizer has no single token for Yes/No; use another judge.")
 
     @staticmethod
     def _first_ids(tok, word: str) -> list[int]:
+        """Token ids that start the word in its usual spellings. A word split into pieces ('Part' 'ially')
+        counts by its first piece, which is what a first-token judge can see."""
         ids = set()
         for form in (word.capitalize(), " " + word.capitalize(), word, " " + word):
             enc = tok(form, add_special_tokens=False)["input_ids"]
-            if enc and tok.decode(enc[:1]).strip().lower() == word:
+            first = tok.decode(enc[:1]).strip().lower() if enc else ""
+            if first and (first == word or (len(first) >= 3 and word.startswith(first))):
                 ids.add(enc[0])
         return sorted(ids)
 
-    def judge(self, question: str, answer: str, prediction: str) -> Verdict:
+    def _first_token_mass(self, messages: list[dict[str, str]], words: tuple[str, ...]) -> dict[str, float]:
         import torch
 
         tok = self.loaded.tokenizer
-        ids = tok.apply_chat_template(judge_messages(question, answer, prediction), add_generation_prompt=True,
-                                      tokenize=True, return_dict=True)["input_ids"]
+        ids = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=True,
+                                      return_dict=True)["input_ids"]
         model = self.loaded.model
         kwargs = {"adapter_names": ["__base__"]} if hasattr(model, "peft_config") else {}
         with torch.inference_mode():
             logits = model(torch.tensor([ids]), logits_to_keep=1, **kwargs).logits[0, -1]  # (vocab,)
         probs = torch.softmax(logits.float(), dim=-1)
-        return yes_no_score(float(probs[self.ids["yes"]].sum()), float(probs[self.ids["no"]].sum()))
+        return {w: float(probs[self.ids[w]].sum()) for w in words}
+
+    def judge(self, question: str, answer: str, prediction: str, three_level: bool = True) -> Verdict:
+        two = self._first_token_mass(judge_messages(question, answer, prediction), ("yes", "no"))
+        three = (self._first_token_mass(judge_messages(question, answer, prediction, 3), ("yes", "partially", "no"))
+                 if three_level and self.ids["partially"] else None)
+        return combine(two, three)
 
 
 class OpenAIJudge(ChatEndpoint):
     """First-token Yes/No probabilities from the endpoint's top logprobs."""
 
-    def judge(self, question: str, answer: str, prediction: str) -> Verdict:
+    def _first_token_mass(self, messages: list[dict[str, str]], words: tuple[str, ...]) -> dict[str, float]:
+        choice = self.complete(messages, max_tokens=1, logprobs=True, top_logprobs=20)
+        mass = dict.fromkeys(words, 0.0)
+        for entry in choice["logprobs"]["content"][0]["top_logprobs"]:
+            token = str(entry.get("token", "")).strip().lower()
+            word = next((w for w in words if token and (token == w or (len(token) >= 3 and w.startswith(token)))),
+                        None)
+            if word:
+                mass[word] += math.exp(float(entry["logprob"]))
+        return mass
+
+    def judge(self, question: str, answer: str, prediction: str, three_level: bool = True) -> Verdict:
         try:
-            choice = self.complete(judge_messages(question, answer, prediction), max_tokens=1, logprobs=True,
-                                   top_logprobs=20)
-            top = choice["logprobs"]["content"][0]["top_logprobs"]
-            mass = {"yes": 0.0, "no": 0.0}
-            for entry in top:
-                word = str(entry.get("token", "")).strip().lower()
-                if word in mass:
-                    mass[word] += math.exp(float(entry["logprob"]))
+            two = self._first_token_mass(judge_messages(question, answer, prediction), ("yes", "no"))
+            three = (self._first_token_mass(judge_messages(question, answer, prediction, 3),
+                                            ("yes", "partially", "no")) if three_level else None)
         except (EndpointError, KeyError, IndexError, TypeError, ValueError) as err:
             return Verdict(None, error=f"judge {err}")
-        return yes_no_score(mass["yes"], mass["no"])
+        return combine(two, three)

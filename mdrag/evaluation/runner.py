@@ -9,6 +9,7 @@ A judge failure is stored on the row; a re-run re-judges only those rows (the an
 from __future__ import annotations
 
 import hashlib
+import itertools
 import platform
 import time
 from dataclasses import dataclass, field
@@ -73,11 +74,15 @@ def evaluate(grid: Grid, store: ResultsStore, judge=None, show_progress: bool = 
     run_id = f"run-{time.strftime('%Y%m%d-%H%M%S')}-{hashlib.sha256(repr(grid).encode()).hexdigest()[:6]}"
     store.add_run(run_id, {**grid.__dict__, "generator": loaded.name, "generator_fingerprint": loaded.fingerprint,
                            "adapters": fps, "judge": judge_name, "max_new_tokens": LIMITS.max_new_tokens,
+                           "dtype": LIMITS.dtype,
                            "versions": {"python": platform.python_version(), "torch": torch.__version__,
                                         "transformers": transformers.__version__, "peft": peft.__version__}})
     pipes = {d: RagPipeline.for_domain(d, retriever=grid.retriever, reranker=grid.reranker,
                                        generator_path=grid.generator_path) for d in grid.domains}
-    work = [(d, q) for d in grid.domains for q in pipes[d].domain.split(grid.split)[: grid.limit] if q.gold_ids]
+    per_domain = [[(d, q) for q in pipes[d].domain.split(grid.split)[: grid.limit] if q.gold_ids] for d in grid.domains]
+    # Domains interleaved (query 1 of each domain, then query 2, ...): a run stopped early still covers
+    # every domain evenly, and its partial results are usable.
+    work = [item for batch in itertools.zip_longest(*per_domain) for item in batch if item is not None]
     counts = {"generated": 0, "cached": 0, "rejudged": 0, "judge_failures": 0}
     bar = tqdm(total=len(work) * len(grid.settings), desc="evaluate", unit="cell", disable=not show_progress)
     for domain, q in work:
@@ -90,7 +95,7 @@ def evaluate(grid: Grid, store: ResultsStore, judge=None, show_progress: bool = 
             prompt_hash = hashlib.sha256(trace.prompt.encode()).hexdigest()[:16]
             keys = {v: row_key(domain=domain, query=q.id, setting=setting, prompt=prompt_hash, variant=v,
                                generator=loaded.fingerprint, adapter=fps[v], max_new_tokens=LIMITS.max_new_tokens,
-                               judge=judge_name) for v in grid.variants}
+                               dtype=LIMITS.dtype, judge=judge_name) for v in grid.variants}
             existing = {v: store.get(k) for v, k in keys.items()}
             todo = [v for v, row in existing.items() if row is None]
             if todo:
@@ -114,11 +119,13 @@ def evaluate(grid: Grid, store: ResultsStore, judge=None, show_progress: bool = 
                                         for p in trace.passages],
                            "answer": ans.text, "n_tokens": len(ans.token_ids), "seconds": ans.seconds,
                            "metrics": ans.metrics, "retrieval": retrieval, "judge": judge_name,
-                           "judge_score": None, "judge_error": None, "created": time.time()}
+                           "judge_score": None, "judge3_score": None, "judge_error": None,
+                           "created": time.time()}
                 if judge is not None:
                     gold = q.answers[0] if q.answers else "(no answer in the documents)"
                     verdict = judge.judge(q.text, gold, row["answer"])
-                    row["judge_score"], row["judge_error"] = verdict.score, verdict.error
+                    row["judge_score"], row["judge3_score"] = verdict.score, verdict.score3
+                    row["judge_error"] = verdict.error
                     counts["judge_failures"] += verdict.error is not None
                 rows.append(row)
             store.put_many(rows)

@@ -19,10 +19,10 @@ from typing import Any
 
 from mdrag.errors import MdragError
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"
 COLUMNS = ["key", "run_id", "domain", "cluster", "query_id", "variant", "setting", "answer_type", "prompt_hash",
            "question", "gold", "passages", "answer", "n_tokens", "seconds", "metrics", "retrieval", "judge",
-           "judge_score", "judge_error", "created"]
+           "judge_score", "judge3_score", "judge_error", "created"]
 _JSON = {"gold", "passages", "metrics", "retrieval"}
 
 
