@@ -51,6 +51,9 @@ class FlakyJudge:
         self.calls += 1
         return Verdict(None, error="endpoint down") if self.calls % 2 else Verdict(0.25, 0.1, 0.3)
 
+    def judge_many(self, items):
+        return [self.judge(*item) for item in items]  # no de-duplication: every other call fails
+
 
 def test_grid_fills_every_cell_once_and_caches(grid, tmp_path):
     store = ResultsStore(tmp_path / "r.sqlite")

@@ -8,7 +8,15 @@ import numpy as np
 import pytest
 import torch
 
-from mdrag.evaluation.judge import JUDGE_USER, HFJudge, OpenAIJudge, judge_messages, yes_no_score
+from mdrag.evaluation.judge import (
+    JUDGE3_USER,
+    JUDGE_USER,
+    HFJudge,
+    OpenAIJudge,
+    judge_messages,
+    level_score,
+    yes_no_score,
+)
 from mdrag.evaluation.stats import bootstrap_ci, cohen_kappa
 
 
@@ -22,6 +30,21 @@ def test_prompt_is_the_papers_verbatim():
 @pytest.mark.parametrize("p_yes,p_no,score", [(0.3, 0.1, 0.75), (0.0, 0.5, 0.0), (0.2, 0.0, 1.0)])
 def test_yes_no_weighting(p_yes, p_no, score):
     assert yes_no_score(p_yes, p_no).score == pytest.approx(score)
+
+
+@pytest.mark.parametrize("mass,score", [
+    ({"yes": 0.2, "partially": 0.2, "no": 0.0}, 0.75),  # (0.2 + 0.1) / 0.4
+    ({"yes": 0.0, "partially": 0.3, "no": 0.3}, 0.25),
+    ({"yes": 0.0, "partially": 0.0, "no": 0.9}, 0.0),
+    ({"yes": 0.0, "partially": 0.0, "no": 0.0}, None),
+])
+def test_three_level_weighting(mass, score):
+    assert level_score(mass) == (pytest.approx(score) if score is not None else None)
+
+
+def test_three_level_prompt_differs_only_in_the_allowed_answers():
+    assert JUDGE_USER.replace("one of Yes, No.", "one of Yes, Partially, No.") == JUDGE3_USER
+    assert judge_messages("q", "a", "p", 3)[0]["content"].endswith("one of Yes, Partially, No.")
 
 
 def test_no_mass_on_yes_or_no_is_a_recorded_failure():
@@ -42,6 +65,15 @@ def test_hf_judge_reads_first_token_probabilities(tiny_generator_dir):
     verdict = judge.judge("q", "a", "p")
     assert judge.ids["yes"] and judge.ids["no"] and not set(judge.ids["yes"]) & set(judge.ids["no"])
     assert verdict.score == pytest.approx(p_yes / (p_yes + p_no), rel=1e-5)
+    ids3 = tok.apply_chat_template(judge_messages("q", "a", "p", 3), add_generation_prompt=True, tokenize=True,
+                                   return_dict=True)["input_ids"]
+    with torch.no_grad():
+        probs3 = torch.softmax(model(torch.tensor([ids3]), **kwargs).logits[0, -1], -1)
+    if judge.ids["partially"]:
+        y, p, n = (probs3[judge.ids[w]].sum().item() for w in ("yes", "partially", "no"))
+        assert verdict.score3 == pytest.approx((y + 0.5 * p) / (y + p + n), rel=1e-5)
+    else:
+        assert verdict.score3 is None
 
 
 class Chat(BaseHTTPRequestHandler):
@@ -70,7 +102,18 @@ def test_openai_judge_sums_yes_and_no_logprobs(endpoint):
     top = [{"token": "Yes", "logprob": np.log(0.6)}, {"token": " yes", "logprob": np.log(0.1)},
            {"token": "No", "logprob": np.log(0.2)}, {"token": "Maybe", "logprob": np.log(0.1)}]
     Chat.reply = json.dumps({"choices": [{"logprobs": {"content": [{"top_logprobs": top}]}}]}).encode()
-    assert OpenAIJudge("m", endpoint).judge("q", "a", "p").score == pytest.approx(0.7 / 0.9)
+    verdict = OpenAIJudge("m", endpoint).judge("q", "a", "p")
+    assert verdict.score == pytest.approx(0.7 / 0.9)
+    assert verdict.score3 == pytest.approx(0.7 / 0.9)  # the same reply carries no "Partially" mass
+
+
+def test_openai_judge_three_level_counts_a_split_partially(endpoint):
+    top = [{"token": "Part", "logprob": np.log(0.4)}, {"token": "Yes", "logprob": np.log(0.4)},
+           {"token": "No", "logprob": np.log(0.2)}, {"token": "Pa", "logprob": np.log(0.5)}]
+    Chat.reply = json.dumps({"choices": [{"logprobs": {"content": [{"top_logprobs": top}]}}]}).encode()
+    verdict = OpenAIJudge("m", endpoint).judge("q", "a", "p")
+    assert verdict.score == pytest.approx(0.4 / 0.6)
+    assert verdict.score3 == pytest.approx((0.4 + 0.2) / 1.0)  # 'Pa' is too short a prefix to count
 
 
 def test_openai_judge_garbage_is_recorded_not_raised(endpoint):
@@ -94,3 +137,16 @@ def test_bootstrap_ci_brackets_the_mean_and_is_seeded():
 ])
 def test_cohen_kappa(a, b, kappa):
     assert cohen_kappa(a, b) == pytest.approx(kappa)
+
+
+def test_hf_judge_batch_equals_one_at_a_time(tiny_generator_dir):
+    """Right-padded batches give each prompt the verdict it gets alone; duplicates are judged once."""
+    judge = HFJudge(str(tiny_generator_dir))
+    items = [("who wrote it", "Ann", "Ann wrote it"), ("q", "a", "p"), ("who wrote it", "Ann", "Ann wrote it"),
+             ("a much longer question about the <b>document</b>", "42 kg", "forty-two")]
+    batched = judge.judge_many(items, batch_size=3)
+    for item, verdict in zip(items, batched, strict=True):
+        alone = judge.judge(*item)
+        assert verdict.score == pytest.approx(alone.score, abs=2e-2)
+        assert (verdict.score3 is None) == (alone.score3 is None)
+    assert batched[0] == batched[2]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from mdrag.config import LIMITS
 from mdrag.openai_compat import ChatEndpoint, EndpointError
 
 JUDGE_SYSTEM = "You are an evaluation tool. Answer with one of Yes, No."
@@ -73,8 +74,9 @@ class HFJudge:
         from mdrag.generation.model import load_generator
 
         self.loaded = load_generator(generator_path)
-        self.name = f"hf:{self.loaded.name}" + (" (135M stand-in for the paper's 10.7B judge)"
-                                                  if "135m" in self.loaded.name.lower() else "")
+        self.dtype = LIMITS.dtype
+        self.name = f"hf:{self.loaded.name}" + ("" if self.dtype == "float32" else f" [{self.dtype}]") + (
+            " (135M stand-in for the paper's 10.7B judge)" if "135m" in self.loaded.name.lower() else "")
         tok = self.loaded.tokenizer
         self.ids = {word: self._first_ids(tok, word) for word in ("yes", "no", "partially")}
         if not (self.ids["yes"] and self.ids["no"]):  # "partially" is optional: no 3-level score without it
@@ -94,24 +96,43 @@ class HFJudge:
                 ids.add(enc[0])
         return sorted(ids)
 
-    def _first_token_mass(self, messages: list[dict[str, str]], words: tuple[str, ...]) -> dict[str, float]:
+    def _prompt_ids(self, item: tuple[str, str, str], levels: int) -> list[int]:
+        return self.loaded.tokenizer.apply_chat_template(judge_messages(*item, levels), add_generation_prompt=True,
+                                                         tokenize=True, return_dict=True)["input_ids"]
+
+    def judge_many(self, items: list[tuple[str, str, str]], three_level: bool = True,
+                   batch_size: int = 16) -> list[Verdict]:
+        """Verdicts for (question, golden answer, prediction) triples. Identical triples are judged once;
+        prompts go through the base model in right-padded batches (padding after the last real token
+        cannot change its logits under causal attention, and positions stay those of the unpadded prompt)."""
         import torch
 
-        tok = self.loaded.tokenizer
-        ids = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=True,
-                                      return_dict=True)["input_ids"]
-        model = self.loaded.model
-        kwargs = {"adapter_names": ["__base__"]} if hasattr(model, "peft_config") else {}
-        with torch.inference_mode():
-            logits = model(torch.tensor([ids]), logits_to_keep=1, **kwargs).logits[0, -1]  # (vocab,)
-        probs = torch.softmax(logits.float(), dim=-1)
-        return {w: float(probs[self.ids[w]].sum()) for w in words}
+        from mdrag.generation.generator import multi_lora_model
+
+        unique = list(dict.fromkeys(items))
+        levels = [2, 3] if three_level and self.ids["partially"] else [2]
+        jobs = [(item, lv) for item in unique for lv in levels]
+        model = multi_lora_model(self.loaded, self.dtype).model  # the plain base: no adapter rows set
+        pad = self.loaded.tokenizer.pad_token_id
+        mass: dict[tuple, dict[str, float]] = {}
+        for at in range(0, len(jobs), batch_size):
+            chunk = jobs[at: at + batch_size]
+            prompts = [self._prompt_ids(item, lv) for item, lv in chunk]
+            width = max(map(len, prompts))
+            ids = torch.tensor([p + [pad] * (width - len(p)) for p in prompts])  # (batch, width)
+            mask = torch.tensor([[1] * len(p) + [0] * (width - len(p)) for p in prompts])
+            with torch.inference_mode():
+                logits = model(input_ids=ids, attention_mask=mask).logits  # (batch, width, vocab)
+            last = logits[torch.arange(len(prompts)), torch.tensor([len(p) - 1 for p in prompts])]  # (batch, vocab)
+            probs = torch.softmax(last.float(), dim=-1)
+            for (item, lv), row in zip(chunk, probs, strict=True):
+                words = tuple(LEVELS[lv])
+                mass[(item, lv)] = {w: float(row[self.ids[w]].sum()) for w in words}
+        verdicts = {item: combine(mass[(item, 2)], mass.get((item, 3))) for item in unique}
+        return [verdicts[item] for item in items]
 
     def judge(self, question: str, answer: str, prediction: str, three_level: bool = True) -> Verdict:
-        two = self._first_token_mass(judge_messages(question, answer, prediction), ("yes", "no"))
-        three = (self._first_token_mass(judge_messages(question, answer, prediction, 3), ("yes", "partially", "no"))
-                 if three_level and self.ids["partially"] else None)
-        return combine(two, three)
+        return self.judge_many([(question, answer, prediction)], three_level)[0]
 
 
 class OpenAIJudge(ChatEndpoint):
@@ -136,3 +157,7 @@ class OpenAIJudge(ChatEndpoint):
         except (EndpointError, KeyError, IndexError, TypeError, ValueError) as err:
             return Verdict(None, error=f"judge {err}")
         return combine(two, three)
+
+    def judge_many(self, items: list[tuple[str, str, str]], three_level: bool = True) -> list[Verdict]:
+        verdicts = {item: self.judge(*item, three_level) for item in dict.fromkeys(items)}
+        return [verdicts[item] for item in items]

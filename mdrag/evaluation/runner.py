@@ -121,13 +121,14 @@ def evaluate(grid: Grid, store: ResultsStore, judge=None, show_progress: bool = 
                            "metrics": ans.metrics, "retrieval": retrieval, "judge": judge_name,
                            "judge_score": None, "judge3_score": None, "judge_error": None,
                            "created": time.time()}
-                if judge is not None:
-                    gold = q.answers[0] if q.answers else "(no answer in the documents)"
-                    verdict = judge.judge(q.text, gold, row["answer"])
+                rows.append(row)
+            if judge is not None and rows:  # one batched call per cell; identical answers judged once
+                gold = q.answers[0] if q.answers else "(no answer in the documents)"
+                for row, verdict in zip(rows, judge.judge_many([(q.text, gold, r["answer"]) for r in rows]),
+                                        strict=True):
                     row["judge_score"], row["judge3_score"] = verdict.score, verdict.score3
                     row["judge_error"] = verdict.error
                     counts["judge_failures"] += verdict.error is not None
-                rows.append(row)
             store.put_many(rows)
             bar.update(1)
     bar.close()
