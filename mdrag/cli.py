@@ -1,9 +1,10 @@
 """Command line: python -m mdrag {prepare, index, domains, ask, retrieval-eval, variants, distill, train,
-evaluate, report}."""
+evaluate, serve, report}."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import time
@@ -180,7 +181,8 @@ def _cmd_evaluate(args) -> int:
     from mdrag.evaluation.store import ResultsStore
 
     grid = Grid(args.domains.split(","), args.variants.split(","), args.settings.split(","), split=args.split,
-                limit=args.limit, retriever=args.retriever, reranker=args.reranker, generator_path=args.generator)
+                limit=args.limit, retriever=args.retriever, reranker=args.reranker, generator_path=args.generator,
+                endpoint=args.endpoint)
     judge = None
     if args.judge != "none":
         if args.judge.startswith("openai:"):
@@ -191,6 +193,16 @@ def _cmd_evaluate(args) -> int:
     store = ResultsStore(Path(args.store))
     counts = evaluate(grid, store, judge)
     print(f"{args.store}: {counts}")
+    return 0
+
+
+def _cmd_serve(args) -> int:
+    from mdrag.openai_server import make_server
+
+    server = make_server(args.host, args.port, args.generator)
+    print(f"serving http://{args.host}:{server.server_port}/v1 (Ctrl-C to stop)")
+    with contextlib.suppress(KeyboardInterrupt):
+        server.serve_forever()
     return 0
 
 
@@ -287,8 +299,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--generator", help="local HF causal-LM directory (default: packaged SmolLM2-135M)")
     s.add_argument("--judge", default="default",
                    help="default (packaged 135M, weak), hf:<dir>, openai:<model>@<base_url>, or none")
+    s.add_argument("--endpoint", help="generate on an OpenAI-compatible server (e.g. vLLM multi-LoRA: see "
+                                      "README), e.g. http://127.0.0.1:8000/v1; the judge stays as chosen")
     s.add_argument("--store", default="results.sqlite")
     s.set_defaults(func=_cmd_evaluate)
+
+    s = sub.add_parser("serve", help="OpenAI-compatible /v1/completions over the local many-adapter generator")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=8000)
+    s.add_argument("--generator", help="local HF causal-LM directory (default: packaged SmolLM2-135M)")
+    s.set_defaults(func=_cmd_serve)
 
     s = sub.add_parser("report", help="paper-style tables from a results store (markdown; CSV with --csv)")
     s.add_argument("--store", default="results.sqlite")

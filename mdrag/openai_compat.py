@@ -7,8 +7,10 @@ import os
 import urllib.request
 from dataclasses import dataclass, field
 
+from mdrag.errors import MdragError
 
-class EndpointError(Exception):
+
+class EndpointError(MdragError):
     """The endpoint could not be reached or answered something that is not a chat completion."""
 
 
@@ -25,8 +27,12 @@ class ChatEndpoint:
 
     def complete(self, messages: list[dict[str, str]], **options) -> dict:
         """POST /chat/completions, greedy unless `options` say otherwise; returns the first choice."""
-        body = {"model": self.model, "messages": messages, "temperature": 0, **options}
-        req = urllib.request.Request(self.base_url.rstrip("/") + "/chat/completions", json.dumps(body).encode(),
+        return self.post("/chat/completions", {"model": self.model, "messages": messages, "temperature": 0,
+                                               **options})
+
+    def post(self, path: str, body: dict) -> dict:
+        """POST a JSON body to base_url + path; returns the first choice of the reply."""
+        req = urllib.request.Request(self.base_url.rstrip("/") + path, json.dumps(body).encode(),
                                      {"Content-Type": "application/json", "Authorization": f"Bearer {self.api_key}"})
         try:
             with urllib.request.urlopen(req, timeout=self.timeout) as resp:

@@ -45,6 +45,7 @@ class RagPipeline:
     first_k: int = LIMITS.first_stage_k
     top_k: int = LIMITS.rerank_k
     generator_path: str | None = None
+    endpoint: str | None = None  # OpenAI-compatible server that generates instead of the local CPU
 
     @classmethod
     def for_domain(cls, name: str, **kw) -> RagPipeline:
@@ -135,7 +136,13 @@ class RagPipeline:
         for v in variants:
             get_variant(v)
         n = len(trace.prompt_ids)
-        gens = Generator(load_generator(self.generator_path)).generate(trace.prompt_ids, variants)
+        loaded = load_generator(self.generator_path)
+        if self.endpoint:
+            from mdrag.generation.remote import RemoteGenerator
+
+            gens = RemoteGenerator(self.endpoint, loaded.tokenizer).generate(trace.prompt_ids, variants)
+        else:
+            gens = Generator(loaded).generate(trace.prompt_ids, variants)
         for gen in gens:
             metrics = score_answer(gen.text, trace.gold_answers, trace.answer_type) if trace.query_id else {}
             trace.answers[gen.variant] = VariantAnswer(gen.variant, gen.text, gen.token_ids,

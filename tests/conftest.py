@@ -101,3 +101,36 @@ def _isolated_cache(tmp_path_factory):
     if "MDRAG_CACHE" not in os.environ:
         os.environ["MDRAG_CACHE"] = str(tmp_path_factory.mktemp("mdrag-cache"))
     yield
+
+
+def make_random_adapter(base_dir: Path, variant: str, folder: Path, scale: float = 0.3, seed: int = 0) -> Path:
+    """Random LoRA (A and B) scaled so outputs differ from the base without turning to garbage."""
+    import torch
+    from peft import get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from mdrag.hashing import folder_fingerprint
+    from mdrag.training.lora import lora_config
+    from mdrag.training.trainer import save_adapter
+
+    model = AutoModelForCausalLM.from_pretrained(base_dir)
+    cfg = lora_config(variant, model.config)
+    cfg.init_lora_weights = False
+    torch.manual_seed(seed)
+    peft_model = get_peft_model(model, cfg)
+    with torch.no_grad():
+        for name, p in peft_model.named_parameters():
+            if "lora_B" in name:
+                p.mul_(scale)
+    save_adapter(peft_model, folder, {"variant": variant, "base_model": base_dir.name,
+                                      "base_fingerprint": folder_fingerprint(base_dir)})
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_adapters_root(tiny_generator_dir, tmp_path_factory) -> Path:
+    """Random full, qk_att and mlp adapters for the tiny generator (point MDRAG_ADAPTERS here)."""
+    root = tmp_path_factory.mktemp("adapters")
+    for i, v in enumerate(["full", "qk_att", "mlp"]):
+        make_random_adapter(tiny_generator_dir, v, root / v, scale=1.0, seed=i)
+    return root

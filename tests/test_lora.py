@@ -7,6 +7,7 @@ import shutil
 
 import pytest
 import torch
+from conftest import make_random_adapter
 from safetensors.torch import load_file
 
 from mdrag.errors import MissingModelError, UnknownNameError
@@ -16,7 +17,7 @@ from mdrag.generation.model import load_generator
 from mdrag.generation.variants import ALL_LINEAR, VARIANTS, get_variant, lora_parameters, matched_rank
 from mdrag.hashing import folder_fingerprint
 from mdrag.training.lora import budget_table, lora_config, variant_rank
-from mdrag.training.trainer import TrainSettings, save_adapter, train_variant
+from mdrag.training.trainer import TrainSettings, train_variant
 
 TRAINED = [v for v in VARIANTS.values() if not v.is_base]
 
@@ -125,31 +126,9 @@ def test_resume_from_checkpoint_equals_an_uninterrupted_run(tiny_generator_dir, 
     assert any(a[k].abs().sum() > 0 for k in a if "lora_B" in k)
 
 
-def make_random_adapter(base_dir, variant, folder, scale=0.3, seed=0):
-    """Random LoRA (A and B) scaled so outputs differ from the base without turning to garbage."""
-    from peft import get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    model = AutoModelForCausalLM.from_pretrained(base_dir)
-    cfg = lora_config(variant, model.config)
-    cfg.init_lora_weights = False
-    torch.manual_seed(seed)
-    peft_model = get_peft_model(model, cfg)
-    with torch.no_grad():
-        for name, p in peft_model.named_parameters():
-            if "lora_B" in name:
-                p.mul_(scale)
-    save_adapter(peft_model, folder, {"variant": variant, "base_model": base_dir.name,
-                                      "base_fingerprint": folder_fingerprint(base_dir)})
-    return folder
-
-
 @pytest.fixture(scope="module")
-def adapters_root(tiny_generator_dir, tmp_path_factory):
-    root = tmp_path_factory.mktemp("adapters")
-    for i, v in enumerate(["full", "qk_att", "mlp"]):
-        make_random_adapter(tiny_generator_dir, v, root / v, scale=1.0, seed=i)
-    return root
+def adapters_root(tiny_adapters_root):
+    return tiny_adapters_root
 
 
 def test_batched_variants_equal_each_variant_alone(tiny_generator_dir, adapters_root, monkeypatch):

@@ -37,6 +37,7 @@ class Grid:
     reranker: str = "minilm"
     generator_path: str | None = None
     n_distractors: int = 4
+    endpoint: str | None = None  # generate on an OpenAI-compatible server (vLLM multi-LoRA) instead of locally
 
     def __post_init__(self) -> None:
         self.domains = [resolve_domain(d).name for d in (list(DOMAINS) if self.domains == ["all"] else self.domains)]
@@ -72,13 +73,17 @@ def evaluate(grid: Grid, store: ResultsStore, judge=None, show_progress: bool = 
     fps = {v: adapter_fingerprint(v) for v in grid.variants}  # fails early on a missing adapter
     judge_name = judge.name if judge else None
     run_id = f"run-{time.strftime('%Y%m%d-%H%M%S')}-{hashlib.sha256(repr(grid).encode()).hexdigest()[:6]}"
+    # Where the answers come from is part of every key: a server's answers never pose as local ones.
+    made_by = {"generator": loaded.fingerprint, "dtype": LIMITS.dtype} if not grid.endpoint else \
+        {"generator": f"endpoint:{grid.endpoint}", "dtype": "endpoint"}
     store.add_run(run_id, {**grid.__dict__, "generator": loaded.name, "generator_fingerprint": loaded.fingerprint,
                            "adapters": fps, "judge": judge_name, "max_new_tokens": LIMITS.max_new_tokens,
-                           "dtype": LIMITS.dtype,
+                           "generation": made_by,
                            "versions": {"python": platform.python_version(), "torch": torch.__version__,
                                         "transformers": transformers.__version__, "peft": peft.__version__}})
     pipes = {d: RagPipeline.for_domain(d, retriever=grid.retriever, reranker=grid.reranker,
-                                       generator_path=grid.generator_path) for d in grid.domains}
+                                       generator_path=grid.generator_path, endpoint=grid.endpoint)
+             for d in grid.domains}
     per_domain = [[(d, q) for q in pipes[d].domain.split(grid.split)[: grid.limit] if q.gold_ids] for d in grid.domains]
     # Domains interleaved (query 1 of each domain, then query 2, ...): a run stopped early still covers
     # every domain evenly, and its partial results are usable.
@@ -94,8 +99,8 @@ def evaluate(grid: Grid, store: ResultsStore, judge=None, show_progress: bool = 
             trace = pipe.make_trace(text, bench, ranked, setting, seed=0, n_distractors=grid.n_distractors)
             prompt_hash = hashlib.sha256(trace.prompt.encode()).hexdigest()[:16]
             keys = {v: row_key(domain=domain, query=q.id, setting=setting, prompt=prompt_hash, variant=v,
-                               generator=loaded.fingerprint, adapter=fps[v], max_new_tokens=LIMITS.max_new_tokens,
-                               dtype=LIMITS.dtype, judge=judge_name) for v in grid.variants}
+                               adapter=fps[v], max_new_tokens=LIMITS.max_new_tokens, judge=judge_name, **made_by)
+                    for v in grid.variants}
             existing = {v: store.get(k) for v, k in keys.items()}
             todo = [v for v, row in existing.items() if row is None]
             if todo:
