@@ -165,3 +165,19 @@ def test_report_numbers_equal_an_independent_recomputation(grid, tmp_path):
     text = report(df, tmp_path / "csv")
     assert "vanilla" in text and "noisy/oracle" in text and "Judge: flaky" in text
     assert (tmp_path / "csv" / "clusters.csv").exists()
+
+
+def test_paired_differences_equal_a_hand_recomputation():
+    import pandas as pd
+
+    from mdrag.evaluation.report import paired_table
+
+    rows = []
+    for qid, (a, b) in enumerate([(1, 0), (1, 1), (0, 1), (1, 0), (1, 0)]):
+        rows += [{"domain": "d", "query_id": str(qid), "setting": "oracle", "variant": "qk_att", "m_match": a},
+                 {"domain": "d", "query_id": str(qid), "setting": "oracle", "variant": "full", "m_match": b}]
+    rows.append({"domain": "d", "query_id": "9", "setting": "oracle", "variant": "qk_att", "m_match": 1})  # unpaired
+    table = paired_table(pd.DataFrame(rows), pairs=[("qk_att", "full")])
+    row = table.iloc[0]
+    assert row["n"] == 5 and row["mean"] == pytest.approx(2 / 5)
+    assert row["CI low"] <= row["mean"] <= row["CI high"]

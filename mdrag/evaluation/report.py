@@ -16,14 +16,43 @@ def _ci_cell(values: pd.Series) -> str:
     return "–" if pd.isna(mean) else f"{mean:.3f} [{lo:.3f}, {hi:.3f}]"
 
 
-def cluster_table(df: pd.DataFrame, setting: str = "retrieved") -> pd.DataFrame:
+def cluster_table(df: pd.DataFrame, setting: str = "retrieved", by: str = "cluster") -> pd.DataFrame:
+    """Mean [95% CI] of LLMEval (2- and 3-level), Match and Recall per `by` (cluster or domain) and variant."""
     sub = df[df["setting"] == setting]
     rows = []
-    for (cluster, variant), g in sub.groupby(["cluster", "variant"], sort=True):
-        rows.append({"cluster": cluster, "variant": variant, "n": len(g),
+    for (group, variant), g in sub.groupby([by, "variant"], sort=True):
+        rows.append({by: group, "variant": variant, "n": len(g),
                      "LLMEval": _ci_cell(g["judge_score"]) if "judge_score" in g else "–",
+                     "LLMEval-3": _ci_cell(g["judge3_score"]) if "judge3_score" in g else "–",
                      "Match": _ci_cell(g["m_match"]), "Recall": _ci_cell(g["m_recall"])})
     return pd.DataFrame(rows)
+
+
+# The paper's comparisons: QK-Att vs Full-LoRA, SKD vs short-label Full-LoRA, fine-tuning vs none.
+PAIRS = [("qk_att", "full"), ("full_skd", "full"), ("full", "vanilla"), ("qk_att", "vanilla")]
+
+
+def paired_table(df: pd.DataFrame, metric: str = "m_match", pairs: list[tuple[str, str]] = PAIRS) -> pd.DataFrame:
+    """Per setting and pair (A, B): mean of A - B over the queries both answered, with a bootstrap CI of the
+    paired differences (pairing removes the between-question variance that dominates a small sample)."""
+    rows = []
+    for setting, sub in df.groupby("setting", sort=True):
+        wide = sub.pivot_table(index=["domain", "query_id"], columns="variant", values=metric, aggfunc="first")
+        for a, b in pairs:
+            if a not in wide or b not in wide:
+                continue
+            diff = (wide[a] - wide[b]).dropna()
+            mean, lo, hi = bootstrap_ci(diff.tolist())
+            rows.append({"setting": setting, "A - B": f"{a} - {b}", "n": len(diff), "mean": mean,
+                         "CI low": lo, "CI high": hi})
+    return pd.DataFrame(rows)
+
+
+def retrieval_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Retrieval quality per domain over distinct queries (the retrieved setting's ranking)."""
+    cols = [c for c in df.columns if c.startswith("r_")]
+    sub = df[df["setting"] == "retrieved"].drop_duplicates(["domain", "query_id"])
+    return sub.groupby("domain")[cols].mean().rename(columns=lambda c: c[2:]).reset_index()
 
 
 def setting_table(df: pd.DataFrame, metric: str = "m_match") -> pd.DataFrame:
@@ -51,18 +80,38 @@ def judge_agreement(df: pd.DataFrame) -> dict:
             "kappa_vs_match": cohen_kappa(judged, match)}
 
 
+def tables(df: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """Every table of the report by name (the dashboards show the same frames)."""
+    out = {"clusters": cluster_table(df), "domains": cluster_table(df, by="domain"),
+           "clusters_oracle": cluster_table(df, "oracle"), "settings": setting_table(df),
+           "settings_llmeval": setting_table(df, "judge_score") if df["judge_score"].notna().any() else None,
+           "paired_match": paired_table(df), "longform": longform_table(df), "retrieval": retrieval_table(df)}
+    return {k: v for k, v in out.items() if v is not None and not v.empty}
+
+
+TITLES = {
+    "clusters": "Per cluster and variant, retrieved passages (mean [95% bootstrap CI])",
+    "domains": "Per domain and variant, retrieved passages",
+    "clusters_oracle": "Per cluster and variant, oracle passages",
+    "settings": "Match by setting, and noise robustness (noisy / oracle)",
+    "settings_llmeval": "LLMEval by setting",
+    "paired_match": "Paired differences in Match (A - B over the same questions, 95% bootstrap CI)",
+    "longform": "Long-form answers (retrieved; length in words, Recall)",
+    "retrieval": "Retrieval quality per domain (test queries of this run)",
+}
+
+
 def report(df: pd.DataFrame, csv_dir: Path | None = None) -> str:
-    parts = ["## Per cluster and variant (retrieved setting; mean [95% bootstrap CI])",
-             cluster_table(df).to_markdown(index=False),
-             "## Match by setting, and noise robustness (noisy / oracle)", setting_table(df).to_markdown(index=False),
-             "## Long-form answers (length in words, Recall)", longform_table(df).to_markdown(index=False)]
+    found = tables(df)
+    parts = []
+    for name, table in found.items():
+        parts += [f"## {TITLES[name]}", table.to_markdown(index=False, floatfmt=".3f")]
     agreement = judge_agreement(df)
     if agreement["n"]:
         parts += ["## Judge", f"Judge: {agreement['judge']}. Agreement with Match on {agreement['n']} rows: "
                   f"accuracy {agreement['accuracy_vs_match']:.3f}, Cohen's kappa {agreement['kappa_vs_match']:.3f}."]
     if csv_dir is not None:
         csv_dir.mkdir(parents=True, exist_ok=True)
-        cluster_table(df).to_csv(csv_dir / "clusters.csv", index=False)
-        setting_table(df).to_csv(csv_dir / "settings.csv", index=False)
-        longform_table(df).to_csv(csv_dir / "longform.csv", index=False)
+        for name, table in found.items():
+            table.to_csv(csv_dir / f"{name}.csv", index=False)
     return "\n\n".join(parts) + "\n"
