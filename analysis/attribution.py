@@ -1,0 +1,207 @@
+"""Context attribution: which passages (and which sentences, which tokens) the answer depends on.
+
+- Passage ablation with captum (`FeatureAblation` through `LLMAttribution`, a `TextTemplateInput` whose
+  features are the passages): the drop in the log-probability of the variant's own answer when a passage is
+  replaced by the baseline (empty text). 1 + k forward passes (`forward_in_tokens=False`; captum's default
+  token-by-token path is wrong with transformers 5 and ~50x slower, see VERIFIED.md).
+- Sentence ablation inside one passage: the same with that passage's sentences as the features.
+- Token-level integrated gradients on the embeddings (captum `LayerIntegratedGradients`), on demand: one
+  integrated-gradients pass per answer token, minutes on a CPU for a long prompt.
+- Deletion curve: remove passages cumulatively in attribution order and watch the answer's log-prob fall.
+- Agreement: Spearman rank correlation between attention mass, ablation and gradient per passage.
+
+Every forward runs on the same stacked-adapter model the answer was generated with, in its dtype.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from mdrag.trace import RagTrace
+
+SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=\S)")
+
+
+@dataclass
+class Attribution:
+    """Scores per feature (passage or sentence): how much the answer's log-prob drops without it."""
+
+    variant: str
+    features: list[str]  # names: passage_1.. or sentence texts
+    scores: list[float]
+    full_logprob: float  # log P(answer | full prompt)
+    kind: str = "passage"
+    token_scores: list[list[float]] = field(default_factory=list)  # (answer tokens, features)
+
+    def frame(self) -> pd.DataFrame:
+        return pd.DataFrame({"variant": self.variant, "feature": self.features, "score": self.scores})
+
+
+class _Model:
+    """The stacked-adapter model with one variant selected, as captum and our own checks see it."""
+
+    def __init__(self, trace: RagTrace, variant: str, generator_path: str | None, dtype: str | None):
+        from mdrag.config import LIMITS
+        from mdrag.generation.generator import BASE, Generator, multi_lora_model
+        from mdrag.generation.model import load_generator
+
+        if variant not in trace.answers:
+            raise KeyError(f"No answer for {variant} in this trace; generate it first")
+        loaded = load_generator(generator_path)
+        self.fast = multi_lora_model(loaded, dtype or LIMITS.dtype)
+        self.name = Generator(loaded).ensure_adapters([variant])[0]
+        if self.name != BASE:
+            self.fast.add_from_peft(loaded.model, self.name)
+        self.tokenizer = loaded.tokenizer
+        self.model = self.fast.model
+        self.answer_ids = list(trace.answers[variant].token_ids)
+
+    def answer_logprob(self, prompt_text: str) -> float:
+        """log P(answer tokens | prompt), the prompt tokenised as the generator saw it."""
+        import torch
+
+        ids = self.tokenizer(prompt_text, add_special_tokens=False)["input_ids"]
+        full = torch.tensor([ids + self.answer_ids])  # (1, prompt + answer)
+        with torch.inference_mode(), self.fast.rows([self.name]):
+            logits = self.model(input_ids=full, logits_to_keep=len(self.answer_ids) + 1).logits[0, :-1]
+        logp = torch.log_softmax(logits.float(), dim=-1)  # (answer, vocab)
+        return float(logp[torch.arange(len(self.answer_ids)), torch.tensor(self.answer_ids)].sum())
+
+
+def _passage_ranges(trace: RagTrace) -> list[tuple[str, int, int]]:
+    return [(s.name, s.char_start, s.char_end) for s in trace.spans if s.kind == "passage"]
+
+
+def _template(text: str, ranges: list[tuple[int, int]]) -> tuple[str, list[str]]:
+    """`text` with each char range turned into a `{}` slot (literal braces doubled) and the slot values."""
+    parts, values, at = [], [], 0
+    for start, end in sorted(ranges):
+        parts.append(text[at:start].replace("{", "{{").replace("}", "}}") + "{}")
+        values.append(text[start:end])
+        at = end
+    parts.append(text[at:].replace("{", "{{").replace("}", "}}"))
+    return "".join(parts), values
+
+
+def _captum_ablation(m: _Model, template: str, values: list[str], baselines: list[str] | None = None):
+    import torch
+    from captum.attr import FeatureAblation, LLMAttribution, TextTemplateInput
+
+    if not m.answer_ids:
+        raise ValueError("The answer is empty: nothing to attribute")
+    if m.tokenizer("x")["input_ids"] != m.tokenizer("x", add_special_tokens=False)["input_ids"]:
+        raise ValueError("This tokenizer adds special tokens by itself; captum would insert them twice")
+    llm = LLMAttribution(FeatureAblation(m.model), m.tokenizer)
+    inp = TextTemplateInput(template, values=values, baselines=baselines)
+    with m.fast.rows([m.name]):
+        res = llm.attribute(inp, target=torch.tensor(m.answer_ids), forward_in_tokens=False)
+    token_attr = res.token_attr.tolist() if res.token_attr is not None else []
+    return res.seq_attr.tolist(), token_attr
+
+
+def passage_ablation(trace: RagTrace, variant: str, generator_path: str | None = None,
+                     dtype: str | None = None) -> Attribution:
+    """Drop in log P(answer) when each passage is emptied (captum FeatureAblation, 1 + k forwards)."""
+    m = _Model(trace, variant, generator_path, dtype)
+    ranges = _passage_ranges(trace)
+    template, values = _template(trace.prompt, [(s, e) for _, s, e in ranges])
+    scores, token_scores = _captum_ablation(m, template, values)
+    return Attribution(variant, [n for n, _, _ in ranges], scores, m.answer_logprob(trace.prompt),
+                       token_scores=token_scores)
+
+
+def sentences(text: str) -> list[tuple[int, int]]:
+    """Char ranges of the sentences of a passage (split after . ! ? followed by space)."""
+    bounds, at = [], 0
+    for match in SENTENCE_END.finditer(text):
+        bounds.append((at, match.start()))
+        at = match.end()
+    bounds.append((at, len(text)))
+    return [(s, e) for s, e in bounds if e > s]
+
+
+def sentence_ablation(trace: RagTrace, variant: str, passage: int, generator_path: str | None = None,
+                      dtype: str | None = None) -> Attribution:
+    """Sentence-level ablation inside passage number `passage` (1-based), the other passages kept."""
+    ranges = _passage_ranges(trace)
+    if not 1 <= passage <= len(ranges):
+        raise ValueError(f"Passage {passage} does not exist; this prompt has {len(ranges)}")
+    _, start, end = ranges[passage - 1]
+    spans = [(start + s, start + e) for s, e in sentences(trace.prompt[start:end])]
+    m = _Model(trace, variant, generator_path, dtype)
+    template, values = _template(trace.prompt, spans)
+    scores, token_scores = _captum_ablation(m, template, values)
+    return Attribution(variant, values, scores, m.answer_logprob(trace.prompt), kind="sentence",
+                       token_scores=token_scores)
+
+
+def deletion_curve(trace: RagTrace, variant: str, order: list[str], generator_path: str | None = None,
+                   dtype: str | None = None) -> pd.DataFrame:
+    """log P(answer) after removing 0, 1, ..., k passages in `order` (names like passage_3)."""
+    m = _Model(trace, variant, generator_path, dtype)
+    ranges = _passage_ranges(trace)
+    template, values = _template(trace.prompt, [(s, e) for _, s, e in ranges])
+    names = [n for n, _, _ in ranges]
+    rows, removed = [], set()
+    for step in range(len(order) + 1):
+        if step:
+            removed.add(order[step - 1])
+        text = template.format(*["" if n in removed else v for n, v in zip(names, values, strict=True)])
+        rows.append({"variant": variant, "removed": step, "last_removed": order[step - 1] if step else "",
+                     "logprob": m.answer_logprob(text)})
+    return pd.DataFrame(rows)
+
+
+def gradient_attribution(trace: RagTrace, variant: str, token_range: tuple[int, int] | None = None,
+                         n_steps: int = 8, generator_path: str | None = None, dtype: str = "float32") -> pd.DataFrame:
+    """Integrated gradients on the input embeddings for answer tokens `token_range` (default: all).
+
+    One row per prompt token: (position, token text, segment, score). Template tokens are skipped as
+    features (otherwise they dominate, VERIFIED.md). Gradients need float32: bf16 IG is too coarse."""
+    import torch
+    from captum.attr import LayerIntegratedGradients, LLMGradientAttribution, TextTokenInput
+
+    m = _Model(trace, variant, generator_path, dtype)
+    lo, hi = token_range or (0, len(m.answer_ids))
+    if not 0 <= lo < hi <= len(m.answer_ids):
+        raise ValueError(f"Token range {lo}..{hi} is outside the answer (0..{len(m.answer_ids)})")
+    owner = {}
+    for span in trace.spans:
+        if span.kind != "answer":
+            owner.update({t: span.name for t in range(span.start, span.end)})
+    # The answer prefix before `lo` joins the prompt (it is context for the chosen tokens).
+    ids = list(trace.prompt_ids) + m.answer_ids[:lo]
+    skip = [t for pos, t in enumerate(ids) if pos not in owner and pos < len(trace.prompt_ids)]
+    llm = LLMGradientAttribution(LayerIntegratedGradients(m.model, m.model.get_input_embeddings()), m.tokenizer)
+    inp = TextTokenInput(m.tokenizer.decode(ids), m.tokenizer, skip_tokens=sorted(set(skip)))
+    with m.fast.rows([m.name]):
+        res = llm.attribute(inp, target=torch.tensor(m.answer_ids[lo:hi]), n_steps=n_steps,
+                            internal_batch_size=2)
+    scores = res.seq_attr.float().tolist()
+    kept = [pos for pos, t in enumerate(ids) if t not in set(skip)]
+    if len(kept) != len(scores):  # decode/encode round trip changed the tokens: report, don't guess
+        raise ValueError("The prompt did not survive a tokenizer round trip; gradient attribution unavailable")
+    return pd.DataFrame({"position": kept, "token": [m.tokenizer.decode([ids[p]]) for p in kept],
+                         "segment": [owner.get(p, "answer") for p in kept], "score": scores})
+
+
+def agreement(per_passage: dict[str, dict[str, float]]) -> pd.DataFrame:
+    """Spearman rank correlation between explanation methods over passages.
+
+    `per_passage`: method -> {passage name -> score}, e.g. attention mass, ablation, gradient."""
+    from scipy.stats import spearmanr
+
+    methods = list(per_passage)
+    rows = []
+    for i, a in enumerate(methods):
+        for b in methods[i + 1:]:
+            common = sorted(set(per_passage[a]) & set(per_passage[b]))
+            x = [per_passage[a][p] for p in common]
+            y = [per_passage[b][p] for p in common]
+            rho = spearmanr(x, y).statistic if len(common) > 2 and np.std(x) > 0 and np.std(y) > 0 else np.nan
+            rows.append({"A": a, "B": b, "passages": len(common), "spearman": float(rho)})
+    return pd.DataFrame(rows)
