@@ -28,9 +28,15 @@ install: $(STAMP)
 run: $(STAMP)
 	$(PY) app.py
 
-test: $(STAMP)
+# Browser tests drive Debian's chromium through Playwright (Playwright's own browser download fails here).
+CHROMIUM ?= /usr/bin/chromium
+
+$(CHROMIUM):
+	apt-get update -qq && apt-get install -y -qq chromium
+
+test: $(STAMP) $(CHROMIUM)
 	$(PY) -m ruff check .
-	$(PY) -m pytest -q
+	MDRAG_CHROMIUM=$(CHROMIUM) $(PY) -m pytest -q
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow and not browser"

@@ -134,3 +134,21 @@ def tiny_adapters_root(tiny_generator_dir, tmp_path_factory) -> Path:
     for i, v in enumerate(["full", "qk_att", "mlp"]):
         make_random_adapter(tiny_generator_dir, v, root / v, scale=1.0, seed=i)
     return root
+
+
+@pytest.fixture(scope="session")
+def chromium():
+    """Debian's chromium driven by Playwright (`make test` installs it with apt)."""
+    import os
+
+    from playwright.sync_api import sync_playwright
+
+    path = os.environ.get("MDRAG_CHROMIUM", "/usr/bin/chromium")
+    if not Path(path).exists():
+        pytest.fail(f"Browser tests need chromium at {path}: apt-get install -y chromium (make test does it)")
+    with sync_playwright() as p:
+        # Sandboxed iframes run out of process; without this flag their requests are invisible to the test.
+        browser = p.chromium.launch(executable_path=path, headless=True,
+                                    args=["--disable-features=IsolateSandboxedIframes"])
+        yield browser
+        browser.close()
