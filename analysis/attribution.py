@@ -44,7 +44,8 @@ class Attribution:
 class _Model:
     """The stacked-adapter model with one variant selected, as captum and our own checks see it."""
 
-    def __init__(self, trace: RagTrace, variant: str, generator_path: str | None, dtype: str | None):
+    def __init__(self, trace: RagTrace, variant: str, generator_path: str | None, dtype: str | None,
+                 target: str | None = None):
         from mdrag.config import LIMITS
         from mdrag.generation.generator import BASE, Generator, multi_lora_model
         from mdrag.generation.model import load_generator
@@ -58,7 +59,10 @@ class _Model:
             self.fast.add_from_peft(loaded.model, self.name)
         self.tokenizer = loaded.tokenizer
         self.model = self.fast.model
-        self.answer_ids = list(trace.answers[variant].token_ids)
+        # The variant's own answer, or a forced target text (e.g. the gold answer: "which passage would
+        # support the right answer?").
+        self.answer_ids = (self.tokenizer(target, add_special_tokens=False)["input_ids"] if target is not None
+                           else list(trace.answers[variant].token_ids))
 
     def answer_logprob(self, prompt_text: str) -> float:
         """log P(answer tokens | prompt), the prompt tokenised as the generator saw it."""
@@ -104,9 +108,10 @@ def _captum_ablation(m: _Model, template: str, values: list[str], baselines: lis
 
 
 def passage_ablation(trace: RagTrace, variant: str, generator_path: str | None = None,
-                     dtype: str | None = None) -> Attribution:
-    """Drop in log P(answer) when each passage is emptied (captum FeatureAblation, 1 + k forwards)."""
-    m = _Model(trace, variant, generator_path, dtype)
+                     dtype: str | None = None, target: str | None = None) -> Attribution:
+    """Drop in log P(answer) when each passage is emptied (captum FeatureAblation, 1 + k forwards).
+    `target`: attribute this text instead of the variant's own answer."""
+    m = _Model(trace, variant, generator_path, dtype, target)
     ranges = _passage_ranges(trace)
     template, values = _template(trace.prompt, [(s, e) for _, s, e in ranges])
     scores, token_scores = _captum_ablation(m, template, values)

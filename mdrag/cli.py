@@ -1,5 +1,5 @@
 """Command line: python -m mdrag {prepare, index, domains, ask, retrieval-eval, variants, distill, train,
-evaluate, serve, report}."""
+evaluate, serve, report, attention-summary}."""
 
 from __future__ import annotations
 
@@ -196,6 +196,32 @@ def _cmd_evaluate(args) -> int:
     return 0
 
 
+def _cmd_attention_summary(args) -> int:
+    from pathlib import Path
+
+    from analysis.gold_attention import gold_attention_rows, summarize
+    from mdrag.evaluation.store import ResultsStore
+
+    if not Path(args.store).is_file():
+        raise MdragError(f"No results store at {args.store}: run python -m mdrag evaluate first")
+    df = ResultsStore(Path(args.store)).frame()
+    domains = _domains(args.domains)
+    frames = [gold_attention_rows(df, d, args.variants.split(","), args.settings.split(","), args.limit)
+              for d in domains]
+    frames = [f for f in frames if not f.empty]
+    if not frames:
+        raise MdragError("No stored prompt with both gold and distractor passages for these domains/variants")
+    import pandas as pd
+
+    rows = pd.concat(frames, ignore_index=True)
+    table = summarize(rows)
+    print(table.to_markdown(index=False, floatfmt=".3f"))
+    if args.csv:
+        rows.to_csv(args.csv, index=False)
+        print(f"per-query rows: {args.csv}")
+    return 0
+
+
 def _cmd_serve(args) -> int:
     from mdrag.openai_server import make_server
 
@@ -303,6 +329,16 @@ def build_parser() -> argparse.ArgumentParser:
                                       "README), e.g. http://127.0.0.1:8000/v1; the judge stays as chosen")
     s.add_argument("--store", default="results.sqlite")
     s.set_defaults(func=_cmd_evaluate)
+
+    s = sub.add_parser("attention-summary", help="attention on gold vs distractor passages by layer band, "
+                                                 "per variant and setting, from a results store")
+    s.add_argument("--store", default="results.sqlite")
+    s.add_argument("--domains", default="nq_open")
+    s.add_argument("--variants", default="vanilla,full,qk_att")
+    s.add_argument("--settings", default="noisy,retrieved")
+    s.add_argument("--limit", type=int, default=20, help="queries per domain")
+    s.add_argument("--csv", help="write the per-query rows here")
+    s.set_defaults(func=_cmd_attention_summary)
 
     s = sub.add_parser("serve", help="OpenAI-compatible /v1/completions over the local many-adapter generator")
     s.add_argument("--host", default="127.0.0.1")

@@ -37,6 +37,9 @@ def test_ask_text_shows_scores_gold_mark_prompt_and_timings(tiny_generator_dir):
     (["ask", "x", "--domain", "astrology"], "Known domains: nq_open (general)"),
     (["ask", "   ", "--domain", "general", "--retriever", "bm25", "--reranker", "none"], "query is empty"),
     (["ask", "x", "--domain", "general", "--retriever", "faiss"], "Unknown retriever 'faiss'"),
+    (["attention-summary", "--store", "/nonexistent/r.sqlite"], "No results store"),
+    (["evaluate", "--domains", "nq_open", "--variants", "vanilla", "--settings", "sideways", "--store",
+      "/tmp/never.sqlite"], "Unknown setting 'sideways'"),
 ])
 def test_errors_are_one_readable_line_and_exit_2(args, match):
     res = run_cli(*args)
