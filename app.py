@@ -1,28 +1,51 @@
-"""mdrag web app (minimal first screen: ask one question). Layout, events and formatting only: all
-computing happens in `mdrag` (pipeline) and `analysis`.
+"""mdrag web app: ask, compare variants side by side, attention, attribution, dashboards, failures.
 
-    python app.py [--host 127.0.0.1] [--port 7860] [--share]
+    python app.py [--host 127.0.0.1] [--port 7860] [--share] [--store results.sqlite]
 
-Every text that comes from a user, a corpus or a model is HTML-escaped before it is rendered
-(gr.HTML does not sanitise).
+Layout, events and formatting only: retrieval and generation happen in `mdrag.pipeline`, analysis in
+`analysis.views`, dashboard numbers in `mdrag.evaluation.dashboard`. Every text that comes from a user, a
+corpus or a model is HTML-escaped before it is rendered (gr.HTML does not sanitise). Each browser session
+keeps its own trace in gr.State, so concurrent users never see each other's answers.
 """
 
 from __future__ import annotations
 
 import argparse
 import html
+import queue
+import threading
+import urllib.parse
+from collections.abc import Iterator
+from pathlib import Path
 
 import gradio as gr
+import pandas as pd
 
+from mdrag.config import LIMITS
+from mdrag.data.benchmark import load_domain
 from mdrag.data.domains import DOMAINS
 from mdrag.errors import MdragError
+from mdrag.evaluation import dashboard
 from mdrag.generation.variants import VARIANTS
 from mdrag.pipeline import SETTINGS, RagPipeline
-from mdrag.retrieval.rerank import RERANKERS
+from mdrag.retrieval.rerank import RERANKERS, get_reranker
 from mdrag.retrieval.retrievers import RETRIEVERS
 from mdrag.trace import RagTrace
 
 esc = html.escape
+CSS = """
+.mdrag-answers {display: flex; flex-wrap: wrap; gap: 10px}
+.mdrag-answer {flex: 1 1 260px; border: 1px solid #ccc; border-radius: 8px; padding: 8px}
+.mdrag-answer.pending {opacity: .5}
+.mdrag-passages td {vertical-align: top; padding: 4px}
+.mdrag-error {color: #b00020; font-weight: bold}
+.mdrag-highlight span {border-radius: 3px}
+"""
+DEFAULT_STORE: Path | None = None  # set by --store; None = the shipped store
+
+
+def error_html(err: Exception) -> str:
+    return f"<p class='mdrag-error'>⚠ {esc(str(err))}</p>"
 
 
 def passages_html(trace: RagTrace) -> str:
@@ -30,76 +53,426 @@ def passages_html(trace: RagTrace) -> str:
     for p in trace.passages:
         fs = "–" if p.first_stage_score is None else f"{p.first_stage_score:.3f}"
         rr = "–" if p.rerank_score is None else f"{p.rerank_score:.3f}"
-        gold = '<b style="color:#b8860b">GOLD</b>' if p.is_gold else ""
+        first = "–" if p.first_stage_rank is None else str(p.first_stage_rank)
+        gold = '<b style="color:#b8860b">★ GOLD</b>' if p.is_gold else ""
         rows.append(
-            f"<tr><td>{p.rank}</td><td>{gold}</td><td>{fs}</td><td>{rr}</td>"
+            f"<tr><td>{p.rank}</td><td>{gold}</td><td>{fs}</td><td>{first}</td><td>{rr}</td>"
             f"<td><b>{esc(p.title)}</b> {esc(p.text)}<br><small>{esc(p.id)}</small></td></tr>"
         )
     return (
         f"<p>Retriever: {esc(trace.retriever)} · Reranker: {esc(trace.reranker)} · setting: {esc(trace.setting)}</p>"
-        "<table class='mdrag-passages'><tr><th>#</th><th>gold</th><th>first stage</th><th>rerank</th>"
-        "<th>passage</th></tr>" + "".join(rows) + "</table>"
+        "<table class='mdrag-passages'><tr><th>#</th><th>gold</th><th>first stage</th><th>first-stage rank</th>"
+        "<th>rerank</th><th>passage</th></tr>" + "".join(rows) + "</table>"
     )
 
 
-def answers_html(trace: RagTrace) -> str:
-    gold = (f"<p><b>Gold answer:</b> {esc(' | '.join(trace.gold_answers))}</p>" if trace.gold_answers else "")
+def answers_html(trace: RagTrace, pending: list[str] | None = None) -> str:
+    gold = (f"<p><b>Gold answer:</b> {esc(' | '.join(trace.gold_answers))}</p>" if trace.gold_answers else
+            "<p><small>Free question: no gold answer, no metrics.</small></p>")
+
     def metrics(a) -> str:
-        shown = [f"{esc(k)} {v:.2f}" for k, v in a.metrics.items() if v is not None]
+        shown = [f"{esc(k)} {v:.2f}" for k, v in a.metrics.items() if isinstance(v, int | float)]
         return f"<br><small>vs gold: {' · '.join(shown)}</small>" if shown else ""
 
-    cards = "".join(
-        f"<div class='mdrag-answer'><h4>{esc(a.label or name)}</h4><p>{esc(a.text) or '<i>(empty)</i>'}</p>"
-        f"<small>{len(a.token_ids)} tokens · {a.seconds:.1f} s (all variants in one batch)</small>{metrics(a)}</div>"
-        for name, a in trace.answers.items()
-    )
+    cards = [f"<div class='mdrag-answer' data-variant='{esc(name)}'><h4>{esc(a.label or name)}</h4>"
+             f"<p class='mdrag-answer-text'>{esc(a.text) or '<i>(empty)</i>'}</p>"
+             f"<small>{len(a.token_ids)} tokens · ready after {a.seconds:.1f} s</small>{metrics(a)}</div>"
+             for name, a in trace.answers.items()]
+    cards += [f"<div class='mdrag-answer pending'><h4>{esc(VARIANTS[v].label)}</h4><p><i>generating…</i></p></div>"
+              for v in pending or []]
     timing = " · ".join(f"{esc(k)} {v:.2f} s" for k, v in trace.timings.items())
-    return gold + cards + f"<p><small>{timing}</small></p>"
+    return gold + "<div class='mdrag-answers'>" + "".join(cards) + f"</div><p><small>{timing}</small></p>"
 
 
-def ask(question: str, domain: str, setting: str, retriever: str, reranker: str, variants: list[str],
-        progress=gr.Progress(track_tqdm=True)) -> tuple[str, str, str]:  # noqa: B008 (Gradio injects it)
+def case_link(domain: str, question: str, query_id: str | None, setting: str, variants: list[str]) -> str:
+    params = {"domain": domain, "setting": setting, "variants": ",".join(variants)}
+    params.update({"qid": query_id} if query_id else {"q": question})
+    return "?" + urllib.parse.urlencode(params)
+
+
+# ----------------------------------------------------------------------------------------------- Ask
+
+
+def test_questions(domain: str):
     try:
-        pipe = RagPipeline.for_domain(domain, retriever=retriever, reranker=reranker)
-        trace = pipe.run(question, variants=variants or ["vanilla"], setting=setting,
-                         progress=lambda f, msg: progress(f, desc=msg))
+        queries = load_domain(domain).split("test")
+    except MdragError:
+        return gr.update(choices=[], value=None)
+    return gr.update(choices=[(f"{q.id} — {q.text[:90]}", q.id) for q in queries], value=None)
+
+
+def pick_question(domain: str, query_id: str | None) -> tuple[str, str]:
+    if not query_id:
+        return gr.update(), ""
+    query = load_domain(domain).query_by_id.get(query_id)
+    if query is None:
+        return gr.update(), ""
+    return query.text, f"Gold answer: {' | '.join(query.answers) or '(none)'} · {query.answer_type} · {query.id}"
+
+
+def ask(question: str, domain: str, query_id: str | None, setting: str, retriever: str, reranker: str, top_k: int,
+        variants: list[str], progress=gr.Progress(track_tqdm=True)) -> Iterator[tuple]:  # noqa: B008
+    """Retrieve, show passages, then show each variant's answer as soon as it is ready."""
+    variants = variants or ["vanilla"]
+    try:
+        pipe = RagPipeline.for_domain(domain, retriever=retriever, reranker=reranker, top_k=int(top_k))
+        text, bench = pipe.resolve_query(question, query_id or None)
+        if bench is None:
+            bench = pipe.find_query(text)
+        progress(0.1, desc="retrieving")
+        timings: dict[str, float] = {}
+        ranked = pipe.retrieve(text, set(bench.gold_ids) if bench else set(), timings)
+        trace = pipe.make_trace(text, bench, ranked, setting, timings=timings)
     except MdragError as err:
-        return f"<p class='mdrag-error'>⚠ {esc(str(err))}</p>", "", ""
-    return answers_html(trace), passages_html(trace), trace.prompt
+        yield error_html(err), "", "", None, "", gr.update(), gr.update()
+        return
+    link = case_link(domain, text, trace.query_id, setting, variants)
+    choices = gr.update(choices=variants, value=variants[: 2])
+    yield answers_html(trace, variants), passages_html(trace), trace.prompt, None, link, gr.update(), gr.update()
+    arrived: queue.Queue = queue.Queue()
+
+    def work() -> None:
+        try:
+            pipe.answer(trace, variants, on_answer=arrived.put)
+            arrived.put(None)
+        except Exception as err:  # shown in the page; the worker must never die silently
+            arrived.put(err)
+
+    threading.Thread(target=work, daemon=True).start()
+    progress(0.4, desc=f"generating {len(variants)} variants in one batch")
+    while True:
+        item = arrived.get()
+        if item is None:
+            break
+        if isinstance(item, Exception):
+            yield error_html(item), passages_html(trace), trace.prompt, None, link, gr.update(), gr.update()
+            return
+        pending = [v for v in variants if v not in trace.answers]
+        yield answers_html(trace, pending), gr.update(), gr.update(), None, link, gr.update(), gr.update()
+    yield answers_html(trace), gr.update(), gr.update(), trace, link, choices, choices
+
+
+# ----------------------------------------------------------------------------------------- Attention
+
+
+def _need_trace(trace: RagTrace | None) -> RagTrace:
+    if trace is None or not trace.answers:
+        raise gr.Error("Ask a question first (Ask tab): the analysis runs on its answers.")
+    return trace
+
+
+def attention(trace, variants: list[str], first_token: int, last_token: int, progress=gr.Progress()):  # noqa: B008
+    from analysis.views import attention_bundle
+
+    trace = _need_trace(trace)
+    if not variants:
+        raise gr.Error("Pick one or two variants to compare.")
+    a, b = (variants + variants)[:2]
+    progress(0.2, desc="attention per segment (one forward pass per variant)")
+    tokens = (int(first_token), int(last_token)) if last_token > first_token else None
+    bundle = attention_bundle(trace, a, b, tokens)
+    gold = ", ".join(f"passage {g.split('_')[1]}" for g in _gold(trace)) or "none in the prompt"
+    note = (f"Mean attention mass of {esc(a)} and {esc(b)} over their answer tokens (per layer, averaged over "
+            f"heads); gold: {esc(gold)}. Mass for answer token i = attention of the position that produced it.")
+    return bundle["fig_a"], bundle["fig_b"], bundle["fig_diff"], note, bundle
+
+
+def _gold(trace: RagTrace) -> list[str]:
+    from analysis.views import gold_segments
+
+    return gold_segments(trace)
+
+
+def heads(trace, bundle, variant_choice: str, layer: int):
+    from analysis.views import head_drilldown
+
+    if not bundle:
+        raise gr.Error("Compute the attention first.")
+    variant = variant_choice or bundle["frame"]["variant"].iloc[0]
+    return head_drilldown(bundle["attention"], bundle["frame"], variant, int(layer), _need_trace(trace))
+
+
+def bertviz(trace, variant: str, start: int, end: int, layers: str, view: str, progress=gr.Progress()):  # noqa: B008
+    from analysis.views import bertviz_segments, bertviz_window
+
+    trace = _need_trace(trace)
+    variant = variant or next(iter(trace.answers))
+    progress(0.3, desc="attention for the bertviz view")
+    try:
+        if view == "passages (one unit per segment)":
+            return bertviz_segments(trace, variant)
+        chosen = [int(x) for x in layers.replace(" ", "").split(",") if x] if layers.strip() else None
+        return bertviz_window(trace, variant, int(start), int(end), chosen, "head" if view == "head" else "model")
+    except (ValueError, KeyError) as err:
+        return error_html(err)
+
+
+def adapters(trace, bundle):
+    from analysis.views import adapter_bundle
+
+    variants = list(_need_trace(trace).answers)
+    out = adapter_bundle(variants, bundle["attention"] if bundle else None)
+    shift = out.get("shift", pd.DataFrame())
+    return out["fig"], shift.round(4) if not shift.empty else shift
+
+
+# --------------------------------------------------------------------------------------- Attribution
+
+
+def attribution(trace, variants: list[str], bundle, progress=gr.Progress()):  # noqa: B008
+    from analysis.views import attribution_bundle
+
+    trace = _need_trace(trace)
+    variants = [v for v in (variants or list(trace.answers)) if v in trace.answers]
+    empty = [v for v in variants if not trace.answers[v].token_ids]
+    if empty:
+        raise gr.Error(f"Empty answers cannot be attributed: {', '.join(empty)}")
+    progress(0.2, desc=f"passage ablation: {len(trace.passages) + 1} forward passes per variant")
+    out = attribution_bundle(trace, variants, bundle["attention"] if bundle else None)
+    changed = out.get("changed", pd.DataFrame())
+    return out["bars"], out["deletion"], out["top"], out["agreement"].round(3), changed.round(4)
+
+
+def sentences(trace, variant: str, passage: int, progress=gr.Progress()):  # noqa: B008
+    from analysis.views import sentence_bundle
+
+    trace = _need_trace(trace)
+    progress(0.3, desc="sentence ablation")
+    try:
+        return sentence_bundle(trace, variant or next(iter(trace.answers)), int(passage))
+    except (ValueError, KeyError) as err:
+        return error_html(err)
+
+
+def gradients(trace, variant: str, first: int, last: int, progress=gr.Progress()):  # noqa: B008
+    from analysis.attribution import gradient_attribution
+    from analysis.views import token_html
+
+    trace = _need_trace(trace)
+    progress(0.1, desc="integrated gradients: one pass per answer token (slow on a CPU)")
+    try:
+        frame = gradient_attribution(trace, variant or next(iter(trace.answers)), (int(first), int(last)))
+    except (ValueError, KeyError) as err:
+        return error_html(err)
+    return token_html(frame)
+
+
+# ---------------------------------------------------------------------------------------- Dashboards
+
+
+def _store_frame(path: str) -> pd.DataFrame:
+    try:
+        return dashboard.load_results(path.strip() or DEFAULT_STORE)
+    except MdragError as err:
+        raise gr.Error(str(err)) from None
+
+
+def dashboards(path: str, domains: list[str], variants: list[str], settings: list[str], metric: str, by: str):
+    df = dashboard.filtered(_store_frame(path), domains, variants, settings)
+    if df.empty:
+        raise gr.Error("No rows match these filters.")
+    judge = ", ".join(sorted(set(df["judge"].dropna())))
+    bars = dashboard.metric_bars(df, metric, by, judge)
+    by_setting = dashboard.metric_bars(df, metric, "setting", judge)
+    robust = dashboard.noise_robustness(df, metric).round(3)
+    longform = dashboard.longform(df).round(2)
+    table = dashboard.means_with_ci(df, metric, [by, "variant", "setting"]).round(3)
+    csv = Path(_tmp_dir()) / "mdrag_dashboard.csv"
+    table.to_csv(csv, index=False)
+    summary = (f"{len(df)} rows, {df['query_id'].nunique()} questions. " + dashboard.judge_summary(df))
+    return bars, by_setting, robust, longform, table, str(csv), esc(summary)
+
+
+def _tmp_dir() -> str:
+    import tempfile
+
+    return tempfile.mkdtemp(prefix="mdrag-")
+
+
+def failures(path: str, kinds: list[str]):
+    cases = dashboard.failure_cases(_store_frame(path))
+    if kinds:
+        cases = cases[cases["kind"].isin(kinds)]
+    return cases.reset_index(drop=True)
+
+
+def load_case(cases: pd.DataFrame, evt: gr.SelectData):
+    """A clicked failure row -> the Ask tab's inputs (then Ask runs it)."""
+    row = cases.iloc[evt.index[0]]
+    chosen = [v for v in str(row["variants"]).split(",") if v in VARIANTS] or ["vanilla"]
+    return (row["domain"], row["question"], row["query_id"], row["setting"], chosen, gr.Tabs(selected="ask"))
+
+
+def from_url(request: gr.Request):
+    """?domain=..&qid=..|q=..&setting=..&variants=.. reproduces a case."""
+    params = dict(request.query_params) if request else {}
+    domain = params.get("domain") if params.get("domain") in DOMAINS else "nq_open"
+    setting = params.get("setting") if params.get("setting") in SETTINGS else "retrieved"
+    chosen = [v for v in params.get("variants", "vanilla,qk_att").split(",") if v in VARIANTS] or ["vanilla"]
+    qid = params.get("qid")
+    text = params.get("q", "who got the first nobel prize in physics")
+    if qid:
+        query = load_domain(domain).query_by_id.get(qid)
+        text, qid = (query.text, qid) if query else (text, None)
+    return domain, text, qid, setting, chosen
+
+
+# --------------------------------------------------------------------------------------------- Layout
 
 
 def build_app() -> gr.Blocks:
+    rerank_label = esc(get_reranker("minilm").label)
     with gr.Blocks(title="mdrag") as demo:
-        gr.Markdown("# mdrag — multi-domain RAG, looking inside\nGenerator: SmolLM2-135M-Instruct (packaged). "
-                    "Reranker default: MiniLM cosine rescoring, a *stand-in* for the paper's DeBERTa-v3 cross-encoder.")
-        with gr.Row():
-            question = gr.Textbox(label="Question", value="who got the first nobel prize in physics", scale=4)
-            domain = gr.Dropdown(list(DOMAINS), value="nq_open", label="Domain")
-        with gr.Row():
-            setting = gr.Radio(list(SETTINGS), value="retrieved", label="Setting")
-            retriever = gr.Dropdown(list(RETRIEVERS), value="splade", label="First stage")
-            reranker = gr.Dropdown(list(RERANKERS), value="minilm", label="Reranker")
-            variants = gr.CheckboxGroup(list(VARIANTS), value=["vanilla"], label="Variants")
-        go = gr.Button("Ask", variant="primary")
-        answers = gr.HTML(label="Answers")
-        passages = gr.HTML(label="Passages")
-        with gr.Accordion("Exact prompt", open=False):
-            prompt = gr.Textbox(show_label=False, lines=12)
-        go.click(ask, [question, domain, setting, retriever, reranker, variants], [answers, passages, prompt],
-                 concurrency_limit=2)
-        question.submit(ask, [question, domain, setting, retriever, reranker, variants], [answers, passages, prompt],
-                        concurrency_limit=2)
+        gr.Markdown(
+            "# mdrag — multi-domain RAG with LoRA variants, looked at from the inside\n"
+            "Generator: SmolLM2-135M-Instruct (packaged) with the shipped adapters. Default reranker: "
+            f"{rerank_label} — a **stand-in** for the paper's DeBERTa-v3 cross-encoder. Default judge: the "
+            "135M model — a **weak stand-in** for the paper's 10.7B judge.")
+        trace_state = gr.State(None)
+        attention_state = gr.State(None)
+        with gr.Tabs() as tabs:
+            with gr.Tab("Ask", id="ask"):
+                with gr.Row():
+                    question = gr.Textbox(label="Question", value="who got the first nobel prize in physics",
+                                          scale=4, max_length=LIMITS.max_query_chars)
+                    domain = gr.Dropdown(list(DOMAINS), value="nq_open", label="Domain")
+                with gr.Row():
+                    pick = gr.Dropdown([], label="…or pick a test question (gold answer shown)", scale=4)
+                    gold_info = gr.Markdown()
+                with gr.Row():
+                    setting = gr.Radio(list(SETTINGS), value="retrieved", label="Setting")
+                    retriever = gr.Dropdown(list(RETRIEVERS), value="splade", label="First stage")
+                    reranker = gr.Dropdown(list(RERANKERS), value="minilm", label="Reranker")
+                    top_k = gr.Slider(1, 10, value=LIMITS.rerank_k, step=1, label="top-k to the generator")
+                variants = gr.CheckboxGroup([(spec.label, name) for name, spec in VARIANTS.items()],
+                                            value=["vanilla", "qk_att"], label="Variants (one batch)")
+                go_btn = gr.Button("Ask", variant="primary", elem_id="ask-button")
+                answers = gr.HTML(elem_id="answers")
+                link = gr.Textbox(label="Link to this case (append to the app's URL)", buttons=["copy"],
+                                  interactive=False)
+                passages = gr.HTML(elem_id="passages")
+                with gr.Accordion("Exact prompt", open=False):
+                    prompt = gr.Textbox(show_label=False, lines=12)
+            with gr.Tab("Attention", id="attention"):
+                with gr.Row():
+                    att_variants = gr.CheckboxGroup([], label="Two variants to compare (A, B)")
+                    first_token = gr.Number(0, label="from answer token", precision=0)
+                    last_token = gr.Number(0, label="to answer token (0 = whole answer)", precision=0)
+                att_btn = gr.Button("Compute attention", variant="primary", elem_id="attention-button")
+                att_note = gr.Markdown()
+                with gr.Row():
+                    fig_a = gr.Plot(label="A", elem_id="attention-a")
+                    fig_b = gr.Plot(label="B")
+                fig_diff = gr.Plot(label="A − B", elem_id="attention-diff")
+                with gr.Accordion("Heads of one layer", open=False):
+                    with gr.Row():
+                        head_variant = gr.Dropdown(list(VARIANTS), value="qk_att", label="variant")
+                        head_layer = gr.Slider(0, 29, value=20, step=1, label="layer")
+                    head_fig = gr.Plot()
+                with gr.Accordion("bertviz (offline)", open=False):
+                    with gr.Row():
+                        bv_variant = gr.Dropdown(list(VARIANTS), value="vanilla", label="variant")
+                        bv_view = gr.Radio(["head", "model", "passages (one unit per segment)"], value="head",
+                                           label="view")
+                        bv_start = gr.Number(0, label="window from token", precision=0)
+                        bv_end = gr.Number(40, label="to token", precision=0)
+                        bv_layers = gr.Textbox("0,10,20,29", label="layers (comma-separated; empty = all)")
+                    bv_btn = gr.Button("Render bertviz")
+                    bv_html = gr.HTML(elem_id="bertviz")
+                with gr.Accordion("Adapters: size of each LoRA update and the attention shift it causes",
+                                  open=False):
+                    lora_btn = gr.Button("Show adapter views")
+                    lora_fig = gr.Plot()
+                    lora_table = gr.Dataframe(label="per layer: update norm vs attention shift from vanilla")
+            with gr.Tab("Attribution", id="attribution"):
+                attr_variants = gr.CheckboxGroup([], label="Variants (first two are compared)")
+                attr_btn = gr.Button("Passage ablation (captum)", variant="primary", elem_id="attribution-button")
+                attr_bars = gr.Plot(elem_id="attribution-bars")
+                attr_curve = gr.Plot()
+                with gr.Row():
+                    attr_top = gr.Dataframe(label="top-attributed passage vs gold and top reranked")
+                    attr_agree = gr.Dataframe(label="agreement: attention vs ablation (Spearman)")
+                attr_changed = gr.Dataframe(label="what changed between the first two variants")
+                with gr.Accordion("Sentences of one passage", open=False):
+                    with gr.Row():
+                        sent_variant = gr.Dropdown(list(VARIANTS), value="vanilla", label="variant")
+                        sent_passage = gr.Number(1, label="passage #", precision=0)
+                    sent_btn = gr.Button("Sentence ablation")
+                    sent_html = gr.HTML()
+                with gr.Accordion("Tokens: integrated gradients (slow: minutes per answer token span)", open=False):
+                    with gr.Row():
+                        ig_variant = gr.Dropdown(list(VARIANTS), value="vanilla", label="variant")
+                        ig_first = gr.Number(0, label="answer tokens from", precision=0)
+                        ig_last = gr.Number(1, label="to", precision=0)
+                    ig_btn = gr.Button("Integrated gradients")
+                    ig_html = gr.HTML()
+            with gr.Tab("Dashboards", id="dashboards"):
+                with gr.Row():
+                    store = gr.Textbox(str(DEFAULT_STORE or dashboard.SHIPPED_STORE), label="results store")
+                    metric = gr.Dropdown(list(dashboard.METRICS), value="Match", label="metric")
+                    by = gr.Radio(["domain", "cluster"], value="domain", label="group by")
+                with gr.Row():
+                    f_domains = gr.CheckboxGroup(list(DOMAINS), label="domains (none = all)")
+                    f_variants = gr.CheckboxGroup(list(VARIANTS), label="variants (none = all)")
+                    f_settings = gr.CheckboxGroup(list(SETTINGS), label="settings (none = all)")
+                dash_btn = gr.Button("Show", variant="primary", elem_id="dashboard-button")
+                dash_summary = gr.Markdown()
+                dash_bars = gr.Plot(elem_id="dashboard-bars")
+                dash_settings = gr.Plot()
+                with gr.Row():
+                    dash_robust = gr.Dataframe(label="noise robustness (noisy / oracle)")
+                    dash_long = gr.Dataframe(label="long-form answers")
+                dash_table = gr.Dataframe(label="means with 95% CIs")
+                dash_csv = gr.File(label="download CSV")
+            with gr.Tab("Failures", id="failures"):
+                kinds = gr.CheckboxGroup(list(dashboard.FAILURE_KINDS), label="kinds (none = all)",
+                                         info="; ".join(f"{k}: {v}" for k, v in dashboard.FAILURE_KINDS.items()))
+                fail_btn = gr.Button("Find cases", variant="primary", elem_id="failures-button")
+                fail_table = gr.Dataframe(label="click a row to load it into Ask", interactive=False,
+                                          elem_id="failures-table")
+
+        query_id = gr.State(None)
+        ask_inputs = [question, domain, query_id, setting, retriever, reranker, top_k, variants]
+        ask_outputs = [answers, passages, prompt, trace_state, link, att_variants, attr_variants]
+        domain.change(test_questions, domain, pick)
+        pick.change(pick_question, [domain, pick], [question, gold_info]).then(lambda q: q, pick, query_id)
+        question.input(lambda: None, None, query_id)  # typing a new question detaches it from the picked id
+        go_btn.click(ask, ask_inputs, ask_outputs, concurrency_limit=2)
+        question.submit(ask, ask_inputs, ask_outputs, concurrency_limit=2)
+        att_btn.click(attention, [trace_state, att_variants, first_token, last_token],
+                      [fig_a, fig_b, fig_diff, att_note, attention_state], concurrency_limit=2)
+        head_layer.release(heads, [trace_state, attention_state, head_variant, head_layer], head_fig)
+        head_variant.change(heads, [trace_state, attention_state, head_variant, head_layer], head_fig)
+        bv_btn.click(bertviz, [trace_state, bv_variant, bv_start, bv_end, bv_layers, bv_view], bv_html,
+                     concurrency_limit=2)
+        lora_btn.click(adapters, [trace_state, attention_state], [lora_fig, lora_table])
+        attr_btn.click(attribution, [trace_state, attr_variants, attention_state],
+                       [attr_bars, attr_curve, attr_top, attr_agree, attr_changed], concurrency_limit=2)
+        sent_btn.click(sentences, [trace_state, sent_variant, sent_passage], sent_html, concurrency_limit=2)
+        ig_btn.click(gradients, [trace_state, ig_variant, ig_first, ig_last], ig_html, concurrency_limit=1)
+        dash_btn.click(dashboards, [store, f_domains, f_variants, f_settings, metric, by],
+                       [dash_bars, dash_settings, dash_robust, dash_long, dash_table, dash_csv, dash_summary])
+        fail_btn.click(failures, [store, kinds], fail_table)
+        fail_table.select(load_case, fail_table, [domain, question, query_id, setting, variants, tabs]).then(
+            ask, ask_inputs, ask_outputs, concurrency_limit=2)
+        demo.load(from_url, None, [domain, question, query_id, setting, variants]).then(
+            test_questions, domain, pick)
     return demo
 
 
 def main() -> None:
+    global DEFAULT_STORE
     parser = argparse.ArgumentParser(description="mdrag web app")
     parser.add_argument("--host", default="127.0.0.1", help="bind address (default: 127.0.0.1, local only)")
     parser.add_argument("--port", type=int, default=7860)
     parser.add_argument("--share", action="store_true", help="create a public Gradio link (off by default)")
+    parser.add_argument("--store", help="results store for the dashboards (default: the shipped one)")
     args = parser.parse_args()
+    DEFAULT_STORE = Path(args.store) if args.store else None
+    # The queue runs heavy events at most 2 at a time (2 cores); other users' events wait their turn
+    # instead of blocking the whole app.
     build_app().queue(default_concurrency_limit=2).launch(server_name=args.host, server_port=args.port,
-                                                          share=args.share)
+                                                          share=args.share, css=CSS)
 
 
 if __name__ == "__main__":

@@ -131,29 +131,38 @@ class RagPipeline:
                     "corpus": self.domain.fingerprint()},
         )
 
-    def answer(self, trace: RagTrace, variants: list[str]) -> RagTrace:
-        """Generate every variant's answer in one batch and score it against the gold answer if known."""
+    def answer(self, trace: RagTrace, variants: list[str],
+               on_answer: Callable[[VariantAnswer], None] | None = None) -> RagTrace:
+        """Generate every variant's answer in one batch and score it against the gold answer if known;
+        `on_answer` sees each variant's answer as soon as it is ready."""
         for v in variants:
             get_variant(v)
         n = len(trace.prompt_ids)
         loaded = load_generator(self.generator_path)
+
+        def done(gen) -> None:
+            metrics = score_answer(gen.text, trace.gold_answers, trace.answer_type) if trace.query_id else {}
+            answer = VariantAnswer(gen.variant, gen.text, gen.token_ids,
+                                   Span("answer", "answer", n, n + len(gen.token_ids)),
+                                   gen.seconds, get_variant(gen.variant).label, metrics)
+            trace.answers[gen.variant] = answer
+            if on_answer is not None:
+                on_answer(answer)
+
         if self.endpoint:
             from mdrag.generation.remote import RemoteGenerator
 
-            gens = RemoteGenerator(self.endpoint, loaded.tokenizer).generate(trace.prompt_ids, variants)
+            gens = RemoteGenerator(self.endpoint, loaded.tokenizer).generate(trace.prompt_ids, variants, done)
         else:
-            gens = Generator(loaded).generate(trace.prompt_ids, variants)
-        for gen in gens:
-            metrics = score_answer(gen.text, trace.gold_answers, trace.answer_type) if trace.query_id else {}
-            trace.answers[gen.variant] = VariantAnswer(gen.variant, gen.text, gen.token_ids,
-                                                       Span("answer", "answer", n, n + len(gen.token_ids)),
-                                                       gen.seconds, get_variant(gen.variant).label, metrics)
-        trace.timings["generate"] = gens[0].seconds if gens else 0.0
+            gens = Generator(loaded).generate(trace.prompt_ids, variants, done)
+        # Keep the requested order (answers arrive in finishing order).
+        trace.answers = {v: trace.answers[v] for v in variants if v in trace.answers}
+        trace.timings["generate"] = max((g.seconds for g in gens), default=0.0)
         return trace
 
     def run(self, query: str | bytes, variants: list[str] | None = None, setting: str = "retrieved",
             query_id: str | None = None, seed: int = 0, n_distractors: int = 4,
-            progress: Progress = _no_progress) -> RagTrace:
+            progress: Progress = _no_progress, on_answer: Callable[[VariantAnswer], None] | None = None) -> RagTrace:
         variants = variants or ["vanilla"]
         for v in variants:
             get_variant(v)
@@ -166,7 +175,7 @@ class RagPipeline:
         progress(0.3, "building prompt")
         trace = self.make_trace(text, bench_query, ranked, setting, seed, n_distractors, timings)
         progress(0.35, f"generating: {', '.join(variants)} (one batch)")
-        self.answer(trace, variants)
+        self.answer(trace, variants, on_answer)
         progress(1.0, "done")
         return trace
 

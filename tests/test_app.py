@@ -1,13 +1,20 @@
-"""The minimal app's handler: escaped output, readable errors (the browser tests come with the UI issue)."""
+"""The app's handlers without a browser: escaped output, streaming per variant, readable errors, dashboards
+and failure cases from a real store. The browser tests are in test_app_browser.py."""
+
+from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 
 import app
+from mdrag.evaluation import dashboard
 
 
 @pytest.fixture
-def tiny_env(monkeypatch, tiny_generator_dir, tiny_domain):
+def tiny_env(monkeypatch, tiny_generator_dir, tiny_domain, tiny_adapters_root):
     monkeypatch.setenv("MDRAG_GENERATOR", str(tiny_generator_dir))
+    monkeypatch.setenv("MDRAG_ADAPTERS", str(tiny_adapters_root))
     return tiny_domain
 
 
@@ -15,19 +22,88 @@ def _progress(*a, **k):
     return None
 
 
-def test_ask_renders_escaped_passages_and_answers(tiny_env):
-    answers, passages, prompt = app.ask("<script>alert(1)</script> markup onerror", "tiny", "retrieved", "bm25",
-                                        "none", ["vanilla"], progress=_progress)
+def _run(*args):
+    return list(app.ask(*args, progress=_progress))
+
+
+def test_ask_streams_each_variant_and_escapes_everything(tiny_env):
+    steps = _run("<script>alert(1)</script> markup onerror", "tiny", None, "retrieved", "bm25", "none", 3,
+                 ["vanilla", "full", "qk_att"])
+    answers, _, _, trace, link, *_ = steps[-1]
+    passages = steps[0][1]  # passages are shown once, before the answers arrive
     assert "<script>" not in answers + passages and "<img" not in passages
     assert "&lt;img src=x onerror=alert(1)&gt;" in passages and "&lt;script&gt;" in passages
-    assert "Vanilla (no adapter)" in answers
-    assert "<script>alert(1)</script> markup onerror" in prompt  # the prompt textbox shows raw text safely
+    assert "<script>alert(1)</script> markup onerror" in steps[0][2]  # the prompt textbox shows raw text
+    assert steps[0][0].count("generating…") == 3  # passages first, answers pending
+    assert len(steps) >= 4 and "generating…" not in answers  # one update per variant, then the final one
+    assert trace is not None and list(trace.answers) == ["vanilla", "full", "qk_att"]
+    assert link.startswith("?") and "setting=retrieved" in link and "variants=vanilla%2Cfull%2Cqk_att" in link
 
 
-def test_errors_render_as_a_message(tiny_env):
-    answers, passages, _ = app.ask("   ", "tiny", "retrieved", "bm25", "none", ["vanilla"], progress=_progress)
-    assert "query is empty" in answers and passages == ""
+@pytest.mark.parametrize("question,domain,match", [("   ", "tiny", "query is empty"),
+                                                   ("x", "astrology", "Unknown domain")])
+def test_errors_render_as_a_message(tiny_env, question, domain, match):
+    steps = _run(question, domain, None, "retrieved", "bm25", "none", 3, ["vanilla"])
+    assert len(steps) == 1 and match in steps[0][0] and "mdrag-error" in steps[0][0]
+
+
+def test_analysis_handlers_need_a_trace_first():
+    import gradio as gr
+
+    with pytest.raises(gr.Error, match="Ask a question first"):
+        app.attention(None, ["vanilla"], 0, 0, progress=_progress)
 
 
 def test_app_builds():
     assert app.build_app() is not None
+
+
+@pytest.fixture
+def tiny_store(tmp_path, tiny_generator_dir, tiny_adapters_root, monkeypatch):
+    from test_evaluation_runner import FlakyJudge, register
+
+    from mdrag.data.domains import DOMAINS
+    from mdrag.evaluation.runner import Grid, evaluate
+    from mdrag.evaluation.store import ResultsStore
+
+    monkeypatch.setenv("MDRAG_ADAPTERS", str(tiny_adapters_root))
+    register(tmp_path)
+    path = tmp_path / "r.sqlite"
+    evaluate(Grid(["evaltiny"], ["vanilla", "full"], ["retrieved", "oracle", "noisy"], retriever="bm25",
+                  reranker="none", generator_path=str(tiny_generator_dir), n_distractors=2, limit=4),
+             ResultsStore(path), judge=FlakyJudge(), show_progress=False)
+    yield path
+    DOMAINS.pop("evaltiny", None)
+
+
+def test_dashboards_match_the_store(tiny_store):
+    bars, _, _, _, table, csv, summary = app.dashboards(
+        str(tiny_store), [], ["vanilla", "full"], [], "Match", "domain")
+    df = dashboard.load_results(tiny_store)
+    want = df.groupby(["domain", "variant", "setting"])["m_match"].mean()
+    got = table.set_index(["domain", "variant", "setting"])["mean"]
+    assert got.to_dict() == pytest.approx(want.round(3).to_dict(), abs=1e-3)
+    assert {t.name for t in bars.data} == {"vanilla", "full"} and "rows" in summary
+    assert Path(csv).read_text().startswith("domain,variant,setting")
+
+
+def test_failure_cases_and_loading_one(tiny_store):
+    cases = app.failures(str(tiny_store), [])
+    assert set(cases["kind"]) <= set(dashboard.FAILURE_KINDS)
+    df = dashboard.load_results(tiny_store)
+    missing = df[(df.setting == "retrieved")].groupby("query_id")["passages"].first().map(
+        lambda ps: not any(p["gold"] for p in ps))
+    assert (cases["kind"] == "gold missing from top-k").sum() == missing.sum()
+
+    class Select:
+        index = (0, 0)
+
+    loaded = app.load_case(cases, Select())
+    assert loaded[0] == cases.iloc[0]["domain"] and loaded[2] == cases.iloc[0]["query_id"]
+
+
+def test_missing_store_is_a_readable_error(tmp_path):
+    import gradio as gr
+
+    with pytest.raises(gr.Error, match="No results store"):
+        app.dashboards(str(tmp_path / "none.sqlite"), [], [], [], "Match", "domain")

@@ -85,23 +85,29 @@ class Generator:
         names = self.ensure_adapters(variants)
         stop = set(self.stop_ids())
         start = time.perf_counter()
-        decode = self._greedy_pruned if self.fast else self._hf_generate
-        rows = decode(prompt_ids, names, stop)
         out: list[Generation | None] = [None] * len(variants)
-        for row, (tokens, finished) in sorted(rows.items(), key=lambda kv: kv[1][1]):
+
+        def finished(row: int, tokens: list[int], at: float) -> None:
             text = self.tokenizer.decode(tokens, skip_special_tokens=True).strip()
-            out[row] = Generation(variants[row], tokens, text, finished - start)
+            out[row] = Generation(variants[row], tokens, text, at - start)
             if on_done is not None:
-                on_done(out[row])
+                on_done(out[row])  # as soon as this row stops, while the others keep decoding
+
+        if self.fast:
+            self._greedy_pruned(prompt_ids, names, stop, finished)
+        else:
+            for row, (tokens, at) in sorted(self._hf_generate(prompt_ids, names, stop).items()):
+                finished(row, tokens, at)
         return out
 
-    def _greedy_pruned(self, prompt_ids: list[int], names: list[str], stop: set[int]) -> dict[int, tuple]:
+    def _greedy_pruned(self, prompt_ids: list[int], names: list[str], stop: set[int],
+                       finished: Callable[[int, list[int], float], None]) -> None:
         """Greedy decoding that drops a row from the batch (and its KV cache) as soon as it stops.
 
         Prefill costs one pass per variant whatever we do (each adapter changes the keys and values);
         decoding is where batching pays: rows that finished early (a 2-token answer beside a 60-token
-        one) no longer ride along, so the long answer decodes at batch-1 speed. Returns
-        row -> (generated token ids without the stop token, perf_counter time it finished).
+        one) no longer ride along, so the long answer decodes at batch-1 speed. Calls
+        `finished(row, generated ids without the stop token, perf_counter time)` as each row stops.
         """
         import torch
 
@@ -111,7 +117,6 @@ class Generator:
                 fast.add_from_peft(self.loaded.model, name)
         active = list(range(len(names)))
         tokens: list[list[int]] = [[] for _ in names]
-        done: dict[int, tuple] = {}
         input_ids = torch.tensor([prompt_ids] * len(names))  # (rows, prompt_len): same prompt, no padding
         cache = None
         with torch.inference_mode():
@@ -123,7 +128,7 @@ class Generator:
                 keep = []
                 for j, row in enumerate(active):
                     if nxt[j] in stop or step == self.max_new_tokens:
-                        done[row] = (tokens[row], time.perf_counter())
+                        finished(row, tokens[row], time.perf_counter())
                     else:
                         tokens[row].append(nxt[j])
                         keep.append(j)
@@ -133,7 +138,6 @@ class Generator:
                     cache.batch_select_indices(torch.tensor(keep))
                     active = [active[j] for j in keep]
                 input_ids = torch.tensor([[nxt[j]] for j in keep])  # (rows, 1)
-        return done
 
     def _hf_generate(self, prompt_ids: list[int], names: list[str], stop: set[int]) -> dict[int, tuple]:
         """The reference path: transformers' generate with peft's mixed-adapter batch."""

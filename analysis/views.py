@@ -1,0 +1,123 @@
+"""Ready-to-show bundles for the app: each function runs the analysis for a trace and returns figures,
+frames and escaped HTML. The app calls these and only places the results on screen."""
+
+from __future__ import annotations
+
+import html
+
+import pandas as pd
+
+from analysis import figures
+from analysis.attention import SegmentAttention, answer_attention
+from analysis.attribution import Attribution, agreement, deletion_curve, passage_ablation, sentence_ablation
+from analysis.bertviz_offline import (
+    head_view_html,
+    model_view_html,
+    segment_level_attention,
+    token_window_attention,
+)
+from analysis.lora_views import lora_norms, norms_beside_shift, what_changed
+from mdrag.trace import RagTrace
+
+
+def gold_segments(trace: RagTrace) -> list[str]:
+    return [f"passage_{i + 1}" for i, p in enumerate(trace.passages) if p.is_gold]
+
+
+def attention_bundle(trace: RagTrace, a: str, b: str, tokens: tuple[int, int] | None = None) -> dict:
+    """Heatmaps for A and B, their difference, and the SegmentAttention for drill-downs."""
+    result = answer_attention(trace, list(dict.fromkeys([a, b])))
+    frame = result.frame(range(*tokens) if tokens else None)
+    gold = gold_segments(trace)
+    return {"attention": result, "frame": frame,
+            "fig_a": figures.attention_heatmap(frame, a, result.segments, gold),
+            "fig_b": figures.attention_heatmap(frame, b, result.segments, gold),
+            "fig_diff": figures.attention_difference(frame, a, b, result.segments, gold)}
+
+
+def head_drilldown(result: SegmentAttention, frame: pd.DataFrame, variant: str, layer: int, trace: RagTrace):
+    return figures.head_heatmap(frame, variant, layer, result.segments, gold_segments(trace))
+
+
+def bertviz_window(trace: RagTrace, variant: str, start: int, end: int, layers: list[int] | None,
+                   view: str = "head") -> str:
+    attention, tokens = token_window_attention(trace, variant, start, end, layers)
+    return (head_view_html if view == "head" else model_view_html)(attention, tokens)
+
+
+def bertviz_segments(trace: RagTrace, variant: str) -> str:
+    attention, names = segment_level_attention(trace, variant)
+    return model_view_html(attention, [n.replace("_", " ") for n in names])
+
+
+def attribution_bundle(trace: RagTrace, variants: list[str], attention: SegmentAttention | None = None) -> dict:
+    """Passage ablation per variant, deletion curves in attribution order, agreement with attention, and the
+    passages whose influence changed most between the first two variants."""
+    gold = gold_segments(trace)
+    attrs = {v: passage_ablation(trace, v) for v in variants}
+    curves = []
+    for v, attr in attrs.items():
+        order = [f for _, f in sorted(zip(attr.scores, attr.features, strict=True), reverse=True)]
+        curves.append(deletion_curve(trace, v, order))
+    agree = []
+    top = []
+    frame = attention.frame() if attention is not None else None
+    for v, attr in attrs.items():
+        methods = {"ablation": dict(zip(attr.features, attr.scores, strict=True))}
+        if frame is not None and v in set(frame["variant"]):
+            sub = frame[frame["variant"] == v]
+            mass = sub.groupby("segment", observed=True)["mass"].mean()
+            methods["attention"] = {f: float(mass.get(f, 0.0)) for f in attr.features}
+        table = agreement(methods)
+        if not table.empty:
+            agree.append(table.assign(variant=v))
+        best = attr.features[max(range(len(attr.scores)), key=attr.scores.__getitem__)]
+        top_rerank = f"passage_{min(range(len(trace.passages)), key=lambda i: trace.passages[i].rank) + 1}"
+        top.append({"variant": v, "top attributed": best, "is gold": best in gold,
+                    "top reranked": top_rerank, "same as top reranked": best == top_rerank})
+    out = {"attributions": attrs, "bars": figures.attribution_bars([a.frame() for a in attrs.values()], gold),
+           "deletion": figures.deletion_figure(curves), "top": pd.DataFrame(top),
+           "agreement": pd.concat(agree, ignore_index=True) if agree else pd.DataFrame()}
+    if attention is not None and len(variants) >= 2:
+        out["changed"] = what_changed(trace, variants[0], variants[1], attention, attrs)
+    return out
+
+
+def _shade(score: float, bound: float) -> str:
+    alpha = 0.0 if bound <= 0 else min(1.0, abs(score) / bound)
+    rgb = "220,60,40" if score >= 0 else "40,90,220"
+    return f"background: rgba({rgb},{alpha:.2f})"
+
+
+def sentence_html(attr: Attribution) -> str:
+    """Sentences shaded by their ablation score (red: the answer needs it; blue: it hurts the answer)."""
+    bound = max((abs(s) for s in attr.scores), default=0.0)
+    spans = "".join(f"<span style='{_shade(s, bound)}' title='Δ log P = {s:.3f}'>{html.escape(text)}</span> "
+                    for text, s in zip(attr.features, attr.scores, strict=True))
+    return f"<div class='mdrag-highlight'><p><small>{html.escape(attr.variant)}</small></p><p>{spans}</p></div>"
+
+
+def token_html(frame: pd.DataFrame) -> str:
+    """Prompt tokens shaded by integrated-gradients score, grouped by segment."""
+    bound = float(frame["score"].abs().max()) if len(frame) else 0.0
+    parts = []
+    for segment, g in frame.groupby("segment", sort=False):
+        toks = "".join(f"<span style='{_shade(s, bound)}' title='{s:.3f}'>{html.escape(t)}</span>"
+                       for t, s in zip(g["token"], g["score"], strict=True))
+        parts.append(f"<p><b>{html.escape(str(segment))}</b>: {toks}</p>")
+    return "<div class='mdrag-highlight'>" + "".join(parts) + "</div>"
+
+
+def sentence_bundle(trace: RagTrace, variant: str, passage: int) -> str:
+    return sentence_html(sentence_ablation(trace, variant, passage))
+
+
+def adapter_bundle(variants: list[str], attention: SegmentAttention | None = None) -> dict:
+    norms = lora_norms(variants)
+    out = {"norms": norms, "fig": figures.lora_norms_figure(norms) if not norms.empty else None}
+    if attention is not None:
+        have = set(attention.per_token["variant"])
+        shifts = [norms_beside_shift(norms, attention, v).assign(variant=v)
+                  for v in variants if v in have and v != "vanilla" and "vanilla" in have]
+        out["shift"] = pd.concat(shifts, ignore_index=True) if shifts else pd.DataFrame()
+    return out

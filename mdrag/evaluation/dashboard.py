@@ -1,0 +1,120 @@
+"""Dashboard data from a results store: filtered frames, per-group means with bootstrap CIs, plotly figures,
+and the failure cases worth a look. The app shows these; it computes nothing itself."""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+
+import pandas as pd
+import plotly.graph_objects as go
+
+from mdrag.config import ASSETS_DIR
+from mdrag.evaluation.report import judge_agreement
+from mdrag.evaluation.stats import bootstrap_ci
+from mdrag.evaluation.store import ResultsStore, StoreError
+
+SHIPPED_STORE = ASSETS_DIR / "results" / "results.sqlite"
+METRICS = {"LLMEval": "judge_score", "LLMEval-3": "judge3_score", "Match": "m_match", "Recall": "m_recall",
+           "F1": "m_f1", "ROUGE-L": "m_rouge_l", "Answer length (words)": "m_length"}
+
+
+def load_results(path: str | Path | None = None) -> pd.DataFrame:
+    """The store's rows as a frame (shipped store by default). A missing file is a clear error."""
+    path = Path(path) if path else SHIPPED_STORE
+    if not path.is_file():
+        raise StoreError(f"No results store at {path}. Run python -m mdrag evaluate --store {path} first.")
+    return ResultsStore(path).frame()
+
+
+def filtered(df: pd.DataFrame, domains: list[str] | None = None, variants: list[str] | None = None,
+             settings: list[str] | None = None) -> pd.DataFrame:
+    mask = pd.Series(True, index=df.index)
+    for col, chosen in (("domain", domains), ("variant", variants), ("setting", settings)):
+        if chosen:
+            mask &= df[col].isin(chosen)
+    return df[mask]
+
+
+def means_with_ci(df: pd.DataFrame, metric: str, by: list[str]) -> pd.DataFrame:
+    """Mean and bootstrap 95% CI of `metric` (a column or a METRICS label) per group."""
+    col = METRICS.get(metric, metric)
+    rows = []
+    for key, g in df.groupby(by, sort=True):
+        mean, lo, hi = bootstrap_ci(g[col].dropna().astype(float).tolist())
+        rows.append({**dict(zip(by, key if isinstance(key, tuple) else (key,), strict=True)), "n": int(g[col].notna()
+                     .sum()), "mean": mean, "ci_low": lo, "ci_high": hi})
+    return pd.DataFrame(rows)
+
+
+def metric_bars(df: pd.DataFrame, metric: str, by: str = "domain", judge: str | None = None) -> go.Figure:
+    """Bars per `by` (domain, cluster or setting) and variant, with 95% CI error bars."""
+    table = means_with_ci(df, metric, [by, "variant"])
+    fig = go.Figure()
+    for variant, g in table.groupby("variant", sort=False):
+        fig.add_bar(name=html.escape(str(variant)), x=[html.escape(str(x)) for x in g[by]], y=g["mean"],
+                    error_y={"type": "data", "symmetric": False, "array": g["ci_high"] - g["mean"],
+                             "arrayminus": g["mean"] - g["ci_low"]},
+                    customdata=g["n"], hovertemplate="%{x}: %{y:.3f} (n=%{customdata})<extra></extra>")
+    title = f"{metric} per {by} and variant (mean, 95% bootstrap CI)"
+    if metric.startswith("LLMEval") and judge:
+        title += f"<br><sup>judge: {html.escape(judge)}</sup>"
+    fig.update_layout(title=title, barmode="group", yaxis={"title": html.escape(metric)}, height=460)
+    return fig
+
+
+def noise_robustness(df: pd.DataFrame, metric: str = "Match") -> pd.DataFrame:
+    """Per variant: mean metric in each setting and the ratio noisy / oracle (paper: robustness to distractors)."""
+    col = METRICS.get(metric, metric)
+    table = df.pivot_table(index="variant", columns="setting", values=col, aggfunc="mean")
+    if {"noisy", "oracle"} <= set(table.columns):
+        table["noisy/oracle"] = table["noisy"] / table["oracle"]
+    return table.reset_index()
+
+
+def longform(df: pd.DataFrame) -> pd.DataFrame:
+    sub = df[df["answer_type"] == "long"]
+    return sub.groupby(["setting", "variant"]).agg(n=("m_length", "size"), words=("m_length", "mean"),
+                                                   recall=("m_recall", "mean")).reset_index()
+
+
+def judge_summary(df: pd.DataFrame) -> str:
+    agree = judge_agreement(df)
+    if not agree["n"]:
+        return "No judged rows in this selection."
+    return (f"Judge: {agree['judge']}. On {agree['n']} rows its verdict (score > 0.5) agrees with Match "
+            f"{agree['accuracy_vs_match']:.1%} of the time, Cohen's kappa {agree['kappa_vs_match']:.3f} "
+            "(kappa near 0: the judge adds little beyond chance; read LLMEval with that in mind).")
+
+
+FAILURE_KINDS = {
+    "variants disagree": "Match differs between variants on the same prompt",
+    "judge vs Match": "the judge says yes while Match says no, or the reverse",
+    "gold retrieved, ignored": "a gold passage is in the prompt but the answer misses (Match 0)",
+    "gold missing from top-k": "no gold passage among the passages given to the generator",
+}
+
+
+def failure_cases(df: pd.DataFrame) -> pd.DataFrame:
+    """Cases worth a look, one row per (kind, query, setting[, variant]), with what to load into Ask."""
+    rows = []
+    for (domain, qid, setting), g in df.groupby(["domain", "query_id", "setting"], sort=True):
+        first = g.iloc[0]
+        base = {"domain": domain, "query_id": qid, "setting": setting, "question": first["question"],
+                "variants": ",".join(sorted(g["variant"]))}
+        matches = dict(zip(g["variant"], g["m_match"], strict=True))
+        if g["m_match"].nunique() > 1:
+            right = [v for v, m in matches.items() if m == 1]
+            rows.append({**base, "kind": "variants disagree", "detail": f"right: {', '.join(sorted(right))}"})
+        has_gold = any(p["gold"] for p in first["passages"])
+        if setting == "retrieved" and not has_gold:
+            rows.append({**base, "kind": "gold missing from top-k", "detail": f"{len(first['passages'])} passages"})
+        for _, r in g.iterrows():
+            if has_gold and r["m_match"] == 0 and r["answer_type"] != "long":
+                rows.append({**base, "variants": r["variant"], "kind": "gold retrieved, ignored",
+                             "detail": f"{r['variant']}: {str(r['answer'])[:80]}"})
+            if pd.notna(r.get("judge_score")) and (r["judge_score"] > 0.5) != bool(r["m_match"]):
+                rows.append({**base, "variants": r["variant"], "kind": "judge vs Match",
+                             "detail": f"{r['variant']}: judge {r['judge_score']:.2f}, Match {int(r['m_match'])}"})
+    cols = ["kind", "domain", "query_id", "setting", "variants", "question", "detail"]
+    return pd.DataFrame(rows, columns=cols)
