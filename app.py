@@ -326,8 +326,7 @@ def build_app() -> gr.Blocks:
         gr.Markdown(
             "# mdrag — multi-domain RAG with LoRA variants, looked at from the inside\n"
             "Generator: SmolLM2-135M-Instruct (packaged) with the shipped adapters. Default reranker: "
-            f"{rerank_label} — a **stand-in** for the paper's DeBERTa-v3 cross-encoder. Default judge: the "
-            "135M model — a **weak stand-in** for the paper's 10.7B judge.")
+            f"{rerank_label}. Default judge: the 135M model — a **weak stand-in** for the paper's 10.7B judge.")
         trace_state = gr.State(None)
         attention_state = gr.State(None)
         with gr.Tabs() as tabs:

@@ -97,9 +97,25 @@ def test_bad_store_files_are_refused_and_left_untouched(tmp_path, content, match
     else:
         path.write_bytes(content)
     before = path.read_bytes()
-    with pytest.raises(StoreError, match=match):
-        ResultsStore(path)
+    for read_only in (False, True):
+        with pytest.raises(StoreError, match=match):
+            ResultsStore(path, read_only=read_only)
     assert path.read_bytes() == before
+
+
+def test_read_only_store_reads_and_leaves_no_trace(grid, tmp_path):
+    path = tmp_path / "r.sqlite"
+    store = ResultsStore(path)
+    grid.settings = ["retrieved"]
+    evaluate(grid, store, show_progress=False)
+    store.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    store.db.execute("PRAGMA journal_mode=DELETE")
+    store.close()
+    before = sorted(p.name for p in tmp_path.iterdir())
+    frame = ResultsStore(path, read_only=True).frame()
+    assert len(frame) == 8 and sorted(p.name for p in tmp_path.iterdir()) == before
+    with pytest.raises(StoreError, match="No results store"):
+        ResultsStore(tmp_path / "absent.sqlite", read_only=True)
 
 
 RUN = """

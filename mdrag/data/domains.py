@@ -6,6 +6,7 @@ Cluster names resolve to a domain when the cluster holds exactly one (`general` 
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -76,3 +77,30 @@ def register_jsonl_domain(name: str, queries: Path, passages: Path, cluster: str
             raise FileNotFoundError(f"Domain '{name}': file not found: {path}")
     return register_domain(DomainSpec(name.strip().lower(), cluster, description or name, str(queries), licence,
                                       folder=None, extra={"queries": Path(queries), "passages": Path(passages)}))
+
+
+def register_domains_file(path: Path) -> list[str]:
+    """Register every domain listed in a JSON file: [{"name", "queries", "passages", "cluster"?,
+    "description"?, "licence"?}, ...]; relative paths resolve against the file's folder. Used for
+    MDRAG_DOMAINS_FILE, so the app and the CLI pick up your own corpora without code."""
+    import json
+
+    path = Path(path)
+    try:
+        entries = json.loads(path.read_text(encoding="utf-8"))
+        names = []
+        for e in entries:
+            files = {k: (path.parent / e[k]) if not Path(e[k]).is_absolute() else Path(e[k])
+                     for k in ("queries", "passages")}
+            register_jsonl_domain(e["name"], files["queries"], files["passages"], e.get("cluster", "custom"),
+                                  e.get("description", ""), e.get("licence", "unknown"))
+            names.append(e["name"].strip().lower())
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        from mdrag.errors import MdragError
+
+        raise MdragError(f"MDRAG_DOMAINS_FILE {path}: {err}") from None
+    return names
+
+
+if os.environ.get("MDRAG_DOMAINS_FILE"):
+    register_domains_file(Path(os.environ["MDRAG_DOMAINS_FILE"]))

@@ -24,7 +24,7 @@ def load_results(path: str | Path | None = None) -> pd.DataFrame:
     path = Path(path) if path else SHIPPED_STORE
     if not path.is_file():
         raise StoreError(f"No results store at {path}. Run python -m mdrag evaluate --store {path} first.")
-    return ResultsStore(path).frame()
+    return ResultsStore(path, read_only=True).frame()
 
 
 def filtered(df: pd.DataFrame, domains: list[str] | None = None, variants: list[str] | None = None,

@@ -35,15 +35,20 @@ def row_key(**parts: Any) -> str:
 
 
 class ResultsStore:
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, read_only: bool = False):
+        """`read_only`: for dashboards over a shipped or shared store; never writes, not even WAL files."""
         self.path = Path(path)
+        if read_only and not self.path.is_file():
+            raise StoreError(f"No results store at {self.path}.")
         if self.path.exists() and self.path.stat().st_size:
             with open(self.path, "rb") as f:
                 if f.read(16) != b"SQLite format 3\x00":
                     raise StoreError(f"{self.path} is not a SQLite file; it was left untouched. Pick another path.")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if not read_only:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            self.db = sqlite3.connect(self.path, timeout=30, check_same_thread=False)
+            target = f"file:{self.path.resolve()}?mode=ro" if read_only else str(self.path)
+            self.db = sqlite3.connect(target, timeout=30, check_same_thread=False, uri=read_only)
             tables = {r[0] for r in self.db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         except sqlite3.DatabaseError as err:
             raise StoreError(f"{self.path} is a corrupt SQLite file ({err}); it was left untouched.") from None
@@ -51,7 +56,10 @@ class ResultsStore:
             self.db.close()
             raise StoreError(f"{self.path} is a SQLite file of something else (tables: {sorted(tables)[:5]}); "
                              "it was left untouched.")
-        self.db.execute("PRAGMA journal_mode=WAL")
+        if read_only and not tables:
+            raise StoreError(f"{self.path} is an empty SQLite file, not a results store.")
+        if not read_only:
+            self.db.execute("PRAGMA journal_mode=WAL")
         if not tables:
             self._create()
         version = self.db.execute("SELECT value FROM mdrag_meta WHERE name='schema'").fetchone()

@@ -1,0 +1,169 @@
+"""The real app (packaged models, shipped benchmark, adapters and results) in Debian's chromium via Playwright.
+
+Screenshots go to MDRAG_SCREENSHOTS (default: a tmp dir); the README's come from
+`MDRAG_SCREENSHOTS=assets/screenshots pytest tests/test_app_browser.py`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+ROOT = Path(__file__).resolve().parents[1]
+PAYLOAD_PASSAGE = 'Paris is the capital of France. <img src=x onerror="window.__pwned=1;alert(2)"> It is big.'
+TIMEOUT = 240_000  # ms: the CPU is shared with the rest of the suite
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("app")
+    (tmp / "p.jsonl").write_text("\n".join(json.dumps(r) for r in [
+        {"id": "x1", "title": "<script>alert(3)</script>France", "text": PAYLOAD_PASSAGE},
+        {"id": "x2", "title": "Rome", "text": "Rome is the capital of Italy."},
+        {"id": "x3", "title": "Berlin", "text": "Berlin is the capital of Germany."}]) + "\n")
+    (tmp / "q.jsonl").write_text(json.dumps({"id": "xq1", "text": "what is the capital of france",
+                                             "answers": ["Paris"], "gold_ids": ["x1"]}) + "\n")
+    (tmp / "domains.json").write_text(json.dumps([{"name": "xss", "queries": "q.jsonl", "passages": "p.jsonl"}]))
+    port = _free_port()
+    env = {**os.environ, "MDRAG_DOMAINS_FILE": str(tmp / "domains.json"), "PYTHONUNBUFFERED": "1"}
+    log = open(tmp / "app.log", "w")  # noqa: SIM115 (closed below)
+    proc = subprocess.Popen([sys.executable, str(ROOT / "app.py"), "--port", str(port)], cwd=ROOT, env=env,
+                            stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
+    start = time.time()
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=5)
+            break
+        except OSError:
+            if proc.poll() is not None or time.time() - start > 300:
+                log.close()
+                pytest.fail(f"app did not start: {(tmp / 'app.log').read_text()[-3000:]}")
+            time.sleep(1)
+    print(f"cold start to first page: {time.time() - start:.1f} s")
+    yield url
+    proc.terminate()
+    proc.wait(30)
+    log.close()
+
+
+@pytest.fixture(scope="module")
+def shots(tmp_path_factory) -> Path:
+    folder = Path(os.environ.get("MDRAG_SCREENSHOTS") or tmp_path_factory.mktemp("shots"))
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def _page(chromium, dialogs: list):
+    page = chromium.new_page(viewport={"width": 1400, "height": 2200})
+    page.set_default_timeout(TIMEOUT)
+    page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+    return page
+
+
+def _ask_and_wait(page, n_variants: int) -> list[str]:
+    page.click("#ask-button")
+    page.wait_for_function(
+        f"() => {{ const a = document.querySelectorAll('#answers .mdrag-answer');"
+        f" return a.length === {n_variants} && !document.querySelector('#answers .pending'); }}", timeout=TIMEOUT)
+    return page.locator("#answers .mdrag-answer-text").all_inner_texts()
+
+
+def _tab(page, name: str) -> None:
+    page.get_by_role("tab", name=name).click()
+
+
+def test_every_screen_end_to_end(server, chromium, shots):
+    dialogs: list[str] = []
+    page = _page(chromium, dialogs)
+    page.goto(server + "?domain=nq_open&variants=vanilla,qk_att")
+    answers = _ask_and_wait(page, 2)
+    assert len(answers) == 2
+    assert page.locator("#passages tr").count() >= 6 and "GOLD" in page.locator("#passages").inner_text()
+    page.screenshot(path=str(shots / "ask.png"))
+
+    _tab(page, "Attention")
+    page.click("#attention-button")
+    page.locator("#attention-a .js-plotly-plot").wait_for()
+    page.locator("#attention-diff .js-plotly-plot").wait_for()
+    page.get_by_text("bertviz (offline)").click()
+    page.get_by_role("button", name="Render bertviz").click()
+    page.frame_locator("#bertviz iframe").locator("svg").first.wait_for()
+    page.screenshot(path=str(shots / "attention.png"))
+
+    _tab(page, "Attribution")
+    page.click("#attribution-button")
+    page.locator("#attribution-bars .js-plotly-plot").wait_for()
+    page.screenshot(path=str(shots / "attribution.png"))
+
+    _tab(page, "Dashboards")
+    page.click("#dashboard-button")
+    page.locator("#dashboard-bars .js-plotly-plot").wait_for()
+    page.screenshot(path=str(shots / "dashboards.png"))
+
+    _tab(page, "Failures")
+    page.click("#failures-button")
+    # Gradio 6 renders data rows as role=gridcell divs (data-testid cell-ROW-COL); column 2 is query_id.
+    first_cell = page.locator('#failures-table [data-testid="cell-0-2"]')
+    first_cell.wait_for()
+    qid = first_cell.inner_text().strip()
+    page.screenshot(path=str(shots / "failures.png"))
+    first_cell.click()
+    page.wait_for_function(
+        "() => document.querySelectorAll('#answers .mdrag-answer').length > 0 && "
+        "!document.querySelector('#answers .pending')", timeout=TIMEOUT)
+    assert qid and page.get_by_role("tab", name="Ask").get_attribute("aria-selected") == "true"
+    assert dialogs == []
+    page.close()
+
+
+def test_markup_in_queries_and_passages_renders_as_text(server, chromium):
+    dialogs: list[str] = []
+    page = _page(chromium, dialogs)
+    page.goto(server + "?domain=xss&variants=vanilla&q=" + urllib.request.quote("<script>alert(1)</script> capital"))
+    _ask_and_wait(page, 1)
+    passages = page.locator("#passages").inner_text()
+    assert 'onerror="window.__pwned=1;alert(2)"' in passages and "<script>alert(3)</script>France" in passages
+    assert page.locator("#passages img").count() == 0 and page.locator("#passages script").count() == 0
+    assert page.evaluate("typeof window.__pwned") == "undefined" and dialogs == []
+    page.close()
+
+
+def test_four_concurrent_sessions_get_their_own_answers(server, chromium):
+    qids = ["nq-q1", "nq-q2", "nq-q3", "nq-q4"]
+    dialogs: list[str] = []
+    urls = [server + f"?domain=nq_open&qid={q}&variants=vanilla&setting=oracle" for q in qids]
+    alone = {}
+    page = _page(chromium, dialogs)
+    for q, url in zip(qids, urls, strict=True):
+        page.goto(url)
+        alone[q] = _ask_and_wait(page, 1)
+    page.close()
+    pages = [_page(chromium, dialogs) for _ in qids]
+    for page, url in zip(pages, urls, strict=True):
+        page.goto(url)
+        page.locator("#ask-button").wait_for()
+    for page in pages:  # all four in flight before any is awaited
+        page.click("#ask-button")
+    together = {}
+    for q, page in zip(qids, pages, strict=True):
+        page.wait_for_function("() => document.querySelectorAll('#answers .mdrag-answer').length === 1 && "
+                               "!document.querySelector('#answers .pending')", timeout=TIMEOUT)
+        together[q] = page.locator("#answers .mdrag-answer-text").all_inner_texts()
+        page.close()
+    assert together == alone and dialogs == []
