@@ -1,0 +1,290 @@
+"""Benchmarks: every figure next to a baseline measured in the same run, as a ratio.
+
+    python -m mdrag.bench [--only decode,variants,ingest,attention,ablation,retrieval,evaluation]
+                          [--json out.json] [--quick]
+
+Each section prints rows (what, ours, baseline, ratio, target). Memory is measured as the growth of peak
+resident memory (ru_maxrss) in a fresh subprocess per configuration, so one measurement cannot hide in the
+peak of another. Times are the median of repeats after a warm-up. Real packaged models, shipped assets.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+
+ROWS: list[dict] = []
+
+
+def _row(section: str, what: str, ours: float, base: float | None, unit: str, target: str = "",
+         higher_is_better: bool = False) -> None:
+    ratio = None if not base else (ours / base)
+    ROWS.append({"section": section, "what": what, "ours": round(ours, 4), "baseline": base and round(base, 4),
+                 "unit": unit, "ratio": ratio and round(ratio, 3), "target": target,
+                 "better": "higher" if higher_is_better else "lower"})
+    shown = f"{ratio:.2f}x" if ratio else "–"
+    print(f"[{section}] {what}: {ours:.4g} {unit} vs {base if base is None else f'{base:.4g}'} -> {shown} "
+          f"{target}", flush=True)
+
+
+def _median_time(fn: Callable[[], object], repeats: int = 3) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def _prompt(n_tokens: int, domain: str = "nq_open") -> list[int]:
+    """A real 5-passage RAG prompt, padded with more passages or cut to about n_tokens."""
+    from mdrag.data.benchmark import load_domain
+    from mdrag.generation.model import load_generator
+    from mdrag.generation.prompts import build_prompt
+
+    tok = load_generator().tokenizer
+    dom = load_domain(domain)
+    query = dom.split("test")[0]
+    passages = [p.content for p in dom.passages[:5]]
+    k = 5
+    while len(build_prompt(tok, query.text, passages).input_ids) < n_tokens:
+        k += 1
+        passages = [p.content for p in dom.passages[:k]]
+    return build_prompt(tok, query.text, passages).input_ids[-n_tokens:]
+
+
+# ------------------------------------------------------------------------------------------- sections
+
+
+def bench_decode(quick: bool) -> None:
+    """Our generator path vs plain model.generate on the same model, prompt, dtype and greedy settings."""
+    import torch
+
+    from mdrag.config import LIMITS
+    from mdrag.generation.generator import Generator, multi_lora_model
+    from mdrag.generation.model import load_generator
+
+    loaded = load_generator()
+    ids = _prompt(700)
+    new = 32 if quick else 64
+    for dtype in dict.fromkeys([LIMITS.dtype, "float32"]):
+        model = multi_lora_model(loaded, dtype).model
+        gen = Generator(loaded, max_new_tokens=new, dtype=dtype)
+
+        def plain(model=model) -> None:
+            with torch.inference_mode():
+                model.generate(torch.tensor([ids]), max_new_tokens=new, min_new_tokens=new, do_sample=False,
+                               pad_token_id=loaded.tokenizer.pad_token_id)
+
+        def ours(gen=gen) -> None:
+            gen.stop_ids = lambda: [-1]  # decode exactly `new` tokens like the baseline
+            gen.generate(ids, ["vanilla"])
+
+        t_plain, t_ours = _median_time(plain, 2), _median_time(ours, 2)
+        _row("decode", f"700-token prompt + {new} tokens, {dtype}: ours vs model.generate (tokens/s)",
+             new / t_ours, new / t_plain, "tok/s", ">= 1.0x", higher_is_better=True)
+
+
+def bench_variants(quick: bool) -> None:
+    """N variants on one prompt: one stacked batch vs one after another (64 new tokens each)."""
+    from mdrag.generation.generator import Generator
+    from mdrag.generation.model import load_generator
+
+    loaded = load_generator()
+    ids = _prompt(700)
+    new = 32 if quick else 64
+    gen = Generator(loaded, max_new_tokens=new)
+    gen.stop_ids = lambda: [-1]  # every variant decodes the full budget: the worst case for batching
+    order = ["vanilla", "full", "qk_att", "att", "mlp", "full_skd"]
+    one = _median_time(lambda: gen.generate(ids, ["qk_att"]), 1)
+    for n in (1, 3, 6):
+        batched = _median_time(lambda n=n: gen.generate(ids, order[:n]), 1)
+        sequential = sum(_median_time(lambda v=v: gen.generate(ids, [v]), 1) for v in order[:n]) if n > 1 else one
+        target = {1: "", 3: "<= 2x one", 6: "<= 3x one"}[n]
+        _row("variants", f"{n} variants batched vs one variant alone", batched, one, "s", target)
+        if n > 1:
+            _row("variants", f"{n} variants batched vs sequential", batched, sequential, "s", "< 1x")
+    ref = Generator(loaded, max_new_tokens=new, fast=False, dtype="float32")
+    ref.stop_ids = lambda: [-1]
+    peft_batch = _median_time(lambda: ref.generate(ids, order[:4]), 1)
+    ours4 = _median_time(lambda: gen.generate(ids, order[:4]), 1)
+    _row("variants", "4 variants: stacked LoRA batch vs peft mixed-adapter batch (fp32)", ours4, peft_batch, "s")
+
+
+def bench_ingest(quick: bool) -> None:
+    import torch
+
+    from mdrag.config import LIMITS
+    from mdrag.generation.generator import multi_lora_model
+    from mdrag.generation.model import load_generator
+
+    loaded = load_generator()
+    for n in (400, 800) if quick else (400, 800, 1600):
+        ids = torch.tensor([_prompt(n)])
+        base = multi_lora_model(loaded, "float32").model
+        ours = multi_lora_model(loaded, LIMITS.dtype).model
+        with torch.inference_mode():
+            t_base = _median_time(lambda ids=ids, m=base: m(input_ids=ids, logits_to_keep=1), 2)
+            t_ours = _median_time(lambda ids=ids, m=ours: m(input_ids=ids, logits_to_keep=1), 2)
+        _row("ingest", f"prefill {n} tokens, {LIMITS.dtype} vs float32 (tokens/s)", n / t_ours, n / t_base, "tok/s",
+             higher_is_better=True)
+
+
+_MEM_CHILD = r"""
+import json, resource, sys, time, torch
+from mdrag.bench import _prompt
+from mdrag.generation.generator import multi_lora_model
+from mdrag.generation.model import load_generator
+mode, n = sys.argv[1], int(sys.argv[2])
+loaded = load_generator()
+fast = multi_lora_model(loaded, "float32")
+ids = _prompt(n)
+x = torch.tensor([ids])
+if mode == "segments":
+    from analysis.attention import install, recording
+    from mdrag.trace import RagTrace
+    install(fast.model)
+    onehot = torch.zeros(n, 8); onehot[:, 0] = 1
+    rows = torch.arange(n - 32, n)
+model = fast.model
+if mode == "eager":
+    model.set_attn_implementation("eager")
+with torch.inference_mode():
+    model(input_ids=x[:, :16], logits_to_keep=1)  # warm-up, allocator settled
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    t0 = time.perf_counter()
+    if mode == "segments":
+        with recording(rows, onehot):
+            model(input_ids=x, logits_to_keep=1)
+    elif mode == "eager":
+        out = model(input_ids=x, logits_to_keep=1, output_attentions=True)
+    else:
+        model(input_ids=x, logits_to_keep=1)
+    seconds = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps({"seconds": seconds, "extra_mb": (after - before) / 1024}))
+"""
+
+
+def _child(mode: str, n: int) -> dict:
+    out = subprocess.run([sys.executable, "-c", _MEM_CHILD, mode, str(n)], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def bench_attention(quick: bool) -> None:
+    """Segment attention (bounded) and output_attentions=True vs a plain sdpa forward, fresh process each."""
+    for n in (1000,) if quick else (1000, 2000):
+        plain = min((_child("plain", n) for _ in range(2)), key=lambda r: r["seconds"])
+        seg = min((_child("segments", n) for _ in range(2)), key=lambda r: r["seconds"])
+        eager = _child("eager", n)
+        _row("attention", f"{n} tokens: segment attention time vs plain sdpa forward", seg["seconds"],
+             plain["seconds"], "s", "< 1.3x")
+        _row("attention", f"{n} tokens: segment attention extra peak memory", seg["extra_mb"], plain["extra_mb"],
+             "MB", "< 100 MB")
+        _row("attention", f"{n} tokens: output_attentions=True time vs plain", eager["seconds"], plain["seconds"],
+             "s")
+        _row("attention", f"{n} tokens: output_attentions=True extra peak memory", eager["extra_mb"],
+             plain["extra_mb"], "MB")
+
+
+def bench_ablation(quick: bool) -> None:
+    """Passage ablation (captum, 1 + k forwards) vs one forward pass over the same prompt and answer."""
+    import torch
+
+    from analysis.attribution import _Model, passage_ablation
+    from mdrag.pipeline import RagPipeline
+
+    pipe = RagPipeline.for_domain("nq_open", reranker="none")
+    query = pipe.domain.split("test")[0]
+    trace = pipe.run(query.text, variants=["vanilla"], query_id=query.id)
+    m = _Model(trace, "vanilla", None, None)
+    one = _median_time(lambda: m.answer_logprob(trace.prompt), 2)
+    full = _median_time(lambda: passage_ablation(trace, "vanilla"), 1)
+    k = len(trace.passages)
+    _row("ablation", f"passage ablation ({k} passages) vs one forward", full, one, "s", f"<= {k + 1}x")
+    del torch
+
+
+def bench_retrieval(quick: bool) -> None:
+    from mdrag.data.benchmark import load_domain
+    from mdrag.retrieval.rerank import get_reranker
+    from mdrag.retrieval.retrievers import get_retriever
+
+    for name in ("nq_open", "pubmedqa", "covidqa", "tatqa", "clapnq"):
+        dom = load_domain(name)
+        queries = [q.text for q in dom.split("test")[: 10 if quick else 30]]
+        splade = get_retriever("splade", dom)
+        bm25 = get_retriever("bm25", dom)
+        t_s = [_median_time(lambda q=q, r=splade: r.search(q, 50), 1) for q in queries]
+        t_b = [_median_time(lambda q=q, r=bm25: r.search(q, 50), 1) for q in queries]
+        _row("retrieval", f"{name} ({len(dom.passages)} passages): SPLADE encode+search p50 vs BM25 p50",
+             statistics.median(t_s) * 1000, statistics.median(t_b) * 1000, "ms", "p50 < 50 ms")
+    dom = load_domain("nq_open")
+    reranker = get_reranker("minilm")
+    cands = [p.content for p in dom.passages[:50]]
+    t_rr = _median_time(lambda: reranker.score(dom.split("test")[0].text, cands), 2)
+    _row("retrieval", "MiniLM rerank of 50 candidates", t_rr, None, "s", "< 1 s")
+
+
+def bench_evaluation(quick: bool) -> None:
+    """Rows/min of the grid: variants batched per prompt vs one variant per generate call."""
+    from mdrag.generation.generator import Generator
+    from mdrag.generation.model import load_generator
+    from mdrag.pipeline import RagPipeline
+
+    pipe = RagPipeline.for_domain("nq_open", reranker="none")
+    loaded = load_generator()
+    gen = Generator(loaded)
+    variants = ["vanilla", "full", "qk_att", "att", "mlp", "full_skd"]
+    prompts = []
+    for q in pipe.domain.split("test")[: 2 if quick else 4]:
+        text, bench = pipe.resolve_query(None, q.id)
+        prompts.append(pipe.make_trace(text, bench, pipe.retrieve(text, set(q.gold_ids), {}), "retrieved").prompt_ids)
+    t0 = time.perf_counter()
+    for ids in prompts:
+        gen.generate(ids, variants)
+    batched = len(prompts) * len(variants) / (time.perf_counter() - t0) * 60
+    t0 = time.perf_counter()
+    for ids in prompts:
+        for v in variants:
+            gen.generate(ids, [v])
+    sequential = len(prompts) * len(variants) / (time.perf_counter() - t0) * 60
+    _row("evaluation", "grid rows/min (generation): 6 variants batched vs one at a time", batched, sequential,
+         "rows/min", ">= 3x", higher_is_better=True)
+
+
+SECTIONS = {"decode": bench_decode, "variants": bench_variants, "ingest": bench_ingest,
+            "attention": bench_attention, "ablation": bench_ablation, "retrieval": bench_retrieval,
+            "evaluation": bench_evaluation}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m mdrag.bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", help=f"comma-separated sections: {', '.join(SECTIONS)}")
+    parser.add_argument("--json", help="write all rows here")
+    parser.add_argument("--quick", action="store_true", help="fewer sizes and repeats")
+    args = parser.parse_args(argv)
+    chosen = args.only.split(",") if args.only else list(SECTIONS)
+    unknown = [s for s in chosen if s not in SECTIONS]
+    if unknown:
+        parser.error(f"unknown sections {unknown}; known: {', '.join(SECTIONS)}")
+    for name in chosen:
+        SECTIONS[name](args.quick)
+    import pandas as pd
+
+    print(pd.DataFrame(ROWS).to_markdown(index=False))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(ROWS, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
