@@ -127,7 +127,9 @@ def ask(question: str, domain: str, query_id: str | None, setting: str, retrieve
         yield error_html(err), "", "", None, "", gr.update(), gr.update()
         return
     link = case_link(domain, text, trace.query_id, setting, variants)
-    choices = gr.update(choices=variants, value=variants[: 2])
+    def choices() -> dict:  # a fresh update per output: Gradio consumes the dict it is given
+        return gr.update(choices=variants, value=variants[:2])
+
     yield answers_html(trace, variants), passages_html(trace), trace.prompt, None, link, gr.update(), gr.update()
     arrived: queue.Queue = queue.Queue()
 
@@ -149,7 +151,7 @@ def ask(question: str, domain: str, query_id: str | None, setting: str, retrieve
             return
         pending = [v for v in variants if v not in trace.answers]
         yield answers_html(trace, pending), gr.update(), gr.update(), None, link, gr.update(), gr.update()
-    yield answers_html(trace), gr.update(), gr.update(), trace, link, choices, choices
+    yield answers_html(trace), gr.update(), gr.update(), trace, link, choices(), choices()
 
 
 # ----------------------------------------------------------------------------------------- Attention

@@ -103,3 +103,44 @@ def summarize(rows: pd.DataFrame) -> pd.DataFrame:
                     "CI low": lo, "CI high": hi, "gold_per_passage": g["gold_per_passage"].mean(),
                     "distractor_per_passage": g["distractor_per_passage"].mean()})
     return pd.DataFrame(out)
+
+
+def ablation_rows(results: pd.DataFrame, domain: str, variants: list[str], settings: list[str],
+                  limit: int | None = None, generator_path: str | None = None) -> pd.DataFrame:
+    """Per stored prompt and variant: is the top-attributed passage (ablation of the variant's own answer)
+    a gold one, and is it the top reranked one? (1 + k forwards per prompt and variant.)"""
+    from analysis.attribution import passage_ablation
+
+    sub = results[(results["domain"] == domain) & results["setting"].isin(settings) & results["variant"].isin(variants)]
+    groups = [g for _, g in sub.groupby(["query_id", "setting"], sort=True) if set(variants) <= set(g["variant"])]
+    if limit:
+        keep = sorted({g.iloc[0]["query_id"] for g in groups})[:limit]
+        groups = [g for g in groups if g.iloc[0]["query_id"] in keep]
+    rows = []
+    for g in tqdm(groups, desc=f"ablation {domain}", unit="prompt"):
+        trace = trace_from_rows(g, generator_path)
+        if trace is None:
+            continue
+        stored = g.iloc[0]["passages"]
+        scored = [p.get("rerank") for p in stored]
+        top_rerank = (max(range(len(stored)), key=lambda i: scored[i]) if all(s is not None for s in scored)
+                      else min(range(len(stored)), key=lambda i: stored[i]["rank"]))
+        for v in variants:
+            if not trace.answers[v].token_ids:
+                continue
+            attr = passage_ablation(trace, v, generator_path)
+            best = max(range(len(attr.scores)), key=attr.scores.__getitem__)
+            rows.append({"domain": domain, "setting": trace.setting, "query_id": trace.query_id, "variant": v,
+                         "top_is_gold": bool(stored[best]["gold"]), "top_is_top_reranked": best == top_rerank,
+                         "any_gold": any(p["gold"] for p in stored)})
+    return pd.DataFrame(rows)
+
+
+def summarize_ablation(rows: pd.DataFrame) -> pd.DataFrame:
+    """How often the top-attributed passage is gold / the top reranked one, per setting and variant (CIs)."""
+    out = []
+    for (setting, variant), g in rows[rows["any_gold"]].groupby(["setting", "variant"], sort=True):
+        mean, lo, hi = bootstrap_ci(g["top_is_gold"].astype(float).tolist())
+        out.append({"setting": setting, "variant": variant, "prompts": len(g), "top is gold": mean, "CI low": lo,
+                    "CI high": hi, "top is top reranked": g["top_is_top_reranked"].mean()})
+    return pd.DataFrame(out)

@@ -215,10 +215,19 @@ def _cmd_attention_summary(args) -> int:
 
     rows = pd.concat(frames, ignore_index=True)
     table = summarize(rows)
+    print("## Attention on gold passages vs distractors (gold share of passage attention; mean [95% CI])")
     print(table.to_markdown(index=False, floatfmt=".3f"))
     if args.csv:
         rows.to_csv(args.csv, index=False)
         print(f"per-query rows: {args.csv}")
+    if args.ablation:
+        from analysis.gold_attention import ablation_rows, summarize_ablation
+
+        abl = pd.concat([ablation_rows(df, d, args.variants.split(","), args.settings.split(","), args.ablation)
+                         for d in domains], ignore_index=True)
+        if not abl.empty:
+            print("\n## Top passage by ablation: how often gold, how often the top reranked one")
+            print(summarize_ablation(abl).to_markdown(index=False, floatfmt=".3f"))
     return 0
 
 
@@ -338,6 +347,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--settings", default="noisy,retrieved")
     s.add_argument("--limit", type=int, default=20, help="queries per domain")
     s.add_argument("--csv", help="write the per-query rows here")
+    s.add_argument("--ablation", type=int, default=0, metavar="N",
+                   help="also run passage ablation on the first N queries per domain (1 + k forwards each)")
     s.set_defaults(func=_cmd_attention_summary)
 
     s = sub.add_parser("serve", help="OpenAI-compatible /v1/completions over the local many-adapter generator")

@@ -76,6 +76,13 @@ def _page(chromium, dialogs: list):
     return page
 
 
+def _open(page, url: str, question: str) -> None:
+    """Load a case URL and wait until the page has applied it (clicking earlier races the load event)."""
+    page.goto(url)
+    page.wait_for_function("q => [...document.querySelectorAll('textarea')].some(t => t.value === q)", arg=question,
+                           timeout=TIMEOUT)
+
+
 def _ask_and_wait(page, n_variants: int) -> list[str]:
     page.click("#ask-button")
     page.wait_for_function(
@@ -91,7 +98,8 @@ def _tab(page, name: str) -> None:
 def test_every_screen_end_to_end(server, chromium, shots):
     dialogs: list[str] = []
     page = _page(chromium, dialogs)
-    page.goto(server + "?domain=nq_open&variants=vanilla,qk_att")
+    _open(page, server + "?domain=nq_open&variants=vanilla,qk_att&q=who+got+the+first+nobel+prize+in+physics",
+          "who got the first nobel prize in physics")
     answers = _ask_and_wait(page, 2)
     assert len(answers) == 2
     assert page.locator("#passages tr").count() >= 6 and "GOLD" in page.locator("#passages").inner_text()
@@ -135,7 +143,8 @@ def test_every_screen_end_to_end(server, chromium, shots):
 def test_markup_in_queries_and_passages_renders_as_text(server, chromium):
     dialogs: list[str] = []
     page = _page(chromium, dialogs)
-    page.goto(server + "?domain=xss&variants=vanilla&q=" + urllib.request.quote("<script>alert(1)</script> capital"))
+    question = "<script>alert(1)</script> capital"
+    _open(page, server + "?domain=xss&variants=vanilla&q=" + urllib.request.quote(question), question)
     _ask_and_wait(page, 1)
     passages = page.locator("#passages").inner_text()
     assert 'onerror="window.__pwned=1;alert(2)"' in passages and "<script>alert(3)</script>France" in passages
@@ -145,19 +154,21 @@ def test_markup_in_queries_and_passages_renders_as_text(server, chromium):
 
 
 def test_four_concurrent_sessions_get_their_own_answers(server, chromium):
+    from mdrag.data.benchmark import load_domain
+
     qids = ["nq-q1", "nq-q2", "nq-q3", "nq-q4"]
+    texts = {q: load_domain("nq_open").query_by_id[q].text for q in qids}
     dialogs: list[str] = []
     urls = [server + f"?domain=nq_open&qid={q}&variants=vanilla&setting=oracle" for q in qids]
     alone = {}
     page = _page(chromium, dialogs)
     for q, url in zip(qids, urls, strict=True):
-        page.goto(url)
+        _open(page, url, texts[q])
         alone[q] = _ask_and_wait(page, 1)
     page.close()
     pages = [_page(chromium, dialogs) for _ in qids]
-    for page, url in zip(pages, urls, strict=True):
-        page.goto(url)
-        page.locator("#ask-button").wait_for()
+    for page, q, url in zip(pages, qids, urls, strict=True):
+        _open(page, url, texts[q])
     for page in pages:  # all four in flight before any is awaited
         page.click("#ask-button")
     together = {}

@@ -72,3 +72,18 @@ def test_attention_shift_and_what_changed(store, tiny_generator_dir):
     table = what_changed(trace, "qk_att", "full", attention, attrs)
     assert len(table) == len(trace.passages)
     assert list(table["Δ ablation"].abs()) == sorted(table["Δ ablation"].abs(), reverse=True)
+
+
+def test_ablation_rows_name_the_top_passage_correctly(store, tiny_generator_dir):
+    from analysis.gold_attention import ablation_rows, summarize_ablation
+
+    df = store.frame()
+    rows = ablation_rows(df, "evaltiny", ["vanilla"], ["noisy"], limit=2, generator_path=str(tiny_generator_dir))
+    for _, row in rows.iterrows():
+        group = df[(df["query_id"] == row["query_id"]) & (df["setting"] == "noisy")]
+        trace = trace_from_rows(group[group["variant"] == "vanilla"], str(tiny_generator_dir))
+        attr = passage_ablation(trace, "vanilla", str(tiny_generator_dir))
+        best = max(range(len(attr.scores)), key=attr.scores.__getitem__)
+        assert row["top_is_gold"] == trace.passages[best].is_gold
+    table = summarize_ablation(rows) if not rows.empty else None
+    assert table is None or table["top is gold"].between(0, 1).all()

@@ -113,8 +113,15 @@ def failure_cases(df: pd.DataFrame) -> pd.DataFrame:
             if has_gold and r["m_match"] == 0 and r["answer_type"] != "long":
                 rows.append({**base, "variants": r["variant"], "kind": "gold retrieved, ignored",
                              "detail": f"{r['variant']}: {str(r['answer'])[:80]}"})
-            if pd.notna(r.get("judge_score")) and (r["judge_score"] > 0.5) != bool(r["m_match"]):
+            # Long-form gold answers are whole sentences: Match is not meaningful there, so no disagreement.
+            if (pd.notna(r.get("judge_score")) and r["answer_type"] != "long"
+                    and (r["judge_score"] > 0.5) != bool(r["m_match"])):
                 rows.append({**base, "variants": r["variant"], "kind": "judge vs Match",
                              "detail": f"{r['variant']}: judge {r['judge_score']:.2f}, Match {int(r['m_match'])}"})
     cols = ["kind", "domain", "query_id", "setting", "variants", "question", "detail"]
-    return pd.DataFrame(rows, columns=cols)
+    out = pd.DataFrame(rows, columns=cols)
+    out["kind"] = pd.Categorical(out["kind"], categories=list(FAILURE_KINDS))
+    # Most telling first; domains interleaved within a kind.
+    out = out.sort_values(["kind", "query_id", "setting"], kind="stable").reset_index(drop=True)
+    out["kind"] = out["kind"].astype(str)
+    return out
