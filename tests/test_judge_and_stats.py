@@ -53,14 +53,18 @@ def test_no_mass_on_yes_or_no_is_a_recorded_failure():
 
 
 def test_hf_judge_reads_first_token_probabilities(tiny_generator_dir):
+    from transformers import AutoModelForCausalLM
+
     judge = HFJudge(str(tiny_generator_dir))
-    model = judge.loaded.model
+    judge.dtype = "float32"  # exact comparison; bf16 differs in the 4th digit between masked and plain passes
+    # Independent reference: a plain fp32 copy of the judge model, no padding, no mask.
+    model = AutoModelForCausalLM.from_pretrained(tiny_generator_dir, dtype=torch.float32).eval()
     tok = judge.loaded.tokenizer
+    kwargs = {}
     ids = tok.apply_chat_template(judge_messages("q", "a", "p"), add_generation_prompt=True, tokenize=True,
                                   return_dict=True)["input_ids"]
-    kwargs = {"adapter_names": ["__base__"]} if hasattr(model, "peft_config") else {}
     with torch.no_grad():
-        probs = torch.softmax(model(torch.tensor([ids]), **kwargs).logits[0, -1], -1)
+        probs = torch.softmax(model(torch.tensor([ids])).logits[0, -1].float(), -1)
     p_yes, p_no = probs[judge.ids["yes"]].sum().item(), probs[judge.ids["no"]].sum().item()
     verdict = judge.judge("q", "a", "p")
     assert judge.ids["yes"] and judge.ids["no"] and not set(judge.ids["yes"]) & set(judge.ids["no"])
