@@ -152,3 +152,23 @@ def chromium():
                                     args=["--disable-features=IsolateSandboxedIframes"])
         yield browser
         browser.close()
+
+
+@pytest.fixture
+def make_tiny_trace(tiny_domain, tiny_generator_dir, tiny_adapters_root, monkeypatch):
+    """Build a trace of the tiny pipeline for the given variants (tiny adapters), answers optionally cut
+    short (the random model rambles; analysis tests want short forwards)."""
+    from mdrag.pipeline import RagPipeline
+
+    monkeypatch.setenv("MDRAG_ADAPTERS", str(tiny_adapters_root))
+
+    def make(variants: list[str], top_k: int = 3, max_answer_tokens: int | None = None):
+        pipe = RagPipeline(tiny_domain, retriever="bm25", reranker="none", top_k=top_k,
+                           generator_path=str(tiny_generator_dir))
+        trace = pipe.run("who got the first nobel prize in physics", variants=variants)
+        if max_answer_tokens is not None:
+            for answer in trace.answers.values():
+                answer.token_ids = answer.token_ids[:max_answer_tokens]
+        return trace
+
+    return make

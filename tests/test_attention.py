@@ -6,17 +6,13 @@ import pytest
 import torch
 
 from analysis.attention import answer_attention, segment_names, segment_onehot
-from mdrag.pipeline import RagPipeline
 
 VARIANTS = ["vanilla", "full", "qk_att"]
 
 
 @pytest.fixture
-def trace(tiny_domain, tiny_generator_dir, tiny_adapters_root, monkeypatch):
-    monkeypatch.setenv("MDRAG_ADAPTERS", str(tiny_adapters_root))
-    pipe = RagPipeline(tiny_domain, retriever="bm25", reranker="none", top_k=3,
-                       generator_path=str(tiny_generator_dir))
-    return pipe.run("who got the first nobel prize in physics", variants=VARIANTS)
+def trace(make_tiny_trace):
+    return make_tiny_trace(VARIANTS)
 
 
 def test_masses_sum_to_one_per_token_layer_and_head(trace, tiny_generator_dir):

@@ -15,18 +15,11 @@ from analysis.attribution import (
     sentence_ablation,
     sentences,
 )
-from mdrag.pipeline import RagPipeline
 
 
 @pytest.fixture
-def trace(tiny_domain, tiny_generator_dir, tiny_adapters_root, monkeypatch):
-    monkeypatch.setenv("MDRAG_ADAPTERS", str(tiny_adapters_root))
-    pipe = RagPipeline(tiny_domain, retriever="bm25", reranker="none", top_k=3,
-                       generator_path=str(tiny_generator_dir))
-    trace = pipe.run("who got the first nobel prize in physics", variants=["vanilla", "full"])
-    for a in trace.answers.values():  # keep the forwards short: the random model rambles
-        a.token_ids = a.token_ids[:6]
-    return trace
+def trace(make_tiny_trace):
+    return make_tiny_trace(["vanilla", "full"], max_answer_tokens=6)
 
 
 def _logprob(model_dir, prompt: str, answer: list[int]) -> float:

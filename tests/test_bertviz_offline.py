@@ -13,20 +13,14 @@ from analysis.bertviz_offline import (
     segment_level_attention,
     token_window_attention,
 )
-from mdrag.pipeline import RagPipeline
 
 EVIL = "</script><script>window.pwned=1</script><img src=x onerror=window.pwned=2>"
 EXTERNAL = re.compile(r"""(src|href)\s*=\s*["']?\s*(https?:)?//|url\(\s*["']?https?:|cdnjs""", re.I)
 
 
 @pytest.fixture
-def trace(tiny_domain, tiny_generator_dir, tiny_adapters_root, monkeypatch):
-    monkeypatch.setenv("MDRAG_ADAPTERS", str(tiny_adapters_root))
-    pipe = RagPipeline(tiny_domain, retriever="bm25", reranker="none", top_k=2,
-                       generator_path=str(tiny_generator_dir))
-    trace = pipe.run("who got the first nobel prize in physics", variants=["vanilla", "qk_att"])
-    trace.answers["qk_att"].token_ids = trace.answers["qk_att"].token_ids[:4]
-    return trace
+def trace(make_tiny_trace):
+    return make_tiny_trace(["vanilla", "qk_att"], top_k=2, max_answer_tokens=4)
 
 
 def test_window_and_segment_attention_shapes(trace, tiny_generator_dir):
