@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import html
 import queue
+import tempfile
 import threading
 import urllib.parse
 from collections.abc import Iterator
@@ -116,9 +117,7 @@ def ask(question: str, domain: str, query_id: str | None, setting: str, retrieve
     variants = variants or ["vanilla"]
     try:
         pipe = RagPipeline.for_domain(domain, retriever=retriever, reranker=reranker, top_k=int(top_k))
-        text, bench = pipe.resolve_query(question, query_id or None)
-        if bench is None:
-            bench = pipe.find_query(text)
+        text, bench = pipe.resolve_query(question, query_id or None)  # also matches a typed benchmark question
         progress(0.1, desc="retrieving")
         timings: dict[str, float] = {}
         ranked = pipe.retrieve(text, set(bench.gold_ids) if bench else set(), timings)
@@ -279,16 +278,11 @@ def dashboards(path: str, domains: list[str], variants: list[str], settings: lis
     robust = dashboard.noise_robustness(df, metric).round(3)
     longform = dashboard.longform(df).round(2)
     table = dashboard.means_with_ci(df, metric, [by, "variant", "setting"]).round(3)
-    csv = Path(_tmp_dir()) / "mdrag_dashboard.csv"
-    table.to_csv(csv, index=False)
+    with tempfile.NamedTemporaryFile("w", prefix="mdrag-dashboard-", suffix=".csv", delete=False) as f:
+        table.to_csv(f, index=False)
+    csv = f.name
     summary = (f"{len(df)} rows, {df['query_id'].nunique()} questions. " + dashboard.judge_summary(df))
     return bars, by_setting, robust, longform, table, str(csv), esc(summary)
-
-
-def _tmp_dir() -> str:
-    import tempfile
-
-    return tempfile.mkdtemp(prefix="mdrag-")
 
 
 def failures(path: str, kinds: list[str]):

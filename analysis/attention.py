@@ -138,7 +138,6 @@ def answer_attention(trace: RagTrace, variants: list[str] | None = None, generat
     from mdrag.config import LIMITS
     from mdrag.generation.generator import BASE, Generator, multi_lora_model
     from mdrag.generation.model import load_generator
-    from mdrag.generation.variants import get_variant
 
     variants = variants or list(trace.answers)
     missing = [v for v in variants if v not in trace.answers]
@@ -155,7 +154,6 @@ def answer_attention(trace: RagTrace, variants: list[str] | None = None, generat
     frames = []
     n = len(trace.prompt_ids)
     for variant, name in zip(variants, names, strict=True):
-        get_variant(variant)
         answer = trace.answers[variant].token_ids
         ids = trace.prompt_ids + answer
         rows = torch.arange(n - 1, n - 1 + max(1, len(answer)))  # positions that produced each answer token

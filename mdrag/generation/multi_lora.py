@@ -44,7 +44,7 @@ class MultiLoraModel:
         self.slots: list[str] = ["__base__"]
         self._modules: dict[str, _Module] = {}
         self._lock = threading.Lock()
-        self._hooks = []
+        self._hooks: dict[str, object] = {}  # target module name -> its forward-hook handle
 
     @classmethod
     def from_pretrained(cls, folder, dtype, attn_implementation: str = "sdpa") -> MultiLoraModel:
@@ -94,21 +94,8 @@ class MultiLoraModel:
                         stack_a[slot, : a.shape[0]] = a
                         stack_b[slot, :, : b.shape[1]] = b
                 entry.a, entry.b = stack_a, stack_b
-            if not self._hooks:
-                self._register_hooks()
-            else:  # a module targeted for the first time needs its hook too
-                self._remove_hooks()
-                self._register_hooks()
-
-    def _register_hooks(self) -> None:
-        plain = dict(self.model.named_modules())
-        for target in self._modules:
-            self._hooks.append(plain[target].register_forward_hook(self._make_hook(target)))
-
-    def _remove_hooks(self) -> None:
-        for h in self._hooks:
-            h.remove()
-        self._hooks = []
+            for target in self._modules.keys() - self._hooks.keys():  # modules targeted for the first time
+                self._hooks[target] = plain[target].register_forward_hook(self._make_hook(target))
 
     @staticmethod
     def _make_hook(target: str):
