@@ -344,7 +344,7 @@ def build_app() -> gr.Blocks:
                 go_btn = gr.Button("Ask", variant="primary", elem_id="ask-button")
                 answers = gr.HTML(elem_id="answers")
                 link = gr.Textbox(label="Link to this case (append to the app's URL)", buttons=["copy"],
-                                  interactive=False)
+                                  interactive=False, elem_id="case-link")
                 passages = gr.HTML(elem_id="passages")
                 with gr.Accordion("Exact prompt", open=False):
                     prompt = gr.Textbox(show_label=False, lines=12)

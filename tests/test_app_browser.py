@@ -131,9 +131,13 @@ def test_every_screen_end_to_end(server, chromium, shots):
     first_cell.wait_for()
     qid = first_cell.inner_text().strip()
     page.screenshot(path=str(shots / "failures.png"))
-    # Loading a clicked case into Ask does not work in the browser yet (see the #7 note); the handler is
-    # unit-tested in test_app.py::test_failure_cases_and_loading_one.
-    assert qid
+    first_cell.click()  # loads the case into Ask, switches tab and runs it
+    page.wait_for_function(
+        "q => (document.querySelector('#case-link textarea, #case-link input') || {}).value?.endsWith('qid=' + q)",
+        arg=qid, timeout=TIMEOUT)
+    assert page.get_by_role("tab", name="Ask").get_attribute("aria-selected") == "true"
+    page.wait_for_function("() => document.querySelectorAll('#answers .mdrag-answer').length > 0 && "
+                           "!document.querySelector('#answers .pending')", timeout=TIMEOUT)
     assert dialogs == []
     page.close()
 
