@@ -15,6 +15,7 @@ import html
 import queue
 import tempfile
 import threading
+import time
 import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
@@ -42,6 +43,7 @@ CSS = """
 .mdrag-error {color: #b00020; font-weight: bold}
 .mdrag-highlight span {border-radius: 3px}
 """
+STREAM_EVERY = 0.25  # seconds between redraws of streaming answers (each redraw ships the cards' HTML)
 DEFAULT_STORE: Path | None = None  # set by --store; None = the shipped store
 
 
@@ -67,7 +69,8 @@ def passages_html(trace: RagTrace) -> str:
     )
 
 
-def answers_html(trace: RagTrace, pending: list[str] | None = None) -> str:
+def answers_html(trace: RagTrace, order: list[str] | None = None, partial: dict[str, str] | None = None) -> str:
+    """Answer cards in the requested order: finished ones with metrics, running ones with their text so far."""
     gold = (f"<p><b>Gold answer:</b> {esc(' | '.join(trace.gold_answers))}</p>" if trace.gold_answers else
             "<p><small>Free question: no gold answer, no metrics.</small></p>")
 
@@ -75,14 +78,20 @@ def answers_html(trace: RagTrace, pending: list[str] | None = None) -> str:
         shown = [f"{esc(k)} {v:.2f}" for k, v in a.metrics.items() if isinstance(v, int | float)]
         return f"<br><small>vs gold: {' · '.join(shown)}</small>" if shown else ""
 
-    cards = [f"<div class='mdrag-answer' data-variant='{esc(name)}'><h4>{esc(a.label or name)}</h4>"
-             f"<p class='mdrag-answer-text'>{esc(a.text) or '<i>(empty)</i>'}</p>"
-             f"<small>{len(a.token_ids)} tokens · ready after {a.seconds:.1f} s</small>{metrics(a)}</div>"
-             for name, a in trace.answers.items()]
-    cards += [f"<div class='mdrag-answer pending'><h4>{esc(VARIANTS[v].label)}</h4><p><i>generating…</i></p></div>"
-              for v in pending or []]
+    def card(name: str) -> str:
+        a = trace.answers.get(name)
+        if a is None:
+            so_far = esc((partial or {}).get(name, ""))
+            return (f"<div class='mdrag-answer pending' data-variant='{esc(name)}'><h4>{esc(VARIANTS[name].label)}"
+                    f"</h4><p class='mdrag-partial'>{so_far} <i>generating…</i></p></div>")
+        return (f"<div class='mdrag-answer' data-variant='{esc(name)}'><h4>{esc(a.label or name)}</h4>"
+                f"<p class='mdrag-answer-text'>{esc(a.text) or '<i>(empty)</i>'}</p>"
+                f"<small>{len(a.token_ids)} tokens · ready after {a.seconds:.1f} s</small>{metrics(a)}</div>")
+
+    names = list(dict.fromkeys([*(order or []), *trace.answers]))
     timing = " · ".join(f"{esc(k)} {v:.2f} s" for k, v in trace.timings.items())
-    return gold + "<div class='mdrag-answers'>" + "".join(cards) + f"</div><p><small>{timing}</small></p>"
+    return (gold + "<div class='mdrag-answers'>" + "".join(card(n) for n in names)
+            + f"</div><p><small>{timing}</small></p>")
 
 
 def case_link(domain: str, question: str, query_id: str | None, setting: str, variants: list[str]) -> str:
@@ -134,13 +143,15 @@ def ask(question: str, domain: str, query_id: str | None, setting: str, retrieve
 
     def work() -> None:
         try:
-            pipe.answer(trace, variants, on_answer=arrived.put)
+            pipe.answer(trace, variants, on_answer=arrived.put, on_token=lambda v, text: arrived.put((v, text)))
             arrived.put(None)
         except Exception as err:  # shown in the page; the worker must never die silently
             arrived.put(err)
 
     threading.Thread(target=work, daemon=True).start()
     progress(0.4, desc=f"generating {len(variants)} variants in one batch")
+    partial: dict[str, str] = {}
+    shown_at = 0.0
     while True:
         item = arrived.get()
         if item is None:
@@ -148,9 +159,13 @@ def ask(question: str, domain: str, query_id: str | None, setting: str, retrieve
         if isinstance(item, Exception):
             yield error_html(item), passages_html(trace), trace.prompt, None, link, gr.update(), gr.update()
             return
-        pending = [v for v in variants if v not in trace.answers]
-        yield answers_html(trace, pending), gr.update(), gr.update(), None, link, gr.update(), gr.update()
-    yield answers_html(trace), gr.update(), gr.update(), trace, link, choices(), choices()
+        if isinstance(item, tuple):  # (variant, text so far): redraw at most every STREAM_EVERY seconds
+            partial[item[0]] = item[1]
+            if time.monotonic() - shown_at < STREAM_EVERY:
+                continue
+        shown_at = time.monotonic()
+        yield answers_html(trace, variants, partial), gr.update(), gr.update(), None, link, gr.update(), gr.update()
+    yield answers_html(trace, variants), gr.update(), gr.update(), trace, link, choices(), choices()
 
 
 # ----------------------------------------------------------------------------------------- Attention

@@ -1,6 +1,6 @@
 """Benchmarks: every figure next to a baseline measured in the same run, as a ratio.
 
-    python -m mdrag.bench [--only decode,variants,ingest,attention,ablation,retrieval,evaluation]
+    python -m mdrag.bench [--only decode,variants,ask,ingest,attention,ablation,retrieval,evaluation]
                           [--json out.json] [--quick]
 
 Each section prints rows (what, ours, baseline, ratio, target). Memory is measured as the growth of peak
@@ -115,6 +115,44 @@ def bench_variants(quick: bool) -> None:
     peft_batch = _median_time(lambda: ref.generate(ids, order[:4]), 1)
     ours4 = _median_time(lambda: gen.generate(ids, order[:4]), 1)
     _row("variants", "4 variants: stacked LoRA batch vs peft mixed-adapter batch (fp32)", ours4, peft_batch, "s")
+
+
+def bench_ask(quick: bool) -> None:
+    """What the Ask screen feels like: question -> first token / first full answer / all answers, for 1, 2, 3
+    and 6 variants, 64 new tokens each (stop tokens off: the worst case), retrieval and reranking included.
+    Baseline: the one-variant run in this process."""
+    from mdrag.generation.generator import Generator
+    from mdrag.generation.model import load_generator
+    from mdrag.pipeline import RagPipeline
+
+    pipe = RagPipeline.for_domain("clapnq")
+    query = pipe.domain.split("test")[0]
+    gen = Generator(load_generator(), max_new_tokens=32 if quick else 64)
+    gen.stop_ids = lambda: [-1]
+    order = ["qk_att", "full", "vanilla", "att", "mlp", "full_skd"]
+
+    def ask(variants: list[str]) -> dict[str, float]:
+        t0 = time.perf_counter()
+        text, bench = pipe.resolve_query(None, query.id)
+        trace = pipe.make_trace(text, bench, pipe.retrieve(text, set(bench.gold_ids), {}), "retrieved")
+        marks: dict[str, float] = {}
+        gen.generate(trace.prompt_ids, variants,
+                     on_done=lambda g: marks.setdefault("first answer", time.perf_counter() - t0),
+                     on_token=lambda v, _: marks.setdefault("first token", time.perf_counter() - t0))
+        marks["all answers"] = time.perf_counter() - t0
+        marks["prompt tokens"] = len(trace.prompt_ids)
+        return marks
+
+    ask(order[:1])  # warm-up: models, indexes, adapters
+    runs = {n: [ask(order[:n]) for _ in range(1 if quick else 2)] for n in (1, 2, 3, 6)}
+    one = {k: statistics.median(r[k] for r in runs[1]) for k in runs[1][0]}
+    tokens = int(one.pop("prompt tokens"))
+    for n in (2, 3, 6):
+        got = {k: statistics.median(r[k] for r in runs[n]) for k in one}
+        for what, target in (("first token", "~1x one (first variant prefilled alone)"),
+                             ("first answer", ""), ("all answers", {2: "", 3: "<= 2x one", 6: "<= 3x one"}[n])):
+            _row("ask", f"clapnq question ({tokens}-token prompt), {n} variants: {what} vs one variant",
+                 got[what], one[what], "s", target)
 
 
 def bench_ingest(quick: bool) -> None:
@@ -259,7 +297,7 @@ def bench_evaluation(quick: bool) -> None:
          "rows/min", ">= 3x", higher_is_better=True)
 
 
-SECTIONS = {"decode": bench_decode, "variants": bench_variants, "ingest": bench_ingest,
+SECTIONS = {"decode": bench_decode, "variants": bench_variants, "ask": bench_ask, "ingest": bench_ingest,
             "attention": bench_attention, "ablation": bench_ablation, "retrieval": bench_retrieval,
             "evaluation": bench_evaluation}
 

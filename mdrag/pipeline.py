@@ -66,6 +66,7 @@ class RagPipeline:
         cands = [self.domain.passages[i] for i in idx]
         t0 = time.perf_counter()
         reranker = get_reranker(self.reranker)
+        reranker.prepare(self.domain)
         rr = np.asarray(reranker.score(query, [p.content for p in cands]), dtype=np.float32)
         timings["rerank"] = time.perf_counter() - t0
         return [
@@ -132,9 +133,11 @@ class RagPipeline:
         )
 
     def answer(self, trace: RagTrace, variants: list[str],
-               on_answer: Callable[[VariantAnswer], None] | None = None) -> RagTrace:
+               on_answer: Callable[[VariantAnswer], None] | None = None,
+               on_token: Callable[[str, str], None] | None = None) -> RagTrace:
         """Generate every variant's answer in one batch and score it against the gold answer if known;
-        `on_answer` sees each variant's answer as soon as it is ready."""
+        `on_answer` sees each variant's answer as soon as it is ready, `on_token(variant, text so far)`
+        each new token (local generation only; an endpoint returns whole answers)."""
         for v in variants:
             get_variant(v)
         n = len(trace.prompt_ids)
@@ -154,10 +157,13 @@ class RagPipeline:
 
             gens = RemoteGenerator(self.endpoint, loaded.tokenizer).generate(trace.prompt_ids, variants, done)
         else:
-            gens = Generator(loaded).generate(trace.prompt_ids, variants, done)
+            gens = Generator(loaded).generate(trace.prompt_ids, variants, done, on_token)
         # Keep the requested order (answers arrive in finishing order).
         trace.answers = {v: trace.answers[v] for v in variants if v in trace.answers}
         trace.timings["generate"] = max((g.seconds for g in gens), default=0.0)
+        firsts = [g.first_token_seconds for g in gens if g.first_token_seconds is not None]
+        if firsts:
+            trace.timings["first_token"] = min(firsts)
         return trace
 
     def run(self, query: str | bytes, variants: list[str] | None = None, setting: str = "retrieved",

@@ -40,6 +40,28 @@ def test_ask_streams_each_variant_and_escapes_everything(tiny_env):
     assert link.startswith("?") and "setting=retrieved" in link and "variants=vanilla%2Cfull%2Cqk_att" in link
 
 
+
+def test_ask_streams_tokens_as_they_are_generated(tiny_env, monkeypatch):
+    """Before a variant finishes, its card shows the text so far, which grows into the final answer."""
+    import html
+    import re
+
+    monkeypatch.setattr(app, "STREAM_EVERY", 0.0)
+    steps = _run("python language", "tiny", None, "retrieved", "bm25", "none", 3, ["full", "vanilla"])
+    assert any(a.text for a in steps[-1][3].answers.values())  # the tiny model writes something visible
+    trace = steps[-1][3]
+    finals = {v: a.text for v, a in trace.answers.items()}
+    seen: dict[str, list[str]] = {"full": [], "vanilla": []}
+    for step in steps[1:-1]:
+        for variant, so_far in re.findall(r"data-variant='(\w+)'><h4>[^<]*</h4><p class='mdrag-partial'>(.*?) <i>",
+                                          step[0]):
+            seen[variant].append(html.unescape(so_far))
+    for variant, texts in seen.items():
+        if finals[variant]:
+            assert any(texts), variant  # streamed before it was done
+        assert all(finals[variant].startswith(t) for t in texts)
+        assert texts == sorted(texts, key=len)  # only ever grows
+
 @pytest.mark.parametrize("question,domain,match", [("   ", "tiny", "query is empty"),
                                                    ("x", "astrology", "Unknown domain")])
 def test_errors_render_as_a_message(tiny_env, question, domain, match):

@@ -271,3 +271,31 @@ def test_stacked_adapter_rows_are_thread_local(tiny_generator_dir, adapters_root
     with ThreadPoolExecutor(4) as pool:
         got = list(pool.map(lambda v: gen.generate(prompt, [v])[0].token_ids, jobs))
     assert got == [alone[v] for v in jobs]
+
+
+def test_streaming_tokens_and_first_token_times(tiny_generator_dir, adapters_root, monkeypatch):
+    """on_token sees each variant's text grow to its final answer; the first variant's first token comes
+    from its own prefill, before the others'; a row stopping at its first token leaves the rest intact."""
+    monkeypatch.setenv("MDRAG_ADAPTERS", str(adapters_root))
+    loaded = load_generator(str(tiny_generator_dir))
+    variants = ["qk_att", "vanilla", "full", "mlp"]
+    prompt = loaded.tokenizer("Background: Document 1: Python is a language. Question: who made it")["input_ids"]
+    gen = Generator(loaded, max_new_tokens=12, dtype="float32")
+    seen: list[tuple[str, str]] = []
+    results = gen.generate(prompt, variants, on_token=lambda v, text: seen.append((v, text)))
+    for g in results:
+        texts = [t for v, t in seen if v == g.variant]
+        assert len(texts) == len(g.token_ids) and (not texts or texts[-1] == g.text)
+        assert g.first_token_seconds is not None and 0 < g.first_token_seconds <= g.seconds
+    assert seen[0][0] == "qk_att" and results[0].first_token_seconds < min(g.first_token_seconds
+                                                                            for g in results[1:])
+
+    # Make one row's first token a stop token (the lone first prefill, or one of the rest): that row ends
+    # at prefill; the others must still equal peft's reference path under the same stop set.
+    base_stops = set(gen.stop_ids())
+    for row in (0, 2):
+        stops = sorted(base_stops | {results[row].token_ids[0]})
+        monkeypatch.setattr(Generator, "stop_ids", lambda self, stops=stops: stops)
+        fast = gen.generate(prompt, variants)
+        reference = Generator(loaded, max_new_tokens=12, fast=False).generate(prompt, variants)
+        assert fast[row].token_ids == [] and [g.token_ids for g in fast] == [g.token_ids for g in reference]

@@ -42,6 +42,7 @@ class Generation:
     token_ids: list[int]  # generated tokens only, without the prompt and the end-of-turn token
     text: str
     seconds: float  # from the start of the batch to the moment this row finished
+    first_token_seconds: float | None = None  # from the start to this row's first token (fast path)
 
 
 class Generator:
@@ -80,34 +81,49 @@ class Generator:
         return names
 
     def generate(self, prompt_ids: list[int], variants: list[str],
-                 on_done: Callable[[Generation], None] | None = None) -> list[Generation]:
-        """Every variant's greedy answer to one prompt; `on_done` is called as each row finishes."""
+                 on_done: Callable[[Generation], None] | None = None,
+                 on_token: Callable[[str, str], None] | None = None) -> list[Generation]:
+        """Every variant's greedy answer to one prompt; `on_done` is called as each row finishes,
+        `on_token(variant, text so far)` after each new token (fast path only: the reference path has
+        no per-token hook)."""
         names = self.ensure_adapters(variants)
         stop = set(self.stop_ids())
         start = time.perf_counter()
         out: list[Generation | None] = [None] * len(variants)
+        first_at: dict[int, float] = {}
 
         def finished(row: int, tokens: list[int], at: float) -> None:
             text = self.tokenizer.decode(tokens, skip_special_tokens=True).strip()
-            out[row] = Generation(variants[row], tokens, text, at - start)
+            first = first_at.get(row, at) - start if self.fast else None
+            out[row] = Generation(variants[row], tokens, text, at - start, first)
             if on_done is not None:
                 on_done(out[row])  # as soon as this row stops, while the others keep decoding
 
+        def step(row: int, tokens: list[int]) -> None:
+            first_at.setdefault(row, time.perf_counter())
+            if on_token is not None:
+                on_token(variants[row], self.tokenizer.decode(tokens, skip_special_tokens=True).strip())
+
         if self.fast:
-            self._greedy_pruned(prompt_ids, names, stop, finished)
+            self._greedy_pruned(prompt_ids, names, stop, finished, step)
         else:
             for row, (tokens, at) in sorted(self._hf_generate(prompt_ids, names, stop).items()):
                 finished(row, tokens, at)
         return out
 
     def _greedy_pruned(self, prompt_ids: list[int], names: list[str], stop: set[int],
-                       finished: Callable[[int, list[int], float], None]) -> None:
+                       finished: Callable[[int, list[int], float], None],
+                       on_step: Callable[[int, list[int]], None] | None = None) -> None:
         """Greedy decoding that drops a row from the batch (and its KV cache) as soon as it stops.
 
-        Prefill costs one pass per variant whatever we do (each adapter changes the keys and values);
-        decoding is where batching pays: rows that finished early (a 2-token answer beside a 60-token
-        one) no longer ride along, so the long answer decodes at batch-1 speed. Calls
-        `finished(row, generated ids without the stop token, perf_counter time)` as each row stops.
+        Prefill costs one pass per variant whatever we do (each adapter changes the keys and values), so
+        it runs in two groups: the first variant alone, then the others together. Compute is the same
+        as one batched prefill, but the first variant's first token exists after one prefill instead
+        of all of them (what a user sees first). The caches are then joined along the batch (same
+        prompt, same length: no padding) and decoding runs batched; rows that finished early (a
+        2-token answer beside a 60-token one) no longer ride along. Calls `finished(row, generated ids
+        without the stop token, perf_counter time)` as each row stops and `on_step(row, ids so far)`
+        after every new token of a running row.
         """
         import torch
 
@@ -115,29 +131,51 @@ class Generator:
         for name in dict.fromkeys(names):
             if name != BASE:
                 fast.add_from_peft(self.loaded.model, name)
-        active = list(range(len(names)))
         tokens: list[list[int]] = [[] for _ in names]
-        input_ids = torch.tensor([prompt_ids] * len(names))  # (rows, prompt_len): same prompt, no padding
+        active: list[int] = []
+        nxt: list[int] = []
         cache = None
+
+        def take(rows: list[int], step_tokens: list[int], last_step: bool) -> list[int]:
+            """Record one new token per row; returns the positions (in `rows`) that keep decoding."""
+            keep = []
+            for j, (row, tok) in enumerate(zip(rows, step_tokens, strict=True)):
+                if tok in stop or last_step:
+                    finished(row, tokens[row], time.perf_counter())
+                else:
+                    tokens[row].append(tok)
+                    keep.append(j)
+                    if on_step is not None:
+                        on_step(row, tokens[row])
+            return keep
+
         with torch.inference_mode():
-            for step in range(self.max_new_tokens + 1):
+            groups = [[0], list(range(1, len(names)))] if len(names) > 1 else [[0]]
+            for group in groups:
+                input_ids = torch.tensor([prompt_ids] * len(group))  # (rows, prompt_len): same prompt, no padding
+                with fast.rows([names[r] for r in group]):
+                    out = fast.model(input_ids=input_ids, use_cache=True, logits_to_keep=1)
+                first = out.logits[:, -1].argmax(-1).tolist()  # (rows,)
+                keep = take(group, first, self.max_new_tokens == 0)
+                part = out.past_key_values
+                if len(keep) < len(group):
+                    part.batch_select_indices(torch.tensor(keep, dtype=torch.long))
+                active += [group[j] for j in keep]
+                nxt += [first[j] for j in keep]
+                cache = part if cache is None else _join(cache, part)
+            for step in range(1, self.max_new_tokens + 1):
+                if not active:
+                    break
+                input_ids = torch.tensor([[t] for t in nxt])  # (rows, 1)
                 with fast.rows([names[r] for r in active]):
                     out = fast.model(input_ids=input_ids, past_key_values=cache, use_cache=True, logits_to_keep=1)
                 cache = out.past_key_values
-                nxt = out.logits[:, -1].argmax(-1).tolist()  # (rows,)
-                keep = []
-                for j, row in enumerate(active):
-                    if nxt[j] in stop or step == self.max_new_tokens:
-                        finished(row, tokens[row], time.perf_counter())
-                    else:
-                        tokens[row].append(nxt[j])
-                        keep.append(j)
-                if not keep:
-                    break
+                step_tokens = out.logits[:, -1].argmax(-1).tolist()  # (rows,)
+                keep = take(active, step_tokens, step == self.max_new_tokens)
                 if len(keep) < len(active):
-                    cache.batch_select_indices(torch.tensor(keep))
+                    cache.batch_select_indices(torch.tensor(keep, dtype=torch.long))
                     active = [active[j] for j in keep]
-                input_ids = torch.tensor([[nxt[j]] for j in keep])  # (rows, 1)
+                nxt = [step_tokens[j] for j in keep]
 
     def _hf_generate(self, prompt_ids: list[int], names: list[str], stop: set[int]) -> dict[int, tuple]:
         """The reference path: transformers' generate with peft's mixed-adapter batch."""
@@ -157,3 +195,20 @@ class Generator:
             cut = next((i for i, t in enumerate(new) if t in stop), len(new))
             rows[row] = (new[:cut], finished)  # rows that stopped early are padded after their stop token
         return rows
+
+
+def _join(cache, part):
+    """Append `part`'s rows to `cache`, layer by layer (both DynamicCache over the same prompt length).
+
+    keys/values per layer: (rows, kv_heads, prompt_len, head_dim); a side with no rows left is skipped."""
+    import torch
+
+    for mine, theirs in zip(cache.layers, part.layers, strict=True):
+        if theirs.get_seq_length() == 0 or theirs.keys.shape[0] == 0:
+            continue
+        if mine.get_seq_length() == 0 or mine.keys.shape[0] == 0:
+            mine.keys, mine.values = theirs.keys, theirs.values
+        else:
+            mine.keys = torch.cat([mine.keys, theirs.keys], dim=0)
+            mine.values = torch.cat([mine.values, theirs.values], dim=0)
+    return cache
