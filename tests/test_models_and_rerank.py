@@ -61,3 +61,43 @@ def test_a_local_cross_encoder_directory_plugs_in(tiny_cross_encoder):
 def test_a_directory_that_is_not_a_model_is_rejected(tmp_path):
     with pytest.raises(MissingModelError, match=r"config\.json"):
         get_reranker(str(tmp_path))
+
+
+@pytest.mark.slow
+def test_minilm_rescoring_reuses_saved_passage_embeddings(tiny_domain, tmp_path, monkeypatch):
+    """With a saved float32 dense index, reranking encodes only the query and scores exactly as encoding
+    every candidate does; an old fp16 index or an unknown text falls back to encoding."""
+    from mdrag.retrieval import encoders, rerank
+    from mdrag.retrieval.retrievers import DenseRetriever
+
+    monkeypatch.setenv("MDRAG_CACHE", str(tmp_path))
+    monkeypatch.setattr(rerank, "_KNOWN", {})
+    from mdrag.retrieval.index import DenseIndex
+
+    built = DenseRetriever(tiny_domain)  # builds and saves the index into the cache
+    assert isinstance(built.index, DenseIndex) and (tmp_path / "indexes/tiny/dense.npy").exists()
+    texts = [p.content for p in tiny_domain.passages][::-1]
+    query = "who discovered x-rays"
+    want = encoders.minilm_embed(texts) @ encoders.minilm_embed([query])[0]
+    encoded: list[str] = []
+    real = encoders.minilm_embed
+    monkeypatch.setattr(encoders, "minilm_embed", lambda t, *a, **k: (encoded.extend(t), real(t, *a, **k))[1])
+
+    assert isinstance(DenseRetriever(tiny_domain).index, DenseIndex) and encoded == []  # loaded, not rebuilt
+    scorer = rerank.MiniLMRescorer()
+    scorer.prepare(tiny_domain)
+    np.testing.assert_allclose(scorer.score(query, texts), want, rtol=0, atol=1e-5)
+    assert encoded == [query]
+
+    encoded.clear()
+    got = scorer.score(query, [*texts, "A passage of no corpus."])
+    np.testing.assert_allclose(got[:-1], want, rtol=0, atol=1e-5)
+    assert encoded == [query, "A passage of no corpus."]
+
+    index = next(tmp_path.glob("indexes/tiny/dense.npy"))
+    np.save(index, np.load(index).astype(np.float16))  # what older versions saved
+    monkeypatch.setattr(rerank, "_KNOWN", {})
+    encoded.clear()
+    scorer.prepare(tiny_domain)
+    np.testing.assert_allclose(scorer.score(query, texts), want, rtol=0, atol=1e-5)
+    assert len(encoded) == 1 + len(texts)

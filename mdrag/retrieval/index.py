@@ -90,8 +90,11 @@ class SparseIndex:
 class DenseIndex:
     """Exact inner-product search over L2-normalised embeddings (cosine)."""
 
-    def __init__(self, embeddings: np.ndarray):
+    def __init__(self, embeddings: np.ndarray, exact: bool = True):
         self.embeddings = np.ascontiguousarray(embeddings, dtype=np.float32)  # (n_passages, dim)
+        # Saved in float32: the MiniLM rescorer reuses these rows instead of re-encoding candidates, and
+        # must give the scores re-encoding gives (an fp16 copy moves them by ~1e-3, enough to swap ties).
+        self.exact = exact
 
     @property
     def n_passages(self) -> int:
@@ -104,8 +107,9 @@ class DenseIndex:
         return top_k(self.scores(query), k)
 
     def save(self, path: Path) -> None:
-        np.save(path, self.embeddings.astype(np.float16))
+        np.save(path, self.embeddings)
 
     @classmethod
     def load(cls, path: Path) -> DenseIndex:
-        return cls(np.load(path).astype(np.float32))
+        stored = np.load(path)
+        return cls(stored, exact=stored.dtype == np.float32)  # older caches hold fp16

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import ClassVar, Protocol
 
 import numpy as np
 
@@ -34,15 +34,28 @@ def index_folders(domain: Domain) -> list[Path]:
     return [ASSETS_DIR / "indexes" / domain.name, cache_dir() / "indexes" / domain.name]
 
 
-def _load_or_build(domain: Domain, kind: str, encoder_dir: Path, ext: str, loader, builder, out: Path | None):
-    want = IndexCard(kind, domain.fingerprint(), folder_fingerprint(encoder_dir), len(domain.passages))
+def _card(domain: Domain, kind: str, encoder_dir: Path) -> IndexCard:
+    return IndexCard(kind, domain.fingerprint(), folder_fingerprint(encoder_dir), len(domain.passages))
+
+
+def load_existing(domain: Domain, kind: str, encoder_dir: Path, ext: str, loader):
+    """A saved index matching this corpus and encoder, or None (missing, stale or corrupt)."""
+    want = _card(domain, kind, encoder_dir)
     for folder in index_folders(domain):
         card = read_card(folder, kind)
         if card and card.matches(want) and (folder / f"{kind}{ext}").exists():
             try:
                 return loader(folder / f"{kind}{ext}")
             except (OSError, ValueError, KeyError):
-                pass  # corrupt file: rebuild below
+                pass  # corrupt file: the caller rebuilds or goes without
+    return None
+
+
+def _load_or_build(domain: Domain, kind: str, encoder_dir: Path, ext: str, loader, builder, out: Path | None):
+    want = _card(domain, kind, encoder_dir)
+    index = load_existing(domain, kind, encoder_dir, ext, loader)
+    if index is not None:
+        return index
     index = builder()
     folder = out or index_folders(domain)[1]
     folder.mkdir(parents=True, exist_ok=True)
@@ -60,9 +73,11 @@ class _IndexedRetriever:
     out: Path | None = None  # where to write a newly built index (default: the cache)
     name: str = ""
     label: str = ""
-    packaged = SPLADE  # class attributes set by each subclass
-    ext = ""
-    index_cls: type = SparseIndex
+    # Class attributes set by each subclass. ClassVar, not a field: an annotated default would become a
+    # dataclass field whose base default (SparseIndex) silently wins over the subclass's plain attribute.
+    packaged: ClassVar = SPLADE
+    ext: ClassVar[str] = ""
+    index_cls: ClassVar[type] = SparseIndex
 
     def __post_init__(self) -> None:
         texts = [p.content for p in self.domain.passages]
@@ -108,6 +123,13 @@ class DenseRetriever(_IndexedRetriever):
 
     def encode_query(self, query: str):
         return encoders.minilm_embed([query], self.model_dir)[0]  # (384,)
+
+
+def saved_dense_embeddings(domain: Domain) -> np.ndarray | None:
+    """The packaged MiniLM's float32 embeddings of the domain's passages if an index is already saved
+    (shipped or cached), else None: never builds one."""
+    index = load_existing(domain, DenseRetriever.name, MINILM.path(), DenseRetriever.ext, DenseIndex.load)
+    return index.embeddings if index is not None and index.exact else None  # (n_passages, 384)
 
 
 @dataclass
