@@ -1,5 +1,5 @@
-"""Command line: python -m mdrag {prepare, index, domains, ask, retrieval-eval, variants, distill, train,
-evaluate, serve, report, attention-summary}."""
+"""Command line: python -m mdrag {prepare, index, domains, ask, retrieval-eval, train-retriever, variants, distill,
+train, evaluate, serve, report, attention-summary}."""
 
 from __future__ import annotations
 
@@ -107,6 +107,31 @@ def _cmd_retrieval_eval(args) -> int:
     print(f"| domain | stage | n | {' | '.join(cols)} |\n|---|---|---|{'---|' * len(cols)}")
     for r in rows:
         print(f"| {r['domain']} | {r['stage']} | {r['n']} | " + " | ".join(f"{r[c]:.3f}" for c in cols) + " |")
+    return 0
+
+
+def _cmd_train_retriever(args) -> int:
+    import pandas as pd
+
+    from mdrag.evaluation.retrieval_metrics import compare_retrievers
+    from mdrag.retrieval.retrievers import ADAPTED_PREFIX
+    from mdrag.training.retriever import RetrieverSettings, adapted_dir, train_retriever
+
+    domains = _domains(args.domain)
+    settings = RetrieverSettings(epochs=args.epochs, batch_size=args.batch_size, hard_negatives=args.hard_negatives,
+                                 instruction=not args.no_instruction, max_steps=args.max_steps, limit=args.limit)
+    card = train_retriever(domains, settings)
+    source = "+".join(domains)
+    print(f"adapted encoder: {adapted_dir(source)} ({card['steps']} steps, loss {card['first_loss']:.3f} -> "
+          f"{card['final_loss']:.3f})")
+    others = [] if args.no_forgetting else [d for d in _domains("all") if d not in domains]
+    rows = compare_retrievers("dense", ADAPTED_PREFIX + source, domains + others, domains, args.split,
+                              args.eval_limit)
+    table = pd.DataFrame(rows)
+    card_path = adapted_dir(source) / "card.json"
+    card["evaluation"] = {"split": args.split, "limit": args.eval_limit, "rows": rows}
+    card_path.write_text(json.dumps(card, indent=2, sort_keys=True) + "\n")
+    print(table.to_markdown(index=False, floatfmt=".3f"))
     return 0
 
 
@@ -302,6 +327,20 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--reranker", default="minilm")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=_cmd_retrieval_eval)
+
+    s = sub.add_parser("train-retriever", help="fine-tune the dense encoder on a domain (comma-separated: "
+                       "multi-task), then compare it with the packaged one on every domain")
+    s.add_argument("--domain", required=True, help="domain(s) to train on, e.g. tatqa or pubmedqa,covidqa")
+    s.add_argument("--epochs", type=float, default=1.0)
+    s.add_argument("--batch-size", type=int, default=32)
+    s.add_argument("--hard-negatives", type=int, default=1, help="mined per pair (0: in-batch negatives only)")
+    s.add_argument("--no-instruction", action="store_true", help="no instruction prefix on questions")
+    s.add_argument("--max-steps", type=int, default=-1)
+    s.add_argument("--limit", type=int, help="at most this many training questions per domain")
+    s.add_argument("--split", default="test", help="split for the before/after comparison")
+    s.add_argument("--eval-limit", type=int, help="at most this many questions per domain in the comparison")
+    s.add_argument("--no-forgetting", action="store_true", help="compare on the training domains only")
+    s.set_defaults(func=_cmd_train_retriever)
 
     s = sub.add_parser("variants", help="LoRA variants: modules, budget-matched rank, trainable parameters")
     s.add_argument("--generator", help="local HF causal-LM directory (default: packaged SmolLM2-135M)")

@@ -55,3 +55,20 @@ def evaluate_retrieval(pipeline, split: str = "dev", limit: int | None = None) -
         first.append(([p.id for p in sorted(ranked, key=lambda p: p.first_stage_rank)], gold))
         reranked.append(([p.id for p in ranked], gold))
     return {"first_stage": evaluate_rankings(first), "reranked": evaluate_rankings(reranked), "n": len(queries)}
+
+
+def compare_retrievers(base: str, adapted: str, domains: list[str], trained_on: list[str], split: str = "test",
+                       limit: int | None = None) -> list[dict]:
+    """First-stage metrics of two retrievers on each domain's split (no reranking), with the difference:
+    on the training domains it shows the gain, on the others whether the adapted encoder forgot."""
+    from mdrag.pipeline import RagPipeline
+
+    rows = []
+    for name in domains:
+        got = {r: evaluate_retrieval(RagPipeline.for_domain(name, retriever=r, reranker="none"), split, limit)
+               for r in (base, adapted)}
+        for metric in RETRIEVAL_METRICS:
+            before, after = got[base]["first_stage"][metric], got[adapted]["first_stage"][metric]
+            rows.append({"domain": name, "trained_on_it": name in trained_on, "metric": metric, "n": got[base]["n"],
+                         "before": before, "after": after, "delta": after - before})
+    return rows

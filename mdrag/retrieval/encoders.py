@@ -39,7 +39,8 @@ def splade_encoder(path: Path | None = None):
 def minilm_encoder(path: Path | None = None):
     from sentence_transformers import SentenceTransformer
 
-    return SentenceTransformer(str(path or MINILM.path()), device="cpu")
+    # float32 whatever the checkpoint holds (adapted encoders are saved in fp16 to stay small)
+    return SentenceTransformer(str(path or MINILM.path()), device="cpu", model_kwargs={"dtype": "float32"})
 
 
 def _to_scipy(tensor) -> sp.csr_matrix:

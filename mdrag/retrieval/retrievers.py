@@ -81,7 +81,8 @@ class _IndexedRetriever:
 
     def __post_init__(self) -> None:
         texts = [p.content for p in self.domain.passages]
-        self.index = _load_or_build(self.domain, self.name, self.model_dir or self.packaged.path(), self.ext,
+        kind = self.name.replace(":", "@")  # the index file's name
+        self.index = _load_or_build(self.domain, kind, self.model_dir or self.packaged.path(), self.ext,
                                     self.index_cls.load, lambda: self.index_cls(self.encode_passages(texts)),
                                     self.out)
 
@@ -121,8 +122,34 @@ class DenseRetriever(_IndexedRetriever):
     def encode_passages(self, texts: list[str]):
         return encoders.minilm_embed(texts, self.model_dir, progress=True)  # (n, 384)
 
+    query_prefix: str = ""  # an adapted encoder's instruction (from its card)
+
     def encode_query(self, query: str):
-        return encoders.minilm_embed([query], self.model_dir)[0]  # (384,)
+        return encoders.minilm_embed([self.query_prefix + query], self.model_dir)[0]  # (384,)
+
+
+def adapted_dense(source: str | None) -> Callable[[Domain], DenseRetriever]:
+    """The dense retriever with the encoder fine-tuned on `source` (a domain, or 'a+b' for a multi-task
+    run; None: the domain being searched). Its passage index is built once into the cache."""
+
+    def make(domain: Domain) -> DenseRetriever:
+        from mdrag.training.retriever import adapted_dir, instruction_for, load_card
+
+        folder = adapted_dir(source or domain.name)
+        card = load_card(folder)
+        prefix = card["instructions"].get(domain.name)
+        if prefix is None:  # searched domain outside the training set (forgetting check): same template
+            prefix = instruction_for(domain.name, _settings(card))
+        return DenseRetriever(domain, model_dir=folder, name=f"dense-ft:{source or domain.name}",
+                              label=f"dense MiniLM fine-tuned on {source or domain.name}", query_prefix=prefix)
+
+    return make
+
+
+def _settings(card: dict):
+    from mdrag.training.retriever import RetrieverSettings
+
+    return RetrieverSettings(**card["settings"])
 
 
 def saved_dense_embeddings(domain: Domain) -> np.ndarray | None:
@@ -163,10 +190,19 @@ RETRIEVERS: dict[str, Callable[[Domain], Retriever]] = {
 _LOADED: dict[tuple[str, str], Retriever] = {}
 
 
+RETRIEVERS["dense-ft"] = adapted_dense(None)  # each domain's own fine-tuned encoder
+ADAPTED_PREFIX = "dense-ft:"  # dense-ft:<domain>[+<domain>...] = the encoder trained there, on any domain
+
+
 def get_retriever(name: str, domain: Domain) -> Retriever:
-    if name not in RETRIEVERS:
-        raise UnknownNameError(f"Unknown retriever '{name}'. Known: {', '.join(RETRIEVERS)}")
+    if name.startswith(ADAPTED_PREFIX):
+        make = adapted_dense(name.removeprefix(ADAPTED_PREFIX))
+    elif name in RETRIEVERS:
+        make = RETRIEVERS[name]
+    else:
+        raise UnknownNameError(f"Unknown retriever '{name}'. Known: {', '.join(RETRIEVERS)}, "
+                               f"{ADAPTED_PREFIX}<domain>")
     key = (name, domain.name + ":" + domain.fingerprint())
     if key not in _LOADED:
-        _LOADED[key] = RETRIEVERS[name](domain)
+        _LOADED[key] = make(domain)
     return _LOADED[key]

@@ -1,0 +1,179 @@
+"""Adapt the dense retriever (packaged all-MiniLM-L6-v2) to one domain or several.
+
+The paper keeps its retriever fixed; the work it builds on finds that adapting the retriever is often the
+larger win. Contrastive fine-tuning with sentence-transformers: MultipleNegativesRankingLoss over
+(question, gold passage, hard negative) triples: every other passage in the batch is an in-batch negative,
+and one mined hard negative per pair (`mine_hard_negatives`: high-scoring corpus passages under the encoder
+being adapted) makes the contrast harder. Mined negatives that are gold for the question (questions with
+several gold passages, or duplicate texts) are dropped: a gold passage must never be pushed away.
+
+Optional instruction prefix on questions ("Represent this finance question for retrieving passages: "),
+stored in the card and applied at query time. Several domains train as one multi-task run (one batch =
+one domain, so in-batch negatives come from the same corpus).
+
+Saved as fp16 safetensors (sentence-transformers layout) with card.json in the cache; a killed run resumes
+from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from mdrag.config import MINILM, cache_dir
+from mdrag.data.benchmark import Domain, load_domain
+from mdrag.data.domains import DOMAINS
+from mdrag.errors import MissingModelError
+from mdrag.hashing import folder_fingerprint
+
+INSTRUCTION = "Represent this {topic} question for retrieving passages: "
+TOPICS = {"general": "general-knowledge", "biomedical": "biomedical", "finance": "finance",
+          "long-form": "general-knowledge"}
+
+
+@dataclass
+class RetrieverSettings:
+    epochs: float = 1.0
+    batch_size: int = 32  # in-batch negatives: 31 per question
+    learning_rate: float = 2e-5
+    warmup: float = 0.1
+    hard_negatives: int = 1  # mined per (question, gold passage) pair; 0 = in-batch negatives only
+    mine_range: int = 30  # negatives are drawn from the encoder's top-N passages
+    instruction: bool = True
+    max_steps: int = -1
+    save_steps: int = 50
+    seed: int = 0
+    limit: int | None = None  # at most this many training questions per domain (None: all)
+
+
+def instruction_for(domain: str, settings: RetrieverSettings) -> str:
+    return INSTRUCTION.format(topic=TOPICS.get(DOMAINS[domain].cluster, "domain")) if settings.instruction else ""
+
+
+def adapted_dir(source: str) -> Path:
+    """Where the encoder adapted on `source` (a domain, or domains joined by '+') lives."""
+    return cache_dir() / "retrievers" / source
+
+
+def load_card(folder: Path) -> dict:
+    card = folder / "card.json"
+    if not card.exists():
+        raise MissingModelError(
+            f"No adapted retriever at {folder}: train it with `python -m mdrag train-retriever --domain "
+            f"{folder.name.replace('+', ',')}`")
+    return json.loads(card.read_text())
+
+
+def training_pairs(domain: Domain, prefix: str, limit: int | None = None) -> list[dict]:
+    """(anchor = prefixed question, positive = gold passage content) per gold passage of each training
+    question; `gold` keeps every gold content of the question for filtering negatives."""
+    rows = []
+    for q in domain.split("train")[:limit]:
+        golds = [domain.by_id[g].content for g in q.gold_ids if g in domain.by_id]
+        rows += [{"anchor": prefix + q.text, "positive": g, "gold": golds} for g in golds]
+    return rows
+
+
+def with_hard_negatives(pairs: list[dict], domain: Domain, model, settings: RetrieverSettings) -> list[dict]:
+    """Add `hard_negatives` mined negative columns per pair, never a gold passage of the pair's question.
+
+    The miner only excludes the pair's own positive, so it is asked for as many extra candidates as the
+    question has other gold passages; gold ones are skipped and the best remaining are kept. A pair left
+    with too few negatives is dropped (counted in the card)."""
+    from datasets import Dataset
+    from sentence_transformers.util import mine_hard_negatives
+
+    if settings.hard_negatives <= 0 or not pairs:
+        return [{"anchor": p["anchor"], "positive": p["positive"]} for p in pairs]
+    extra = max(len(p["gold"]) for p in pairs) - 1
+    mined = mine_hard_negatives(
+        Dataset.from_list([{"anchor": p["anchor"], "positive": p["positive"]} for p in pairs]), model,
+        corpus=[p.content for p in domain.passages], range_max=settings.mine_range + extra,
+        num_negatives=settings.hard_negatives + extra, sampling_strategy="top", output_format="n-tuple",
+        batch_size=64, verbose=False)
+    gold_of: dict[tuple[str, str], set[str]] = {(p["anchor"], p["positive"]): set(p["gold"]) for p in pairs}
+    out = []
+    for row in mined:
+        gold = gold_of[(row["anchor"], row["positive"])]
+        negatives = [v for k, v in row.items() if k.startswith("negative") and v not in gold]
+        if len(negatives) >= settings.hard_negatives:
+            out.append({"anchor": row["anchor"], "positive": row["positive"],
+                        **{f"negative_{i + 1}": n for i, n in enumerate(negatives[: settings.hard_negatives])}})
+    return out
+
+
+def train_retriever(domains: list[str], settings: RetrieverSettings | None = None, base: Path | None = None,
+                    out_dir: Path | None = None, callbacks: list | None = None) -> dict:
+    """Fine-tune the dense encoder on the domains' training questions; returns the card."""
+    import torch
+    from datasets import Dataset
+    from sentence_transformers import (
+        SentenceTransformer,
+        SentenceTransformerTrainer,
+        SentenceTransformerTrainingArguments,
+    )
+    from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
+    from sentence_transformers.training_args import BatchSamplers
+    from transformers.trainer_utils import get_last_checkpoint
+
+    settings = settings or RetrieverSettings()
+    base = Path(base or MINILM.path())
+    source = "+".join(domains)
+    target = out_dir or adapted_dir(source)
+    torch.manual_seed(settings.seed)
+    model = SentenceTransformer(str(base), device="cpu")
+    data, counts = {}, {}
+    for name in domains:
+        domain = load_domain(name)
+        pairs = training_pairs(domain, instruction_for(name, settings), settings.limit)
+        rows = with_hard_negatives(pairs, domain, model, settings)
+        counts[name] = {"pairs": len(pairs), "kept_with_negatives": len(rows)}
+        data[name] = Dataset.from_list(rows)
+    run = cache_dir() / "runs" / f"retriever-{source}-{folder_fingerprint(base)}-{_settings_key(settings)}"
+    run.mkdir(parents=True, exist_ok=True)
+    args = SentenceTransformerTrainingArguments(
+        output_dir=str(run), num_train_epochs=settings.epochs, max_steps=settings.max_steps,
+        per_device_train_batch_size=settings.batch_size, learning_rate=settings.learning_rate,
+        warmup_steps=settings.warmup, seed=settings.seed, data_seed=settings.seed, logging_steps=1,
+        save_steps=settings.save_steps, save_total_limit=2, report_to="none", use_cpu=True,
+        batch_sampler=BatchSamplers.NO_DUPLICATES,  # a duplicate passage in a batch is a false negative
+        dataloader_num_workers=0)
+    train = data if len(data) > 1 else next(iter(data.values()))
+    trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=train,
+                                         loss=MultipleNegativesRankingLoss(model), callbacks=callbacks)
+    last = get_last_checkpoint(str(run)) if any(run.glob("checkpoint-*")) else None
+    started = time.perf_counter()
+    trainer.train(resume_from_checkpoint=last)
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    card = {"domains": domains, "base": base.name, "base_fingerprint": folder_fingerprint(base),
+            "instructions": {d: instruction_for(d, settings) for d in domains}, "data": counts,
+            "settings": asdict(settings), "steps": int(trainer.state.global_step),
+            "first_loss": losses[0] if losses else None, "final_loss": losses[-1] if losses else None,
+            "resumed_from": Path(last).name if last else None,
+            "wall_seconds_this_run": round(time.perf_counter() - started, 1),
+            "loss": "MultipleNegativesRankingLoss (in-batch + mined hard negatives)"}
+    _save(model, Path(target), card)
+    return card
+
+
+def _settings_key(settings: RetrieverSettings) -> str:
+    import hashlib
+
+    return hashlib.sha256(json.dumps(asdict(settings), sort_keys=True).encode()).hexdigest()[:10]
+
+
+def _save(model, target: Path, card: dict) -> None:
+    """fp16 safetensors in sentence-transformers layout + card.json, swapped in whole."""
+    tmp = target.with_name(f".{target.name}-tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.half()
+    model.save(str(tmp), safe_serialization=True)
+    model.float()
+    (tmp / "card.json").write_text(json.dumps(card, indent=2, sort_keys=True) + "\n")
+    if target.exists():
+        shutil.rmtree(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp.rename(target)
