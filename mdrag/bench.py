@@ -1,6 +1,7 @@
 """Benchmarks: every figure next to a baseline measured in the same run, as a ratio.
 
-    python -m mdrag.bench [--only decode,variants,ask,ingest,attention,ablation,retrieval,evaluation]
+    python -m mdrag.bench [--only decode,variants,ask,ingest,attention,ablation,retrieval,evaluation,
+                                  train,memory]
                           [--json out.json] [--quick]
 
 Each section prints rows (what, ours, baseline, ratio, target). Memory is measured as the growth of peak
@@ -22,11 +23,13 @@ ROWS: list[dict] = []
 
 
 def _row(section: str, what: str, ours: float, base: float | None, unit: str, target: str = "",
-         higher_is_better: bool = False) -> None:
+         higher_is_better: bool = False, grow: tuple[str, float, str, str] | None = None) -> None:
+    """One figure and its same-run baseline. `grow` = (panel, size, our series, baseline series) puts the
+    pair into the growth figure (cost against prompt length, corpus size or number of variants)."""
     ratio = None if not base else (ours / base)
     ROWS.append({"section": section, "what": what, "ours": round(ours, 4), "baseline": base and round(base, 4),
                  "unit": unit, "ratio": ratio and round(ratio, 3), "target": target,
-                 "better": "higher" if higher_is_better else "lower"})
+                 "better": "higher" if higher_is_better else "lower", "grow": grow})
     shown = f"{ratio:.2f}x" if ratio else "–"
     print(f"[{section}] {what}: {ours:.4g} {unit} vs {base if base is None else f'{base:.4g}'} -> {shown} "
           f"{target}", flush=True)
@@ -108,8 +111,8 @@ def bench_variants(quick: bool) -> None:
         sequential = sum(_median_time(lambda v=v: gen.generate(ids, [v]), 1) for v in order[:n]) if n > 1 else one
         target = {1: "", 3: "<= 2x one", 6: "<= 3x one"}[n]
         _row("variants", f"{n} variants batched vs one variant alone", batched, one, "s", target)
-        if n > 1:
-            _row("variants", f"{n} variants batched vs sequential", batched, sequential, "s", "< 1x")
+        _row("variants", f"{n} variants batched vs sequential", batched, sequential, "s", "< 1x" if n > 1 else "",
+             grow=("generation time vs number of variants (s)", n, "stacked batch", "one after another"))
     ref = Generator(loaded, max_new_tokens=new, fast=False, dtype="float32")
     ref.stop_ids = lambda: [-1]
     peft_batch = _median_time(lambda: ref.generate(ids, order[:4]), 1)
@@ -152,7 +155,7 @@ def bench_ask(quick: bool) -> None:
         for what, target in (("first token", "~1x one (first variant prefilled alone)"),
                              ("first answer", ""), ("all answers", {2: "", 3: "<= 2x one", 6: "<= 3x one"}[n])):
             _row("ask", f"clapnq question ({tokens}-token prompt), {n} variants: {what} vs one variant",
-                 got[what], one[what], "s", target)
+                 got[what], one[what], "s", target, grow=("Ask screen: seconds vs number of variants", n, what, ""))
 
 
 def bench_ingest(quick: bool) -> None:
@@ -171,7 +174,7 @@ def bench_ingest(quick: bool) -> None:
             t_base = _median_time(lambda ids=ids, m=base: m(input_ids=ids, logits_to_keep=1), 2)
             t_ours = _median_time(lambda ids=ids, m=ours: m(input_ids=ids, logits_to_keep=1), 2)
         _row("ingest", f"prefill {n} tokens, {LIMITS.dtype} vs float32 (tokens/s)", n / t_ours, n / t_base, "tok/s",
-             higher_is_better=True)
+             higher_is_better=True, grow=("prefill tokens/s vs prompt length", n, LIMITS.dtype, "float32"))
 
 
 _MEM_CHILD = r"""
@@ -224,7 +227,9 @@ def bench_attention(quick: bool) -> None:
         _row("attention", f"{n} tokens: segment attention time vs plain sdpa forward", seg["seconds"],
              plain["seconds"], "s", "< 1.3x")
         _row("attention", f"{n} tokens: output_attentions=True time vs plain", eager["seconds"], plain["seconds"],
-             "s")
+             "s", grow=("attention extraction time vs prompt length (s)", n, "output_attentions=True", "plain forward"))
+        _row("attention", f"{n} tokens: segment attention (for the growth figure)", seg["seconds"], None, "s",
+             grow=("attention extraction time vs prompt length (s)", n, "segment attention (ours)", ""))
         # Peak memory above what the plain forward itself needs (activations, KV): the cost of extraction.
         _row("attention", f"{n} tokens: extra peak memory over a plain forward, segment attention vs "
              "output_attentions=True", seg["extra_mb"] - plain["extra_mb"], eager["extra_mb"] - plain["extra_mb"],
@@ -250,24 +255,53 @@ def bench_ablation(quick: bool) -> None:
 
 
 def bench_retrieval(quick: bool) -> None:
+    """First stage per shipped corpus (SPLADE, dense vs BM25), reranking 50 candidates (saved passage
+    embeddings vs encoding the candidates), and index build cost per 10k passages."""
+    import numpy as np
+
     from mdrag.data.benchmark import load_domain
+    from mdrag.retrieval import encoders
     from mdrag.retrieval.rerank import get_reranker
-    from mdrag.retrieval.retrievers import get_retriever
+    from mdrag.retrieval.retrievers import get_retriever, index_folders
 
     for name in ("nq_open", "pubmedqa", "covidqa", "tatqa", "clapnq"):
         dom = load_domain(name)
         queries = [q.text for q in dom.split("test")[: 10 if quick else 30]]
-        splade = get_retriever("splade", dom)
         bm25 = get_retriever("bm25", dom)
-        t_s = [_median_time(lambda q=q, r=splade: r.search(q, 50), 1) for q in queries]
         t_b = [_median_time(lambda q=q, r=bm25: r.search(q, 50), 1) for q in queries]
-        _row("retrieval", f"{name} ({len(dom.passages)} passages): SPLADE encode+search p50 vs BM25 p50",
-             statistics.median(t_s) * 1000, statistics.median(t_b) * 1000, "ms", "p50 < 50 ms")
+        for kind in ("splade", "dense"):
+            r = get_retriever(kind, dom)
+            t = [_median_time(lambda q=q, r=r: r.search(q, 50), 1) for q in queries]
+            _row("retrieval", f"{name} ({len(dom.passages)} passages): {kind} encode+search p50 vs BM25 p50",
+                 statistics.median(t) * 1000, statistics.median(t_b) * 1000, "ms", "p50 < 50 ms",
+                 grow=("first-stage p50 (ms) vs corpus size", len(dom.passages), kind, "bm25"))
     dom = load_domain("nq_open")
+    query = dom.split("test")[0].text
+    cands = [dom.passages[i].content for i in get_retriever("splade", dom).search(query, 50)[0]]
     reranker = get_reranker("minilm")
-    cands = [p.content for p in dom.passages[:50]]
-    t_rr = _median_time(lambda: reranker.score(dom.split("test")[0].text, cands), 2)
-    _row("retrieval", "MiniLM rerank of 50 candidates", t_rr, None, "s", "< 1 s")
+
+    def ours() -> None:
+        reranker.prepare(dom)
+        reranker.score(query, cands)
+
+    def encode_all() -> None:
+        encoders.minilm_embed(cands) @ encoders.minilm_embed([query])[0]
+
+    _row("retrieval", "MiniLM rerank of 50 candidates: saved passage embeddings vs encoding them",
+         _median_time(ours, 3), _median_time(encode_all, 2), "s", "< 1 s")
+    n = 64 if quick else 200
+    sample = [p.content for p in dom.passages[:n]]
+    t_splade = _median_time(lambda: encoders.splade_documents(sample, desc="bench"), 1)
+    t_dense = _median_time(lambda: encoders.minilm_embed(sample), 1)
+    _row("retrieval", f"index build per 10k passages (timed on {n}): SPLADE vs dense", t_splade / n * 1e4,
+         t_dense / n * 1e4, "s")
+    for kind, ext in (("splade", ".npz"), ("dense", ".npy")):
+        sizes = [(f / f"{kind}{ext}").stat().st_size / len(load_domain(d).passages) * 1e4
+                 for d in ("nq_open", "pubmedqa", "covidqa", "tatqa", "clapnq")
+                 for f in index_folders(load_domain(d))[:1] if (f / f"{kind}{ext}").exists()]
+        if sizes:
+            _row("retrieval", f"{kind} index size per 10k passages (shipped files)", float(np.mean(sizes)) / 2**20,
+                 None, "MB")
 
 
 def bench_evaluation(quick: bool) -> None:
@@ -297,9 +331,147 @@ def bench_evaluation(quick: bool) -> None:
          "rows/min", ">= 3x", higher_is_better=True)
 
 
+_TRAIN_CHILD = r"""
+import json, resource, sys, time, torch
+from peft import get_peft_model
+from transformers import AutoModelForCausalLM
+from mdrag.bench import _prompt
+from mdrag.generation.model import resolve_generator_dir
+from mdrag.training.lora import lora_config
+variant, n, steps = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+torch.manual_seed(0)
+base = resolve_generator_dir(None)
+model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32, attn_implementation="sdpa")
+if variant != "all-weights":
+    model = get_peft_model(model, lora_config(variant, model.config))
+model.train()
+trainable = [p for p in model.parameters() if p.requires_grad]
+opt = torch.optim.AdamW(trainable, lr=5e-4, weight_decay=0.1)  # the paper's optimiser settings
+ids = torch.tensor([_prompt(n)])  # (1, n): batch 1 as in the paper
+def step():
+    loss = model(input_ids=ids, labels=ids).loss
+    loss.backward(); opt.step(); opt.zero_grad(set_to_none=True)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+step()  # warm-up: optimiser state allocated
+t0 = time.perf_counter()
+for _ in range(steps):
+    step()
+seconds = (time.perf_counter() - t0) / steps
+after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps({"tokens_per_s": n / seconds, "peak_mb": after / 1024, "extra_mb": (after - before) / 1024,
+                  "trainable": sum(p.numel() for p in trainable)}))
+"""
+
+
+def bench_train(quick: bool) -> None:
+    """Training step throughput per LoRA variant vs updating all weights, fresh process each.
+
+    One step = forward + backward + AdamW on one 512-token RAG example (batch 1, fp32: what SFTTrainer runs
+    per example, without its logging and checkpointing)."""
+    n, steps = 512, 2 if quick else 3
+    rows = {}
+    for variant in ("all-weights", "full", "qk_att", "att", "mlp"):
+        out = subprocess.run([sys.executable, "-c", _TRAIN_CHILD, variant, str(n), str(steps)], capture_output=True,
+                             text=True, check=True)
+        rows[variant] = json.loads(out.stdout.strip().splitlines()[-1])
+    base = rows.pop("all-weights")
+    for variant, r in rows.items():
+        _row("train", f"{variant} ({r['trainable'] / 1e6:.2f}M trainable): tokens/s vs updating all "
+             f"{base['trainable'] / 1e6:.0f}M weights", r["tokens_per_s"], base["tokens_per_s"], "tok/s",
+             higher_is_better=True)
+        _row("train", f"{variant}: peak resident memory vs updating all weights", r["peak_mb"], base["peak_mb"], "MB")
+
+
+_APP_CHILD = r"""
+import json, resource, sys
+mode = sys.argv[1]
+if mode == "plain":
+    import torch
+    from transformers import AutoModelForCausalLM
+    from mdrag.generation.model import resolve_generator_dir
+    model = AutoModelForCausalLM.from_pretrained(resolve_generator_dir(None), dtype=torch.float32)
+    with torch.inference_mode():
+        model(input_ids=torch.tensor([[1, 2, 3]]))
+else:
+    import app  # noqa: F401  (what `python app.py` imports)
+    from mdrag.data.domains import DOMAINS
+    from mdrag.generation.generator import Generator
+    from mdrag.generation.model import load_generator
+    from mdrag.pipeline import RagPipeline
+    variants = ["vanilla", "full", "qk_att", "att", "mlp", "full_skd"]
+    for name in DOMAINS:  # every domain's indexes and every adapter, one question each
+        pipe = RagPipeline.for_domain(name)
+        q = pipe.domain.split("test")[0]
+        text, bench = pipe.resolve_query(None, q.id)
+        trace = pipe.make_trace(text, bench, pipe.retrieve(text, set(bench.gold_ids), {}), "retrieved")
+        Generator(load_generator(), max_new_tokens=8).generate(trace.prompt_ids, variants)
+print(json.dumps({"peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+
+def bench_memory(quick: bool) -> None:
+    """Peak resident memory of the app's work (every domain's indexes, all six variants) vs loading the base
+    model with plain transformers, fresh process each."""
+    got = {}
+    for mode in ("plain", "app"):
+        out = subprocess.run([sys.executable, "-c", _APP_CHILD, mode], capture_output=True, text=True, check=True)
+        got[mode] = json.loads(out.stdout.strip().splitlines()[-1])["peak_mb"]
+    _row("memory", "app peak RSS (5 domains' indexes, 6 variants answered) vs plain transformers base model",
+         got["app"], got["plain"], "MB", "< 3,000 MB")
+
+
+def growth_figure(rows: list[dict]):
+    """One panel per growth measurement: our series and the baseline's against size (plotly)."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    panels: dict[str, dict[str, dict[float, float]]] = {}
+    for r in rows:
+        if not r.get("grow"):
+            continue
+        panel, size, ours, base = r["grow"]
+        series = panels.setdefault(panel, {})
+        series.setdefault(ours, {})[size] = r["ours"]
+        if base and r["baseline"] is not None:
+            series.setdefault(base, {})[size] = r["baseline"]
+    names = list(panels)
+    cols = 2
+    fig = make_subplots(rows=max(1, -(-len(names) // cols)), cols=cols, subplot_titles=names)
+    for i, panel in enumerate(names):
+        for series, points in panels[panel].items():
+            xs = sorted(points)
+            fig.add_trace(go.Scatter(x=xs, y=[points[x] for x in xs], mode="lines+markers", name=series,
+                                     legendgroup=panel, legendgrouptitle_text=panel),
+                          row=i // cols + 1, col=i % cols + 1)
+    fig.update_layout(height=330 * max(1, -(-len(names) // cols)), width=1200,
+                      title="How cost grows (each series beside its same-run baseline)")
+    return fig
+
+
+def write_figure(fig, path: str) -> None:
+    import os
+    import tempfile
+    from pathlib import Path
+
+    if not path.endswith(".png"):
+        fig.write_html(path, include_plotlyjs=True)
+        return
+    from playwright.sync_api import sync_playwright
+
+    with tempfile.TemporaryDirectory() as tmp, sync_playwright() as p:
+        page_file = Path(tmp) / "figure.html"
+        fig.write_html(page_file, include_plotlyjs=True)  # plotly.js inline: no network
+        browser = p.chromium.launch(executable_path=os.environ.get("MDRAG_CHROMIUM", "/usr/bin/chromium"))
+        page = browser.new_page(viewport={"width": fig.layout.width, "height": fig.layout.height})
+        page.goto(page_file.as_uri())
+        page.locator(".js-plotly-plot").wait_for()
+        page.screenshot(path=path, full_page=True)
+        browser.close()
+
+
 SECTIONS = {"decode": bench_decode, "variants": bench_variants, "ask": bench_ask, "ingest": bench_ingest,
             "attention": bench_attention, "ablation": bench_ablation, "retrieval": bench_retrieval,
-            "evaluation": bench_evaluation}
+            "evaluation": bench_evaluation, "train": bench_train, "memory": bench_memory}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -308,6 +480,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", help=f"comma-separated sections: {', '.join(SECTIONS)}")
     parser.add_argument("--json", help="write all rows here")
     parser.add_argument("--quick", action="store_true", help="fewer sizes and repeats")
+    parser.add_argument("--figure", help="write the growth figure here: .html (plotly), or .png (rendered offline "
+                        "in chromium through Playwright, from requirements-dev; MDRAG_CHROMIUM names the browser)")
     args = parser.parse_args(argv)
     chosen = args.only.split(",") if args.only else list(SECTIONS)
     unknown = [s for s in chosen if s not in SECTIONS]
@@ -317,7 +491,9 @@ def main(argv: list[str] | None = None) -> int:
         SECTIONS[name](args.quick)
     import pandas as pd
 
-    print(pd.DataFrame(ROWS).to_markdown(index=False))
+    print(pd.DataFrame(ROWS).drop(columns="grow").to_markdown(index=False))
+    if args.figure:
+        write_figure(growth_figure(ROWS), args.figure)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(ROWS, f, indent=2)

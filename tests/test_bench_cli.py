@@ -17,3 +17,15 @@ def test_rows_carry_the_ratio_to_their_baseline():
     assert bench.ROWS[-1]["ratio"] == 2.0 and bench.ROWS[-1]["target"] == "< 2x"
     bench._row("x", "no baseline", 3.0, None, "s")
     assert bench.ROWS[-1]["ratio"] is None
+
+
+def test_growth_figure_pairs_each_series_with_its_baseline():
+    rows = []
+    for n, ours, base in ((1, 2.0, 2.0), (3, 3.0, 6.0), (6, 4.0, 12.0)):
+        bench.ROWS.clear()
+        bench._row("v", f"{n}", ours, base, "s", grow=("time vs variants", n, "batched", "sequential"))
+        rows += bench.ROWS
+    bench._row("r", "no growth", 1.0, 1.0, "s")
+    fig = bench.growth_figure([*rows, *bench.ROWS])
+    traces = {t.name: (list(t.x), list(t.y)) for t in fig.data}
+    assert traces == {"batched": ([1, 3, 6], [2.0, 3.0, 4.0]), "sequential": ([1, 3, 6], [2.0, 6.0, 12.0])}
