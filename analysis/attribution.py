@@ -100,11 +100,16 @@ def _captum_ablation(m: _Model, template: str, values: list[str], baselines: lis
     if m.tokenizer("x")["input_ids"] != m.tokenizer("x", add_special_tokens=False)["input_ids"]:
         raise ValueError("This tokenizer adds special tokens by itself; captum would insert them twice")
     llm = LLMAttribution(FeatureAblation(m.model), m.tokenizer)
+    # FeatureAblation's first forward is the unablated prompt: keep its log P(answer) rather than paying one
+    # more forward for it (1 + k forwards in all). Element 0 is the sequence total, the rest per token.
+    inner, evals = llm.attr_method.forward_func, []
+    llm.attr_method.forward_func = lambda *a, **k: evals.append(inner(*a, **k)) or evals[-1]
     inp = TextTemplateInput(template, values=values, baselines=baselines)
     with m.fast.rows([m.name]):
         res = llm.attribute(inp, target=torch.tensor(m.answer_ids), forward_in_tokens=False)
     token_attr = res.token_attr.tolist() if res.token_attr is not None else []
-    return res.seq_attr.tolist(), token_attr
+    full = float(evals[0].reshape(-1)[0])
+    return res.seq_attr.tolist(), token_attr, full
 
 
 def passage_ablation(trace: RagTrace, variant: str, generator_path: str | None = None,
@@ -114,9 +119,8 @@ def passage_ablation(trace: RagTrace, variant: str, generator_path: str | None =
     m = _Model(trace, variant, generator_path, dtype, target)
     ranges = _passage_ranges(trace)
     template, values = _template(trace.prompt, [(s, e) for _, s, e in ranges])
-    scores, token_scores = _captum_ablation(m, template, values)
-    return Attribution(variant, [n for n, _, _ in ranges], scores, m.answer_logprob(trace.prompt),
-                       token_scores=token_scores)
+    scores, token_scores, full = _captum_ablation(m, template, values)
+    return Attribution(variant, [n for n, _, _ in ranges], scores, full, token_scores=token_scores)
 
 
 def sentences(text: str) -> list[tuple[int, int]]:
@@ -139,9 +143,8 @@ def sentence_ablation(trace: RagTrace, variant: str, passage: int, generator_pat
     spans = [(start + s, start + e) for s, e in sentences(trace.prompt[start:end])]
     m = _Model(trace, variant, generator_path, dtype)
     template, values = _template(trace.prompt, spans)
-    scores, token_scores = _captum_ablation(m, template, values)
-    return Attribution(variant, values, scores, m.answer_logprob(trace.prompt), kind="sentence",
-                       token_scores=token_scores)
+    scores, token_scores, full = _captum_ablation(m, template, values)
+    return Attribution(variant, values, scores, full, kind="sentence", token_scores=token_scores)
 
 
 def deletion_curve(trace: RagTrace, variant: str, order: list[str], generator_path: str | None = None,

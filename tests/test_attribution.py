@@ -42,7 +42,17 @@ def _without(trace, names: set[str]) -> str:
 
 
 def test_passage_ablation_equals_independent_log_prob_drops(trace, tiny_generator_dir):
-    attr = passage_ablation(trace, "vanilla", str(tiny_generator_dir), dtype="float32")
+    from mdrag.generation.generator import multi_lora_model
+    from mdrag.generation.model import load_generator
+
+    model = multi_lora_model(load_generator(str(tiny_generator_dir)), "float32").model
+    calls = []
+    hook = model.register_forward_hook(lambda *_: calls.append(1))
+    try:
+        attr = passage_ablation(trace, "vanilla", str(tiny_generator_dir), dtype="float32")
+    finally:
+        hook.remove()
+    assert len(calls) == 1 + len(trace.passages)  # the unablated prompt once, then one per passage
     answer = trace.answers["vanilla"].token_ids
     full = _logprob(tiny_generator_dir, trace.prompt, answer)
     assert attr.full_logprob == pytest.approx(full, abs=1e-3)
