@@ -47,7 +47,8 @@ def test_passage_ablation_equals_independent_log_prob_drops(trace, tiny_generato
 
     model = multi_lora_model(load_generator(str(tiny_generator_dir)), "float32").model
     calls = []
-    hook = model.register_forward_hook(lambda *_: calls.append(1))
+    # on the decoder: captum calls the top model's .forward() directly, which bypasses its own hooks
+    hook = model.get_decoder().register_forward_hook(lambda *_: calls.append(1))
     try:
         attr = passage_ablation(trace, "vanilla", str(tiny_generator_dir), dtype="float32")
     finally:
