@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -81,18 +82,27 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
     return path
 
 
-@pytest.fixture
-def tiny_domain(tmp_path):
-    """The tiny corpus registered as domain 'tiny' (unregistered again afterwards)."""
+@contextmanager
+def registered_domain(folder: Path, name: str, queries: list[dict], passages: list[dict], cluster: str):
+    """A JSONL domain written to `folder` and registered for the duration of the block."""
     from mdrag.data.benchmark import load_domain
     from mdrag.data.domains import DOMAINS, register_jsonl_domain
 
-    spec = register_jsonl_domain("tiny", write_jsonl(tmp_path / "q.jsonl", TINY_QUERIES),
-                                 write_jsonl(tmp_path / "p.jsonl", TINY_PASSAGES), cluster="test")
+    spec = register_jsonl_domain(name, write_jsonl(folder / "q.jsonl", queries),
+                                 write_jsonl(folder / "p.jsonl", passages), cluster=cluster)
     load_domain.cache_clear()
-    yield load_domain("tiny")
-    DOMAINS.pop(spec.name, None)
-    load_domain.cache_clear()
+    try:
+        yield load_domain(name)
+    finally:
+        DOMAINS.pop(spec.name, None)
+        load_domain.cache_clear()
+
+
+@pytest.fixture
+def tiny_domain(tmp_path):
+    """The tiny corpus registered as domain 'tiny' (unregistered again afterwards)."""
+    with registered_domain(tmp_path, "tiny", TINY_QUERIES, TINY_PASSAGES, "test") as domain:
+        yield domain
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 import pytest
-from conftest import write_jsonl
+from conftest import registered_domain
 
 pytestmark = pytest.mark.slow
 
@@ -20,9 +20,6 @@ COUNTRIES = [("France", "Paris"), ("Italy", "Rome"), ("Spain", "Madrid"), ("Germ
 @pytest.fixture
 def toy_domain(tmp_path, monkeypatch):
     """16 countries, two gold passages per question (a fact and a near-copy), 12 train / 4 test questions."""
-    from mdrag.data.benchmark import load_domain
-    from mdrag.data.domains import DOMAINS, register_jsonl_domain
-
     monkeypatch.setenv("MDRAG_CACHE", str(tmp_path / "cache"))
     passages, queries = [], []
     for i, (country, city) in enumerate(COUNTRIES):
@@ -31,12 +28,8 @@ def toy_domain(tmp_path, monkeypatch):
                      {"id": f"c{i}x", "title": city, "text": f"{city} has a river, old streets and many museums."}]
         queries.append({"id": f"q{i}", "text": f"what is the capital of {country}", "answers": [city],
                         "gold_ids": [f"c{i}a", f"c{i}b"], "split": "train" if i < 12 else "test"})
-    spec = register_jsonl_domain("toy", write_jsonl(tmp_path / "q.jsonl", queries),
-                                 write_jsonl(tmp_path / "p.jsonl", passages), cluster="general")
-    load_domain.cache_clear()
-    yield load_domain("toy")
-    DOMAINS.pop(spec.name, None)
-    load_domain.cache_clear()
+    with registered_domain(tmp_path, "toy", queries, passages, "general") as domain:
+        yield domain
 
 
 @pytest.fixture(scope="module")
