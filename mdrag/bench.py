@@ -53,6 +53,12 @@ def _status_mb(field: str) -> float:
     return int(line.split()[1]) / 1024  # kB -> MB
 
 
+def _retrieved_prompt(pipe, query_id: str) -> list[int]:
+    """The generator prompt of a benchmark question in the retrieved setting (retrieval and rerank run)."""
+    text, bench = pipe.resolve_query(None, query_id)
+    return pipe.make_trace(text, bench, pipe.retrieve(text, set(bench.gold_ids), {}), "retrieved").prompt_ids
+
+
 def _median_time(fn: Callable[[], object], repeats: int = 3) -> float:
     fn()  # warm-up
     times = []
@@ -155,14 +161,13 @@ def bench_ask(quick: bool) -> None:
 
     def ask(variants: list[str]) -> dict[str, float]:
         t0 = time.perf_counter()
-        text, bench = pipe.resolve_query(None, query.id)
-        trace = pipe.make_trace(text, bench, pipe.retrieve(text, set(bench.gold_ids), {}), "retrieved")
+        ids = _retrieved_prompt(pipe, query.id)
         marks: dict[str, float] = {}
-        gen.generate(trace.prompt_ids, variants,
+        gen.generate(ids, variants,
                      on_done=lambda g: marks.setdefault("first answer", time.perf_counter() - t0),
                      on_token=lambda v, _: marks.setdefault("first token", time.perf_counter() - t0))
         marks["all answers"] = time.perf_counter() - t0
-        marks["prompt tokens"] = len(trace.prompt_ids)
+        marks["prompt tokens"] = len(ids)
         return marks
 
     ask(order[:1])  # warm-up: models, indexes, adapters
@@ -335,8 +340,7 @@ def bench_evaluation(quick: bool) -> None:
     variants = ["vanilla", "full", "qk_att", "att", "mlp", "full_skd"]
     prompts = []
     for q in pipe.domain.split("test")[: 2 if quick else 3]:
-        text, bench = pipe.resolve_query(None, q.id)
-        prompts.append(pipe.make_trace(text, bench, pipe.retrieve(text, set(q.gold_ids), {}), "retrieved").prompt_ids)
+        prompts.append(_retrieved_prompt(pipe, q.id))
     t0 = time.perf_counter()
     for ids in prompts:
         gen.generate(ids, variants)
@@ -402,7 +406,7 @@ def bench_train(quick: bool) -> None:
 
 _APP_CHILD = r"""
 import json, sys
-from mdrag.bench import peak_memory_mb
+from mdrag.bench import _retrieved_prompt, peak_memory_mb
 mode = sys.argv[1]
 if mode == "plain":
     import torch
@@ -420,10 +424,8 @@ else:
     variants = ["vanilla", "full", "qk_att", "att", "mlp", "full_skd"]
     for name in DOMAINS:  # every domain's indexes and every adapter, one question each
         pipe = RagPipeline.for_domain(name)
-        q = pipe.domain.split("test")[0]
-        text, bench = pipe.resolve_query(None, q.id)
-        trace = pipe.make_trace(text, bench, pipe.retrieve(text, set(bench.gold_ids), {}), "retrieved")
-        Generator(load_generator(), max_new_tokens=8).generate(trace.prompt_ids, variants)
+        ids = _retrieved_prompt(pipe, pipe.domain.split("test")[0].id)
+        Generator(load_generator(), max_new_tokens=8).generate(ids, variants)
 print(json.dumps({"peak_mb": peak_memory_mb()}))  # VmHWM: ru_maxrss would include the parent's peak
 """
 

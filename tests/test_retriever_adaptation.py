@@ -136,3 +136,16 @@ def test_unknown_adapted_retriever_says_how_to_train_it(toy_domain):
 
     with pytest.raises(MissingModelError, match="train-retriever --domain toy"):
         get_retriever("dense-ft", toy_domain)
+
+
+def test_a_domain_without_training_questions_is_a_clear_error(tmp_path, tiny_encoder):
+    from mdrag.errors import BenchmarkError
+    from mdrag.training.retriever import train_retriever
+
+    queries = [{"id": "t0", "text": "what is the capital of France", "answers": ["Paris"], "gold_ids": ["c0a"],
+                "split": "test"}]
+    passages = [{"id": "c0a", "title": "France", "text": "The capital of France is Paris."}]
+    with (registered_domain(tmp_path, "testonly", queries, passages, "general"),
+          pytest.raises(BenchmarkError, match="no training questions")):
+        train_retriever(["testonly"], base=tiny_encoder, out_dir=tmp_path / "out")
+    assert not (tmp_path / "out").exists()

@@ -119,10 +119,10 @@ class DenseRetriever(_IndexedRetriever):
     ext = ".npy"
     index_cls = DenseIndex
 
+    query_prefix: str = ""  # an adapted encoder's instruction (from its card)
+
     def encode_passages(self, texts: list[str]):
         return encoders.minilm_embed(texts, self.model_dir, progress=True)  # (n, 384)
-
-    query_prefix: str = ""  # an adapted encoder's instruction (from its card)
 
     def encode_query(self, query: str):
         return encoders.minilm_embed([self.query_prefix + query], self.model_dir)[0]  # (384,)
@@ -139,17 +139,11 @@ def adapted_dense(source: str | None) -> Callable[[Domain], DenseRetriever]:
         card = load_card(folder)
         prefix = card["instructions"].get(domain.name)
         if prefix is None:  # searched domain outside the training set (forgetting check): same template
-            prefix = instruction_for(domain.name, _settings(card))
+            prefix = instruction_for(domain.name, card["settings"]["instruction"])
         return DenseRetriever(domain, model_dir=folder, name=f"dense-ft:{source or domain.name}",
                               label=f"dense MiniLM fine-tuned on {source or domain.name}", query_prefix=prefix)
 
     return make
-
-
-def _settings(card: dict):
-    from mdrag.training.retriever import RetrieverSettings
-
-    return RetrieverSettings(**card["settings"])
 
 
 def saved_dense_embeddings(domain: Domain) -> np.ndarray | None:

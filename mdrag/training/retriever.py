@@ -26,7 +26,7 @@ from pathlib import Path
 from mdrag.config import MINILM, cache_dir
 from mdrag.data.benchmark import Domain, load_domain
 from mdrag.data.domains import DOMAINS
-from mdrag.errors import MissingModelError
+from mdrag.errors import BenchmarkError, MissingModelError
 from mdrag.hashing import folder_fingerprint
 
 INSTRUCTION = "Represent this {topic} question for retrieving passages: "
@@ -49,8 +49,8 @@ class RetrieverSettings:
     limit: int | None = None  # at most this many training questions per domain (None: all)
 
 
-def instruction_for(domain: str, settings: RetrieverSettings) -> str:
-    return INSTRUCTION.format(topic=TOPICS.get(DOMAINS[domain].cluster, "domain")) if settings.instruction else ""
+def instruction_for(domain: str, instruction: bool) -> str:
+    return INSTRUCTION.format(topic=TOPICS.get(DOMAINS[domain].cluster, "domain")) if instruction else ""
 
 
 def adapted_dir(source: str) -> Path:
@@ -128,7 +128,10 @@ def train_retriever(domains: list[str], settings: RetrieverSettings | None = Non
     data, counts = {}, {}
     for name in domains:
         domain = load_domain(name)
-        pairs = training_pairs(domain, instruction_for(name, settings), settings.limit)
+        pairs = training_pairs(domain, instruction_for(name, settings.instruction), settings.limit)
+        if not pairs:
+            raise BenchmarkError(f"Domain '{name}' has no training questions with gold passages: nothing to "
+                                 "adapt the retriever on")
         rows = with_hard_negatives(pairs, domain, model, settings)
         counts[name] = {"pairs": len(pairs), "kept_with_negatives": len(rows)}
         data[name] = Dataset.from_list(rows)
@@ -149,7 +152,7 @@ def train_retriever(domains: list[str], settings: RetrieverSettings | None = Non
     trainer.train(resume_from_checkpoint=last)
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     card = {"domains": domains, "base": base.name, "base_fingerprint": folder_fingerprint(base),
-            "instructions": {d: instruction_for(d, settings) for d in domains}, "data": counts,
+            "instructions": {d: instruction_for(d, settings.instruction) for d in domains}, "data": counts,
             "settings": asdict(settings), "steps": int(trainer.state.global_step),
             "first_loss": losses[0] if losses else None, "final_loss": losses[-1] if losses else None,
             "resumed_from": Path(last).name if last else None,
