@@ -115,11 +115,12 @@ def _cmd_train_retriever(args) -> int:
 
     from mdrag.evaluation.retrieval_metrics import compare_retrievers
     from mdrag.retrieval.retrievers import ADAPTED_PREFIX
-    from mdrag.training.retriever import RetrieverSettings, adapted_dir, train_retriever
+    from mdrag.training.retriever import RetrieverSettings, adapted_dir, ship_retriever, train_retriever
 
     domains = _domains(args.domain)
     settings = RetrieverSettings(epochs=args.epochs, batch_size=args.batch_size, hard_negatives=args.hard_negatives,
-                                 instruction=not args.no_instruction, max_steps=args.max_steps, limit=args.limit)
+                                 instruction=not args.no_instruction, max_steps=args.max_steps, limit=args.limit,
+                                 lora_rank=args.lora_rank, learning_rate=args.learning_rate)
     card = train_retriever(domains, settings)
     source = "+".join(domains)
     print(f"adapted encoder: {adapted_dir(source)} ({card['steps']} steps, loss {card['first_loss']:.3f} -> "
@@ -132,6 +133,8 @@ def _cmd_train_retriever(args) -> int:
     card["evaluation"] = {"split": args.split, "limit": args.eval_limit, "rows": rows}
     card_path.write_text(json.dumps(card, indent=2, sort_keys=True) + "\n")
     print(table.to_markdown(index=False, floatfmt=".3f"))
+    if args.ship:
+        print(f"shipped: {ship_retriever(source)}")
     return 0
 
 
@@ -340,6 +343,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--split", default="test", help="split for the before/after comparison")
     s.add_argument("--eval-limit", type=int, help="at most this many questions per domain in the comparison")
     s.add_argument("--no-forgetting", action="store_true", help="compare on the training domains only")
+    s.add_argument("--lora-rank", type=int, default=16, help="LoRA rank on the encoder (0: fine-tune all weights)")
+    s.add_argument("--learning-rate", type=float, help="default 2e-4 with a LoRA, 2e-5 for all weights")
+    s.add_argument("--ship", action="store_true", help="copy the LoRA checkpoint into assets/retrievers (to commit)")
     s.set_defaults(func=_cmd_train_retriever)
 
     s = sub.add_parser("variants", help="LoRA variants: modules, budget-matched rank, trainable parameters")

@@ -14,6 +14,7 @@ import scipy.sparse as sp
 from tqdm import tqdm
 
 from mdrag.config import MINILM, SPLADE
+from mdrag.hashing import folder_fingerprint
 
 # Encoding a batch materialises (batch, tokens, 30522) logits: 4 x 256 tokens is 125 MB, and batch 4
 # was the fastest size on this 2-core CPU (37 ms/passage vs 75 ms at batch 32).
@@ -37,10 +38,40 @@ def splade_encoder(path: Path | None = None):
 
 @cache
 def minilm_encoder(path: Path | None = None):
+    """The dense encoder in `path` (default: the packaged MiniLM). A folder holding a LoRA adapter
+    (adapted retriever) is loaded onto its base, after checking the adapter fits that base."""
     from sentence_transformers import SentenceTransformer
 
-    # float32 whatever the checkpoint holds (adapted encoders are saved in fp16 to stay small)
-    return SentenceTransformer(str(path or MINILM.path()), device="cpu", model_kwargs={"dtype": "float32"})
+    folder = Path(path or MINILM.path())
+    # float32 whatever the checkpoint holds (adapted encoders are saved in fp16 to stay small);
+    # use_safetensors: a folder with pickle weights only is refused, never unpickled
+    kwargs = {"dtype": "float32", "use_safetensors": True}
+    if not (folder / "adapter_config.json").exists():
+        return SentenceTransformer(str(folder), device="cpu", model_kwargs=kwargs)
+    from mdrag.generation.adapters import AdapterError, check_adapter
+
+    base_dir = _lora_base(folder)
+    model = SentenceTransformer(str(base_dir), device="cpu", model_kwargs=kwargs)
+    check_adapter(folder, model[0].auto_model, folder_fingerprint(base_dir))  # safetensors only, shapes, base
+    try:
+        model.load_adapter(str(folder), use_safetensors=True)
+    except Exception as err:
+        raise AdapterError(f"Loading the adapted encoder {folder} failed: {err}") from None
+    return model.float().eval()
+
+
+def _lora_base(folder: Path) -> Path:
+    """The encoder a LoRA in `folder` was trained on: the packaged MiniLM (by fingerprint), or the local
+    base its card names (never in a shipped checkpoint)."""
+    from mdrag.generation.adapters import AdapterError, read_card
+
+    card = read_card(folder)
+    if card.get("base_path"):
+        return Path(card["base_path"])
+    if card.get("base_fingerprint") not in (None, folder_fingerprint(MINILM.path())):
+        raise AdapterError(f"The adapted encoder {folder} was trained on another base ({card.get('base')}, "
+                           f"{card['base_fingerprint']}), not the packaged MiniLM. Retrain it on this one.")
+    return MINILM.path()
 
 
 def _to_scipy(tensor) -> sp.csr_matrix:

@@ -133,9 +133,9 @@ def adapted_dense(source: str | None) -> Callable[[Domain], DenseRetriever]:
     run; None: the domain being searched). Its passage index is built once into the cache."""
 
     def make(domain: Domain) -> DenseRetriever:
-        from mdrag.training.retriever import adapted_dir, instruction_for, load_card
+        from mdrag.training.retriever import find_adapted, instruction_for, load_card
 
-        folder = adapted_dir(source or domain.name)
+        folder = find_adapted(source or domain.name)
         card = load_card(folder)
         prefix = card["instructions"].get(domain.name)
         if prefix is None:  # searched domain outside the training set (forgetting check): same template

@@ -11,8 +11,12 @@ Optional instruction prefix on questions ("Represent this finance question for r
 stored in the card and applied at query time. Several domains train as one multi-task run (one batch =
 one domain, so in-batch negatives come from the same corpus).
 
+By default only a LoRA on the encoder's linear layers is trained (peft through sentence-transformers'
+`add_adapter`): the checkpoint is ~0.7 MB in fp16 instead of 45 MB, small enough to ship one per domain in
+assets/retrievers (`--ship`). `lora_rank=0` fine-tunes every weight instead (cache only).
+
 Saved as fp16 safetensors (sentence-transformers layout) with card.json in the cache; a killed run resumes
-from its last checkpoint.
+from its last checkpoint. Lookup: the cache first (what was trained on this machine), then the shipped copy.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from mdrag.config import MINILM, cache_dir
+from mdrag.config import ASSETS_DIR, MINILM, cache_dir
 from mdrag.data.benchmark import Domain, load_domain
 from mdrag.data.domains import DOMAINS
 from mdrag.errors import BenchmarkError, MissingModelError
@@ -38,7 +42,7 @@ TOPICS = {"general": "general-knowledge", "biomedical": "biomedical", "finance":
 class RetrieverSettings:
     epochs: float = 1.0
     batch_size: int = 32  # in-batch negatives: 31 per question
-    learning_rate: float = 2e-5
+    learning_rate: float | None = None  # None: 2e-4 for a LoRA, 2e-5 for all weights
     warmup: float = 0.1
     hard_negatives: int = 1  # mined per (question, gold passage) pair; 0 = in-batch negatives only
     mine_range: int = 30  # negatives are drawn from the encoder's top-N passages
@@ -47,15 +51,32 @@ class RetrieverSettings:
     save_steps: int = 50
     seed: int = 0
     limit: int | None = None  # at most this many training questions per domain (None: all)
+    lora_rank: int = 16  # LoRA on query/key/value/dense of every layer; 0 = fine-tune all weights
+    lora_targets: tuple[str, ...] = ("query", "key", "value", "dense")  # BERT's linear layers
+
+    @property
+    def lr(self) -> float:
+        return self.learning_rate or (2e-4 if self.lora_rank else 2e-5)
 
 
 def instruction_for(domain: str, instruction: bool) -> str:
     return INSTRUCTION.format(topic=TOPICS.get(DOMAINS[domain].cluster, "domain")) if instruction else ""
 
 
+SHIPPED_RETRIEVERS = ASSETS_DIR / "retrievers"
+
+
 def adapted_dir(source: str) -> Path:
-    """Where the encoder adapted on `source` (a domain, or domains joined by '+') lives."""
+    """Where training writes the encoder adapted on `source` (a domain, or domains joined by '+')."""
     return cache_dir() / "retrievers" / source
+
+
+def find_adapted(source: str) -> Path:
+    """The encoder adapted on `source`: trained on this machine (cache) first, else the shipped one."""
+    for folder in (adapted_dir(source), SHIPPED_RETRIEVERS / source):
+        if (folder / "card.json").exists():
+            return folder
+    return adapted_dir(source)  # missing: load_card says how to train it
 
 
 def load_card(folder: Path) -> dict:
@@ -116,7 +137,7 @@ def train_retriever(domains: list[str], settings: RetrieverSettings | None = Non
         SentenceTransformerTrainingArguments,
     )
     from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
-    from sentence_transformers.training_args import BatchSamplers
+    from sentence_transformers.sentence_transformer.training_args import BatchSamplers
     from transformers.trainer_utils import get_last_checkpoint
 
     settings = settings or RetrieverSettings()
@@ -132,14 +153,20 @@ def train_retriever(domains: list[str], settings: RetrieverSettings | None = Non
         if not pairs:
             raise BenchmarkError(f"Domain '{name}' has no training questions with gold passages: nothing to "
                                  "adapt the retriever on")
-        rows = with_hard_negatives(pairs, domain, model, settings)
+        rows = with_hard_negatives(pairs, domain, model, settings)  # mined with the unadapted encoder
         counts[name] = {"pairs": len(pairs), "kept_with_negatives": len(rows)}
         data[name] = Dataset.from_list(rows)
+    if settings.lora_rank:
+        from peft import LoraConfig, TaskType
+
+        model.add_adapter(LoraConfig(task_type=TaskType.FEATURE_EXTRACTION, r=settings.lora_rank,
+                                     lora_alpha=2 * settings.lora_rank, lora_dropout=0.1,
+                                     target_modules=list(settings.lora_targets)))
     run = cache_dir() / "runs" / f"retriever-{source}-{folder_fingerprint(base)}-{_settings_key(settings)}"
     run.mkdir(parents=True, exist_ok=True)
     args = SentenceTransformerTrainingArguments(
         output_dir=str(run), num_train_epochs=settings.epochs, max_steps=settings.max_steps,
-        per_device_train_batch_size=settings.batch_size, learning_rate=settings.learning_rate,
+        per_device_train_batch_size=settings.batch_size, learning_rate=settings.lr,
         warmup_steps=settings.warmup, seed=settings.seed, data_seed=settings.seed, logging_steps=1,
         save_steps=settings.save_steps, save_total_limit=2, report_to="none", use_cpu=True,
         batch_sampler=BatchSamplers.NO_DUPLICATES,  # a duplicate passage in a batch is a false negative
@@ -151,7 +178,15 @@ def train_retriever(domains: list[str], settings: RetrieverSettings | None = Non
     started = time.perf_counter()
     trainer.train(resume_from_checkpoint=last)
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
-    card = {"domains": domains, "base": base.name, "base_fingerprint": folder_fingerprint(base),
+    packaged = folder_fingerprint(base) == folder_fingerprint(MINILM.path())
+    card = {"domains": domains, "base": "packaged all-MiniLM-L6-v2" if packaged else base.name,
+            "base_fingerprint": folder_fingerprint(base),
+            # a LoRA needs its base at load time: the packaged one is found by fingerprint; another base's
+            # path is kept for this machine only (such a checkpoint is never shipped)
+            "base_path": None if packaged else str(base.resolve()),
+            "kind": f"LoRA r={settings.lora_rank} on {', '.join(settings.lora_targets)}" if settings.lora_rank
+            else "all weights",
+            "trainable_parameters": int(sum(p.numel() for p in model.parameters() if p.requires_grad)),
             "instructions": {d: instruction_for(d, settings.instruction) for d in domains}, "data": counts,
             "settings": asdict(settings), "steps": int(trainer.state.global_step),
             "first_loss": losses[0] if losses else None, "final_loss": losses[-1] if losses else None,
@@ -169,14 +204,42 @@ def _settings_key(settings: RetrieverSettings) -> str:
 
 
 def _save(model, target: Path, card: dict) -> None:
-    """fp16 safetensors in sentence-transformers layout + card.json, swapped in whole."""
+    """fp16 safetensors in sentence-transformers layout + card.json, swapped in whole. A LoRA is saved
+    as its adapter alone (adapter_model.safetensors), naming its base without a path."""
     tmp = target.with_name(f".{target.name}-tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     model.half()
     model.save(str(tmp), safe_serialization=True)
     model.float()
+    adapter_config = tmp / "adapter_config.json"
+    if adapter_config.exists():
+        cfg = json.loads(adapter_config.read_text())
+        cfg["base_model_name_or_path"] = card["base"]  # never a path of the training machine
+        adapter_config.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
+    for extra in tmp.glob("README.md"):  # the generated model card repeats the training machine's paths
+        extra.unlink()
     (tmp / "card.json").write_text(json.dumps(card, indent=2, sort_keys=True) + "\n")
     if target.exists():
         shutil.rmtree(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp.rename(target)
+
+
+def ship_retriever(source: str) -> Path:
+    """Copy a LoRA-adapted encoder from the cache into assets/retrievers (to commit). Only a LoRA on the
+    packaged encoder ships: a full copy is 45 MB, and another base would not exist on a fresh clone."""
+    folder = adapted_dir(source)
+    card = load_card(folder)
+    if not (folder / "adapter_model.safetensors").exists():
+        raise BenchmarkError(f"{folder} holds all weights of the encoder ({card.get('kind')}); only a LoRA "
+                             "checkpoint is small enough to ship: train with a LoRA rank > 0")
+    if card.get("base_path"):
+        raise BenchmarkError(f"{folder} adapts {card['base_path']}, not the packaged encoder: it cannot ship")
+    target = SHIPPED_RETRIEVERS / source
+    tmp = target.with_name(f".{target.name}-tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(folder, tmp)
+    if target.exists():
+        shutil.rmtree(target)
+    tmp.rename(target)
+    return target
