@@ -28,10 +28,10 @@ from mdrag.data.benchmark import load_domain
 from mdrag.data.domains import DOMAINS
 from mdrag.errors import MdragError
 from mdrag.evaluation import dashboard
-from mdrag.generation.variants import VARIANTS
+from mdrag.generation.variants import VARIANTS, available_variants
 from mdrag.pipeline import SETTINGS, RagPipeline
 from mdrag.retrieval.rerank import RERANKERS, get_reranker
-from mdrag.retrieval.retrievers import RETRIEVERS
+from mdrag.retrieval.retrievers import retriever_names
 from mdrag.trace import RagTrace
 
 esc = html.escape
@@ -283,8 +283,12 @@ def _store_frame(path: str) -> pd.DataFrame:
         raise gr.Error(str(err)) from None
 
 
-def dashboards(path: str, domains: list[str], variants: list[str], settings: list[str], metric: str, by: str):
-    df = dashboard.filtered(_store_frame(path), domains, variants, settings)
+def dashboards(path: str, domains: list[str], variants: list[str], settings: list[str], retrievers: list[str],
+               metric: str, by: str):
+    whole = _store_frame(path)
+    # grouping by retriever compares them all unless some are picked
+    df = dashboard.filtered(whole, domains, variants, settings,
+                            retrievers or (dashboard.retriever_choices(whole) if by == "retriever" else None))
     if df.empty:
         raise gr.Error("No rows match these filters.")
     judge = ", ".join(sorted(set(df["judge"].dropna())))
@@ -297,7 +301,18 @@ def dashboards(path: str, domains: list[str], variants: list[str], settings: lis
         table.to_csv(f, index=False)
     csv = f.name
     summary = (f"{len(df)} rows, {df['query_id'].nunique()} questions. " + dashboard.judge_summary(df))
-    return bars, by_setting, robust, longform, table, str(csv), esc(summary)
+    compared = dashboard.retriever_comparison(dashboard.filtered(whole, domains, variants, settings,
+                                                                 dashboard.retriever_choices(whole)), metric)
+    return (bars, by_setting, robust, longform, table, str(csv), esc(summary), compared.round(3),
+            dashboard.adapted_retrievers().round(3))
+
+
+def _retrievers_in(path) -> list[str]:
+    """Retrievers present in the store the dashboards open with (none if it cannot be read yet)."""
+    try:
+        return dashboard.retriever_choices(dashboard.load_results(path))
+    except MdragError:
+        return []
 
 
 def failures(path: str, kinds: list[str]):
@@ -351,10 +366,10 @@ def build_app() -> gr.Blocks:
                     gold_info = gr.Markdown()
                 with gr.Row():
                     setting = gr.Radio(list(SETTINGS), value="retrieved", label="Setting")
-                    retriever = gr.Dropdown(list(RETRIEVERS), value="splade", label="First stage")
+                    retriever = gr.Dropdown(retriever_names(), value="splade", label="First stage")
                     reranker = gr.Dropdown(list(RERANKERS), value="minilm", label="Reranker")
                     top_k = gr.Slider(1, 10, value=LIMITS.rerank_k, step=1, label="top-k to the generator")
-                variants = gr.CheckboxGroup([(spec.label, name) for name, spec in VARIANTS.items()],
+                variants = gr.CheckboxGroup([(VARIANTS[name].label, name) for name in available_variants()],
                                             value=["vanilla", "qk_att"], label="Variants (one batch)")
                 go_btn = gr.Button("Ask", variant="primary", elem_id="ask-button")
                 answers = gr.HTML(elem_id="answers")
@@ -376,12 +391,12 @@ def build_app() -> gr.Blocks:
                 fig_diff = gr.Plot(label="A − B", elem_id="attention-diff")
                 with gr.Accordion("Heads of one layer", open=False):
                     with gr.Row():
-                        head_variant = gr.Dropdown(list(VARIANTS), value="qk_att", label="variant")
+                        head_variant = gr.Dropdown(available_variants(), value="qk_att", label="variant")
                         head_layer = gr.Slider(0, 29, value=20, step=1, label="layer")
                     head_fig = gr.Plot()
                 with gr.Accordion("bertviz (offline)", open=False):
                     with gr.Row():
-                        bv_variant = gr.Dropdown(list(VARIANTS), value="vanilla", label="variant")
+                        bv_variant = gr.Dropdown(available_variants(), value="vanilla", label="variant")
                         bv_view = gr.Radio(["head", "model", "passages (one unit per segment)"], value="head",
                                            label="view")
                         bv_start = gr.Number(0, label="window from token", precision=0)
@@ -405,13 +420,13 @@ def build_app() -> gr.Blocks:
                 attr_changed = gr.Dataframe(label="what changed between the first two variants")
                 with gr.Accordion("Sentences of one passage", open=False):
                     with gr.Row():
-                        sent_variant = gr.Dropdown(list(VARIANTS), value="vanilla", label="variant")
+                        sent_variant = gr.Dropdown(available_variants(), value="vanilla", label="variant")
                         sent_passage = gr.Number(1, label="passage #", precision=0)
                     sent_btn = gr.Button("Sentence ablation")
                     sent_html = gr.HTML()
                 with gr.Accordion("Tokens: integrated gradients (slow: minutes per answer token span)", open=False):
                     with gr.Row():
-                        ig_variant = gr.Dropdown(list(VARIANTS), value="vanilla", label="variant")
+                        ig_variant = gr.Dropdown(available_variants(), value="vanilla", label="variant")
                         ig_first = gr.Number(0, label="answer tokens from", precision=0)
                         ig_last = gr.Number(1, label="to", precision=0)
                     ig_btn = gr.Button("Integrated gradients")
@@ -420,11 +435,13 @@ def build_app() -> gr.Blocks:
                 with gr.Row():
                     store = gr.Textbox(str(DEFAULT_STORE or dashboard.SHIPPED_STORE), label="results store")
                     metric = gr.Dropdown(list(dashboard.METRICS), value="Match", label="metric")
-                    by = gr.Radio(["domain", "cluster"], value="domain", label="group by")
+                    by = gr.Radio(["domain", "cluster", "retriever"], value="domain", label="group by")
                 with gr.Row():
                     f_domains = gr.CheckboxGroup(list(DOMAINS), label="domains (none = all)")
                     f_variants = gr.CheckboxGroup(list(VARIANTS), label="variants (none = all)")
                     f_settings = gr.CheckboxGroup(list(SETTINGS), label="settings (none = all)")
+                    f_retrievers = gr.CheckboxGroup(_retrievers_in(DEFAULT_STORE or dashboard.SHIPPED_STORE),
+                                                    label="retrievers (none = the main one, splade>minilm)")
                 dash_btn = gr.Button("Show", variant="primary", elem_id="dashboard-button")
                 dash_summary = gr.Markdown()
                 dash_bars = gr.Plot(elem_id="dashboard-bars")
@@ -434,6 +451,10 @@ def build_app() -> gr.Blocks:
                     dash_long = gr.Dataframe(label="long-form answers")
                 dash_table = gr.Dataframe(label="means with 95% CIs")
                 dash_csv = gr.File(label="download CSV")
+                dash_retr = gr.Dataframe(label="better retriever or generator adapter? paired differences on the "
+                                               "same questions (retrieved setting, 95% bootstrap CI)")
+                dash_adapted = gr.Dataframe(label="adapted dense retrievers: first-stage quality before/after "
+                                                  "(trained_on_it false: forgetting check)")
             with gr.Tab("Failures", id="failures"):
                 kinds = gr.CheckboxGroup(list(dashboard.FAILURE_KINDS), label="kinds (none = all)",
                                          info="; ".join(f"{k}: {v}" for k, v in dashboard.FAILURE_KINDS.items()))
@@ -460,8 +481,9 @@ def build_app() -> gr.Blocks:
                        [attr_bars, attr_curve, attr_top, attr_agree, attr_changed], concurrency_limit=2)
         sent_btn.click(sentences, [trace_state, sent_variant, sent_passage], sent_html, concurrency_limit=2)
         ig_btn.click(gradients, [trace_state, ig_variant, ig_first, ig_last], ig_html, concurrency_limit=1)
-        dash_btn.click(dashboards, [store, f_domains, f_variants, f_settings, metric, by],
-                       [dash_bars, dash_settings, dash_robust, dash_long, dash_table, dash_csv, dash_summary])
+        dash_btn.click(dashboards, [store, f_domains, f_variants, f_settings, f_retrievers, metric, by],
+                       [dash_bars, dash_settings, dash_robust, dash_long, dash_table, dash_csv, dash_summary,
+                        dash_retr, dash_adapted])
         fail_btn.click(failures, [store, kinds], fail_table)
         fail_table.select(load_case, fail_table, [domain, question, query_id, setting, variants, tabs]).then(
             ask, ask_inputs, ask_outputs, concurrency_limit=2)

@@ -157,9 +157,12 @@ def _cmd_variants(args) -> int:
 
 
 def _examples(args):
+    from mdrag.generation.variants import get_variant
     from mdrag.training.examples import ExampleSpec, rag_examples
 
-    spec = ExampleSpec(n=args.examples)
+    # a two-phase variant's passages come from its adapted retriever; `distill` labels the plain examples
+    retriever = get_variant(args.variant).retriever if getattr(args, "variant", None) else "splade"
+    spec = ExampleSpec(n=args.examples, retriever=retriever)
     return spec, rag_examples(spec)
 
 
@@ -209,7 +212,8 @@ def _cmd_evaluate(args) -> int:
     from mdrag.evaluation.store import ResultsStore
 
     grid = Grid(args.domains.split(","), args.variants.split(","), args.settings.split(","), split=args.split,
-                limit=args.limit, retriever=args.retriever, reranker=args.reranker, generator_path=args.generator,
+                limit=args.limit, retrievers=args.retrievers.split(","), reranker=args.reranker,
+                generator_path=args.generator,
                 endpoint=args.endpoint)
     judge = None
     if args.judge != "none":
@@ -274,13 +278,14 @@ def _cmd_report(args) -> int:
 
     from mdrag.evaluation.report import report
     from mdrag.evaluation.store import ResultsStore
+    from mdrag.training.retriever import adaptation_table
 
     if not Path(args.store).is_file():
         raise MdragError(f"No results store at {args.store}: run python -m mdrag evaluate first")
-    df = ResultsStore(Path(args.store)).frame()
+    df = ResultsStore(Path(args.store), read_only=True).frame()
     if df.empty:
         raise MdragError(f"{args.store} holds no results yet: run python -m mdrag evaluate first")
-    print(report(df, Path(args.csv) if args.csv else None))
+    print(report(df, Path(args.csv) if args.csv else None, adapted=adaptation_table()))
     return 0
 
 
@@ -374,7 +379,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--settings", default="retrieved")
     s.add_argument("--split", default="test")
     s.add_argument("--limit", type=int, help="queries per domain")
-    s.add_argument("--retriever", default="splade")
+    s.add_argument("--retrievers", "--retriever", default="splade",
+                   help="comma-separated first stages, a grid dimension (e.g. splade,dense-ft: each domain's "
+                        "adapted encoder; dense-ft:nq_open: the one adapted on nq_open)")
     s.add_argument("--reranker", default="minilm")
     s.add_argument("--generator", help="local HF causal-LM directory (default: packaged SmolLM2-135M)")
     s.add_argument("--judge", default="default",

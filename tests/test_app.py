@@ -91,7 +91,7 @@ def tiny_store(tmp_path, tiny_generator_dir, tiny_adapters_root, monkeypatch):
     monkeypatch.setenv("MDRAG_ADAPTERS", str(tiny_adapters_root))
     register(tmp_path)
     path = tmp_path / "r.sqlite"
-    evaluate(Grid(["evaltiny"], ["vanilla", "full"], ["retrieved", "oracle", "noisy"], retriever="bm25",
+    evaluate(Grid(["evaltiny"], ["vanilla", "full"], ["retrieved", "oracle", "noisy"], retrievers=["bm25"],
                   reranker="none", generator_path=str(tiny_generator_dir), n_distractors=2, limit=4),
              ResultsStore(path), judge=FlakyJudge(), show_progress=False)
     yield path

@@ -36,7 +36,7 @@ def grid(tmp_path, tiny_generator_dir):
     from mdrag.data.domains import DOMAINS
 
     register(tmp_path)
-    yield Grid(["evaltiny"], ["vanilla"], ["retrieved", "oracle", "noisy"], retriever="bm25", reranker="none",
+    yield Grid(["evaltiny"], ["vanilla"], ["retrieved", "oracle", "noisy"], retrievers=["bm25"], reranker="none",
                generator_path=str(tiny_generator_dir), n_distractors=2)
     DOMAINS.pop("evaltiny", None)
 
@@ -125,7 +125,7 @@ from test_evaluation_runner import register
 from mdrag.evaluation.runner import Grid, evaluate
 from mdrag.evaluation.store import ResultsStore
 register(Path({tmp!r}))
-grid = Grid(["evaltiny"], ["vanilla"], ["retrieved", "oracle", "noisy"], retriever="bm25", reranker="none",
+grid = Grid(["evaltiny"], ["vanilla"], ["retrieved", "oracle", "noisy"], retrievers=["bm25"], reranker="none",
             generator_path={gen!r}, n_distractors=2)
 print(evaluate(grid, ResultsStore(Path({store!r})), show_progress=False), flush=True)
 """
@@ -197,3 +197,75 @@ def test_paired_differences_equal_a_hand_recomputation():
     row = table.iloc[0]
     assert row["n"] == 5 and row["mean"] == pytest.approx(2 / 5)
     assert row["CI low"] <= row["mean"] <= row["CI high"]
+
+
+def test_retrievers_are_a_grid_dimension_and_oracle_rows_are_shared(grid, tmp_path, tiny_adapters_root,
+                                                                   monkeypatch):
+    from mdrag.evaluation.dashboard import filtered, retriever_comparison
+    from mdrag.evaluation.report import retriever_table, tables
+
+    monkeypatch.setenv("MDRAG_ADAPTERS", str(tiny_adapters_root))
+    grid.retrievers, grid.variants = ["bm25", "dense"], ["vanilla", "full"]
+    store = ResultsStore(tmp_path / "r.sqlite")
+    counts = evaluate(grid, store, show_progress=False)
+    # retrieved and noisy rows per retriever; oracle prompts hold the gold passages: one row serves both
+    assert counts["generated"] == 8 * 2 * (2 * 2 + 1) and counts["cached"] == 8 * 2
+    df = store.frame()
+    assert df["key"].is_unique and len(df) == 8 * 2 * 5
+    for setting, want in (("retrieved", {"bm25>none", "dense>none"}), ("noisy", {"bm25>none", "dense>none"})):
+        assert set(df[df.setting == setting]["retriever"]) == want
+    assert len(df[df.setting == "oracle"]) == 16
+    # the passages of a row are the ones its retriever ranked
+    dense = df[(df.setting == "retrieved") & (df.retriever == "dense>none")]
+    assert dense["r_nDCG@10"].notna().all()
+
+    # report: main tables on one retriever, then both compared; numbers equal a direct pandas mean
+    found = tables(df)
+    assert found["clusters"]["n"].sum() == 8 * 2  # one retriever's retrieved rows, not both
+    table = retriever_table(df).set_index(["retriever", "variant"])
+    want = df[(df.setting == "retrieved") & (df.retriever == "dense>none") & (df.variant == "full")]["m_match"].mean()
+    assert table.loc[("dense>none", "full"), "Match"].startswith(f"{want:.3f}")
+    paired = retriever_comparison(df).set_index("change")
+    wide = df[df.setting == "retrieved"].pivot_table(index="query_id", columns=["retriever", "variant"],
+                                                     values="m_match")
+    main, other = "bm25>none", "dense>none"  # no splade>minilm here: the most used (a tie: the first)
+    row = paired.loc[f"retriever {other} instead of {main} (vanilla)"]
+    assert row["mean"] == pytest.approx((wide[(other, "vanilla")] - wide[(main, "vanilla")]).mean())
+    assert paired.loc[f"adapter full instead of vanilla ({main})", "n"] == 8
+    shown = filtered(df)  # the dashboards' default: the main retriever (and every oracle row)
+    assert set(shown[shown.setting != "oracle"]["retriever"]) == {main} and (shown.setting == "oracle").sum() == 16
+
+
+def test_a_schema_2_store_is_read_and_upgraded_with_each_rows_retriever(tmp_path):
+    from mdrag.evaluation.store import COLUMNS
+
+    path = tmp_path / "old.sqlite"
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE mdrag_meta (name TEXT PRIMARY KEY, value TEXT)")
+    db.execute("INSERT INTO mdrag_meta VALUES ('schema', '2')")
+    db.execute("CREATE TABLE runs (run_id TEXT PRIMARY KEY, created REAL, config TEXT)")
+    old = [c for c in COLUMNS if c != "retriever"]
+    db.execute(f"CREATE TABLE results ({', '.join(old)})")
+    for run, retriever in (("r1", "splade"), ("r2", "bm25")):
+        db.execute("INSERT INTO runs VALUES (?, 0, ?)", (run, json.dumps({"retriever": retriever,
+                                                                          "reranker": "minilm"})))
+        row = {c: None for c in old} | {"key": f"k-{run}", "run_id": run, "setting": "retrieved",
+                                        "metrics": "{}", "retrieval": "{}", "passages": "[]", "gold": "[]"}
+        db.execute(f"INSERT INTO results VALUES ({', '.join('?' for _ in old)})", [row[c] for c in old])
+    db.commit()
+    db.close()
+    before = path.read_bytes()
+    frame = ResultsStore(path, read_only=True).frame()
+    assert dict(zip(frame["key"], frame["retriever"], strict=True)) == {"k-r1": "splade>minilm",
+                                                                        "k-r2": "bm25>minilm"}
+    assert path.read_bytes() == before  # read-only: nothing written
+    store = ResultsStore(path)  # writable: upgraded in place, keys unchanged
+    assert store.get("k-r2")["retriever"] == "bm25>minilm" and store.version == "3"
+    assert store.db.execute("SELECT value FROM mdrag_meta WHERE name='schema'").fetchone()[0] == "3"
+
+
+def test_unknown_retriever_in_the_grid_is_refused_early(grid):
+    from mdrag.errors import UnknownNameError
+
+    with pytest.raises(UnknownNameError, match="Unknown retriever 'sparse'"):
+        Grid(["evaltiny"], ["vanilla"], retrievers=["sparse"])

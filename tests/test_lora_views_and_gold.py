@@ -22,7 +22,7 @@ def store(tmp_path, tiny_generator_dir, tiny_adapters_root, monkeypatch):
     monkeypatch.setenv("MDRAG_ADAPTERS", str(tiny_adapters_root))
     register(tmp_path)
     store = ResultsStore(tmp_path / "r.sqlite")
-    evaluate(Grid(["evaltiny"], VARIANTS, ["noisy", "retrieved", "oracle"], retriever="bm25", reranker="none",
+    evaluate(Grid(["evaltiny"], VARIANTS, ["noisy", "retrieved", "oracle"], retrievers=["bm25"], reranker="none",
                   generator_path=str(tiny_generator_dir), n_distractors=2, limit=3), store, show_progress=False)
     yield store
     DOMAINS.pop("evaltiny", None)

@@ -31,7 +31,7 @@ def server(tiny_generator_dir, tiny_adapters_root, monkeypatch):
 @pytest.fixture
 def grid_args(tmp_path, tiny_generator_dir):
     register(tmp_path)
-    yield dict(domains=["evaltiny"], variants=VARIANTS, settings=["retrieved", "oracle"], retriever="bm25",
+    yield dict(domains=["evaltiny"], variants=VARIANTS, settings=["retrieved", "oracle"], retrievers=["bm25"],
                reranker="none", generator_path=str(tiny_generator_dir), n_distractors=2)
     DOMAINS.pop("evaltiny", None)
 

@@ -227,3 +227,27 @@ def test_a_bad_adapted_encoder_is_a_clear_error(toy_domain, tiny_encoder, damage
         match = "unreadable"
     with pytest.raises(AdapterError, match=match):
         get_retriever("dense-ft:toy", toy_domain)
+
+
+def test_two_phase_training_examples_come_from_the_adapted_retriever(toy_domain, tiny_encoder):
+    import argparse
+
+    from mdrag.cli import _examples
+    from mdrag.generation.variants import get_variant
+    from mdrag.retrieval.retrievers import get_retriever
+    from mdrag.training.examples import ExampleSpec, rag_examples
+    from mdrag.training.retriever import RetrieverSettings, train_retriever
+
+    assert get_variant("qk_att_2p").retriever == "dense-ft:nq_open" and get_variant("qk_att").retriever == "splade"
+    train_retriever(["toy"], RetrieverSettings(batch_size=8, max_steps=2, lora_rank=4, hard_negatives=0),
+                    base=tiny_encoder)
+    spec = ExampleSpec(domain="toy", n=4, retriever="dense-ft:toy", reranker="none")
+    assert spec.key() != ExampleSpec(domain="toy", n=4, reranker="none").key()  # never the plain examples' cache
+    rows = rag_examples(spec)
+    adapted = get_retriever("dense-ft:toy", toy_domain)
+    for row, q in zip(rows, toy_domain.split("train")[:4], strict=True):
+        idx, _ = adapted.search(q.text, 50)
+        assert row["passage_ids"] == [toy_domain.passages[int(i)].id for i in idx[:5]]
+    # the train command picks the variant's retriever for its examples
+    with pytest.raises(Exception, match="train-retriever --domain nq_open"):
+        _examples(argparse.Namespace(variant="qk_att_2p", examples=2))

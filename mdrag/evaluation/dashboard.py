@@ -10,7 +10,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from mdrag.config import ASSETS_DIR
-from mdrag.evaluation.report import judge_agreement
+from mdrag.evaluation.report import judge_agreement, main_retriever, retriever_vs_adapter
 from mdrag.evaluation.stats import bootstrap_ci
 from mdrag.evaluation.store import ResultsStore, StoreError
 
@@ -28,12 +28,34 @@ def load_results(path: str | Path | None = None) -> pd.DataFrame:
 
 
 def filtered(df: pd.DataFrame, domains: list[str] | None = None, variants: list[str] | None = None,
-             settings: list[str] | None = None) -> pd.DataFrame:
+             settings: list[str] | None = None, retrievers: list[str] | None = None) -> pd.DataFrame:
+    """Rows of the chosen domains, variants, settings and retrievers (none chosen: all; for retrievers the
+    main one, so that means never mix retrievers unasked). Oracle rows serve every retriever."""
     mask = pd.Series(True, index=df.index)
     for col, chosen in (("domain", domains), ("variant", variants), ("setting", settings)):
         if chosen:
             mask &= df[col].isin(chosen)
+    if "retriever" in df and (retrievers or df["retriever"].nunique() > 1):
+        mask &= df["retriever"].isin(retrievers or [main_retriever(df)]) | (df["setting"] == "oracle")
     return df[mask]
+
+
+def retriever_choices(df: pd.DataFrame) -> list[str]:
+    return sorted(df["retriever"].dropna().unique()) if "retriever" in df else []
+
+
+def adapted_retrievers() -> pd.DataFrame:
+    """The adapted encoders' before/after and forgetting rows (their cards), as the report shows them."""
+    from mdrag.training.retriever import adaptation_table
+
+    return adaptation_table()
+
+
+def retriever_comparison(df: pd.DataFrame, metric: str = "Match") -> pd.DataFrame:
+    """"Better retriever or generator adapter?" paired differences (empty with one retriever)."""
+    if "retriever" not in df or df["retriever"].nunique() < 2:
+        return pd.DataFrame()
+    return retriever_vs_adapter(df, METRICS.get(metric, metric))
 
 
 def means_with_ci(df: pd.DataFrame, metric: str, by: list[str]) -> pd.DataFrame:

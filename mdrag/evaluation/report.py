@@ -1,6 +1,11 @@
 """Paper-style tables from a ResultsStore: per cluster and variant (LLMEval / Match / Recall with bootstrap
 95% CIs), oracle vs retrieved, noise robustness (noisy / oracle), long-form length and recall, and the
-judge's agreement with Match (so a weak judge is never mistaken for the paper's)."""
+judge's agreement with Match (so a weak judge is never mistaken for the paper's).
+
+The paper's tables use one retriever (the main one: splade>minilm when present). When a store also holds
+other retrievers (the grid's retriever dimension), extra tables compare them: quality per retriever and
+variant, and paired differences that put "change the retriever" next to "add a generator adapter" on the
+same questions."""
 
 from __future__ import annotations
 
@@ -9,6 +14,22 @@ from pathlib import Path
 import pandas as pd
 
 from mdrag.evaluation.stats import bootstrap_ci, cohen_kappa
+from mdrag.evaluation.store import DEFAULT_RETRIEVAL
+
+
+def main_retriever(df: pd.DataFrame) -> str | None:
+    """The retriever of the paper-style tables: splade>minilm if the store has it, else the most used."""
+    if "retriever" not in df or df.empty:
+        return None
+    found = df["retriever"].dropna()
+    return DEFAULT_RETRIEVAL if DEFAULT_RETRIEVAL in set(found) else (found.mode().iloc[0] if len(found) else None)
+
+
+def with_retriever(df: pd.DataFrame, retriever: str | None) -> pd.DataFrame:
+    """Rows of one retriever, plus every oracle row (gold passages: the same prompt whatever the retriever)."""
+    if retriever is None or "retriever" not in df:
+        return df
+    return df[(df["retriever"] == retriever) | (df["setting"] == "oracle")]
 
 
 def _ci_cell(values: pd.Series) -> str:
@@ -80,12 +101,64 @@ def judge_agreement(df: pd.DataFrame) -> dict:
             "kappa_vs_match": cohen_kappa(judged, match)}
 
 
+def retriever_table(df: pd.DataFrame, setting: str = "retrieved") -> pd.DataFrame:
+    """Per domain, retriever and variant: Match and LLMEval [95% CI], with the retriever's nDCG@10 and
+    Recall@5 over the same questions (reranked list)."""
+    sub = df[df["setting"] == setting]
+    rows = []
+    for (domain, retriever, variant), g in sub.groupby(["domain", "retriever", "variant"], sort=True):
+        rows.append({"domain": domain, "retriever": retriever, "variant": variant, "n": len(g),
+                     "nDCG@10": g["r_nDCG@10"].mean() if "r_nDCG@10" in g else None,
+                     "Recall@5": g["r_Recall@5"].mean() if "r_Recall@5" in g else None,
+                     "Match": _ci_cell(g["m_match"]),
+                     "LLMEval": _ci_cell(g["judge_score"]) if "judge_score" in g else "–"})
+    return pd.DataFrame(rows)
+
+
+def retriever_vs_adapter(df: pd.DataFrame, metric: str = "m_match", setting: str = "retrieved",
+                         main: str | None = None) -> pd.DataFrame:
+    """Paired differences over the questions every compared cell answered: each other retriever instead
+    of the main one (same variant), and each adapter instead of vanilla (main retriever), so the two kinds
+    of change are read side by side, with bootstrap 95% CIs of the paired differences."""
+    main = main or main_retriever(df)
+    sub = df[df["setting"] == setting]
+    wide = sub.pivot_table(index=["domain", "query_id"], columns=["retriever", "variant"], values=metric,
+                           aggfunc="first")
+    rows = []
+
+    def add(change: str, a: tuple[str, str], b: tuple[str, str]) -> None:
+        if a in wide and b in wide:
+            diff = (wide[a] - wide[b]).dropna()
+            mean, lo, hi = bootstrap_ci(diff.tolist())
+            rows.append({"change": change, "n": len(diff), "mean": mean, "CI low": lo, "CI high": hi})
+
+    retrievers = sorted({r for r, _ in wide.columns} - {main})
+    variants = sorted({v for _, v in wide.columns})
+    for r in retrievers:
+        for v in variants:
+            add(f"retriever {r} instead of {main} ({v})", (r, v), (main, v))
+    for v in variants:
+        if v != "vanilla":
+            add(f"adapter {v} instead of vanilla ({main})", (main, v), (main, "vanilla"))
+    for r in retrievers:
+        for v in variants:
+            if v != "vanilla":
+                add(f"both: {r} + {v} instead of {main} + vanilla", (r, v), (main, "vanilla"))
+    return pd.DataFrame(rows)
+
+
 def tables(df: pd.DataFrame) -> dict[str, pd.DataFrame]:
     """Every table of the report by name (the dashboards show the same frames)."""
+    everything = df
+    if "retriever" in df and df["retriever"].nunique() > 1:
+        df = with_retriever(df, main_retriever(df))
     out = {"clusters": cluster_table(df), "domains": cluster_table(df, by="domain"),
            "clusters_oracle": cluster_table(df, "oracle"), "settings": setting_table(df),
            "settings_llmeval": setting_table(df, "judge_score") if df["judge_score"].notna().any() else None,
            "paired_match": paired_table(df), "longform": longform_table(df), "retrieval": retrieval_table(df)}
+    if "retriever" in everything and everything["retriever"].nunique() > 1:
+        out["retrievers"] = retriever_table(everything)
+        out["retriever_vs_adapter"] = retriever_vs_adapter(everything)
     return {k: v for k, v in out.items() if v is not None and not v.empty}
 
 
@@ -98,12 +171,23 @@ TITLES = {
     "paired_match": "Paired differences in Match (A - B over the same questions, 95% bootstrap CI)",
     "longform": "Long-form answers (retrieved; length in words, Recall)",
     "retrieval": "Retrieval quality per domain (test queries of this run)",
+    "retrievers": "Per domain, retriever and variant, retrieved passages (retrieval metrics after reranking)",
+    "retriever_vs_adapter": "A better retriever or a generator adapter? Paired differences in Match "
+                            "(same questions, 95% bootstrap CI)",
+    "adapted_retrievers": "Adapted dense retrievers: first-stage quality before/after on each domain's test "
+                          "split (other domains: forgetting)",
 }
 
 
-def report(df: pd.DataFrame, csv_dir: Path | None = None) -> str:
+def report(df: pd.DataFrame, csv_dir: Path | None = None, adapted: pd.DataFrame | None = None) -> str:
+    """The markdown report; `adapted`: the adapted retrievers' before/after table (retriever cards)."""
     found = tables(df)
+    if adapted is not None and not adapted.empty:
+        found["adapted_retrievers"] = adapted
     parts = []
+    if "retriever" in df and df["retriever"].nunique() > 1:
+        parts.append(f"Main retriever: {main_retriever(df)} (the others are compared in the last tables; "
+                     "oracle rows hold gold passages and serve every retriever).")
     for name, table in found.items():
         parts += [f"## {TITLES[name]}", table.to_markdown(index=False, floatfmt=".3f")]
     agreement = judge_agreement(df)

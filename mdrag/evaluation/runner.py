@@ -4,6 +4,11 @@ Per query, retrieval runs once; per setting the prompt is built once and all var
 a result are generated together in one batch (many adapters on one base). Rows of one (query, setting)
 land in one transaction, so a run killed at any point resumes without duplicates or lost rows.
 A judge failure is stored on the row; a re-run re-judges only those rows (the answer is reused).
+
+Retrievers are a grid dimension (issue: does a better retriever help more than a generator adapter?).
+The retriever is part of a row's key except in the oracle setting, whose prompt holds the gold passages
+whatever the retriever (one row serves every retriever), and except for the paper's pipeline
+(splade>minilm), so that rows stored before the dimension existed keep their keys.
 """
 
 from __future__ import annotations
@@ -19,11 +24,12 @@ from tqdm import tqdm
 from mdrag.config import LIMITS
 from mdrag.data.domains import DOMAINS, resolve_domain
 from mdrag.evaluation.retrieval_metrics import RETRIEVAL_METRICS
-from mdrag.evaluation.store import ResultsStore, row_key
+from mdrag.evaluation.store import DEFAULT_RETRIEVAL, ResultsStore, retrieval_id, row_key
 from mdrag.generation.model import load_generator
 from mdrag.generation.variants import adapter_dir, get_variant
 from mdrag.hashing import file_sha256
 from mdrag.pipeline import SETTINGS, RagPipeline
+from mdrag.retrieval.retrievers import check_retriever_name
 
 
 @dataclass
@@ -33,7 +39,7 @@ class Grid:
     settings: list[str] = field(default_factory=lambda: ["retrieved"])
     split: str = "test"
     limit: int | None = None
-    retriever: str = "splade"
+    retrievers: list[str] = field(default_factory=lambda: ["splade"])
     reranker: str = "minilm"
     generator_path: str | None = None
     n_distractors: int = 4
@@ -43,6 +49,8 @@ class Grid:
         self.domains = [resolve_domain(d).name for d in (list(DOMAINS) if self.domains == ["all"] else self.domains)]
         for v in self.variants:
             get_variant(v)
+        for r in self.retrievers:
+            check_retriever_name(r)
         for s in self.settings:
             if s not in SETTINGS:
                 from mdrag.errors import UnknownNameError
@@ -81,25 +89,30 @@ def evaluate(grid: Grid, store: ResultsStore, judge=None, show_progress: bool = 
                            "generation": made_by,
                            "versions": {"python": platform.python_version(), "torch": torch.__version__,
                                         "transformers": transformers.__version__, "peft": peft.__version__}})
-    pipes = {d: RagPipeline.for_domain(d, retriever=grid.retriever, reranker=grid.reranker,
-                                       generator_path=grid.generator_path, endpoint=grid.endpoint)
-             for d in grid.domains}
-    per_domain = [[(d, q) for q in pipes[d].domain.split(grid.split)[: grid.limit] if q.gold_ids] for d in grid.domains]
+    pipes = {(d, r): RagPipeline.for_domain(d, retriever=r, reranker=grid.reranker,
+                                            generator_path=grid.generator_path, endpoint=grid.endpoint)
+             for d in grid.domains for r in grid.retrievers}
+    per_domain = [[(d, q) for q in pipes[d, grid.retrievers[0]].domain.split(grid.split)[: grid.limit] if q.gold_ids]
+                  for d in grid.domains]
     # Domains interleaved (query 1 of each domain, then query 2, ...): a run stopped early still covers
     # every domain evenly, and its partial results are usable.
     work = [item for batch in itertools.zip_longest(*per_domain) for item in batch if item is not None]
     counts = {"generated": 0, "cached": 0, "rejudged": 0, "judge_failures": 0}
-    bar = tqdm(total=len(work) * len(grid.settings), desc="evaluate", unit="cell", disable=not show_progress)
-    for domain, q in work:
-        pipe = pipes[domain]
+    bar = tqdm(total=len(work) * len(grid.retrievers) * len(grid.settings), desc="evaluate", unit="cell",
+               disable=not show_progress)
+    for (domain, q), retriever in itertools.product(work, grid.retrievers):
+        pipe = pipes[domain, retriever]
+        rid = retrieval_id(retriever, grid.reranker)
         text, bench = pipe.resolve_query(None, q.id)
         ranked = pipe.retrieve(text, set(q.gold_ids), {})
         retrieval = _retrieval_scores(ranked, set(q.gold_ids))
         for setting in grid.settings:
             trace = pipe.make_trace(text, bench, ranked, setting, seed=0, n_distractors=grid.n_distractors)
             prompt_hash = hashlib.sha256(trace.prompt.encode()).hexdigest()[:16]
+            by = {} if setting == "oracle" or rid == DEFAULT_RETRIEVAL else {"retriever": rid}
             keys = {v: row_key(domain=domain, query=q.id, setting=setting, prompt=prompt_hash, variant=v,
-                               adapter=fps[v], max_new_tokens=LIMITS.max_new_tokens, judge=judge_name, **made_by)
+                               adapter=fps[v], max_new_tokens=LIMITS.max_new_tokens, judge=judge_name, **made_by,
+                               **by)
                     for v in grid.variants}
             existing = {v: store.get(k) for v, k in keys.items()}
             todo = [v for v, row in existing.items() if row is None]
@@ -117,7 +130,8 @@ def evaluate(grid: Grid, store: ResultsStore, judge=None, show_progress: bool = 
                     ans = trace.answers[v]
                     counts["generated"] += 1
                     row = {"key": keys[v], "run_id": run_id, "domain": domain, "cluster": DOMAINS[domain].cluster,
-                           "query_id": q.id, "variant": v, "setting": setting, "answer_type": q.answer_type,
+                           "query_id": q.id, "variant": v, "setting": setting, "retriever": rid,
+                           "answer_type": q.answer_type,
                            "prompt_hash": prompt_hash, "question": q.text, "gold": q.answers,
                            "passages": [{"id": p.id, "rank": p.rank, "gold": p.is_gold,
                                          "first_stage": p.first_stage_score, "rerank": p.rerank_score}

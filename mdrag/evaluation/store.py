@@ -6,6 +6,10 @@ variant, generator and adapter fingerprints, decoding settings, judge): identica
 recomputed, and a killed run resumes without duplicates because rows are written in transactions and
 the key is the primary key. A file that is not SQLite, or a SQLite file that is not an mdrag store,
 is refused and never overwritten.
+
+Schema 3 adds `retriever` (first stage > reranker, e.g. "splade>minilm") to each row, for the grid's
+retriever dimension. A schema-2 store is upgraded in place when opened for writing (each row gets its run's
+retriever, which schema 2 kept only in the run config) and read as if upgraded when opened read-only.
 """
 
 from __future__ import annotations
@@ -19,8 +23,10 @@ from typing import Any
 
 from mdrag.errors import MdragError
 
-SCHEMA_VERSION = "2"
-COLUMNS = ["key", "run_id", "domain", "cluster", "query_id", "variant", "setting", "answer_type", "prompt_hash",
+SCHEMA_VERSION = "3"
+DEFAULT_RETRIEVAL = "splade>minilm"  # the paper's pipeline: SPLADE first stage, then a reranker
+COLUMNS = ["key", "run_id", "domain", "cluster", "query_id", "variant", "setting", "retriever", "answer_type",
+           "prompt_hash",
            "question", "gold", "passages", "answer", "n_tokens", "seconds", "metrics", "retrieval", "judge",
            "judge_score", "judge3_score", "judge_error", "created"]
 _JSON = {"gold", "passages", "metrics", "retrieval"}
@@ -28,6 +34,11 @@ _JSON = {"gold", "passages", "metrics", "retrieval"}
 
 class StoreError(MdragError):
     pass
+
+
+def retrieval_id(retriever: str, reranker: str) -> str:
+    """How a row's passages were found: first-stage retriever > reranker."""
+    return f"{retriever}>{reranker}"
 
 
 def row_key(**parts: Any) -> str:
@@ -63,8 +74,11 @@ class ResultsStore:
         if not tables:
             self._create()
         version = self.db.execute("SELECT value FROM mdrag_meta WHERE name='schema'").fetchone()
-        if not version or version[0] != SCHEMA_VERSION:
-            raise StoreError(f"{self.path} has store schema {version and version[0]}, expected {SCHEMA_VERSION}.")
+        self.version = version[0] if version else None
+        if self.version == "2" and not read_only:
+            self._upgrade_from_2()
+        elif self.version not in (SCHEMA_VERSION, "2"):
+            raise StoreError(f"{self.path} has store schema {self.version}, expected {SCHEMA_VERSION}.")
 
     def _create(self) -> None:
         with self.db:
@@ -75,6 +89,18 @@ class ResultsStore:
             self.db.execute(f"CREATE TABLE results ({cols})")
             self.db.execute("CREATE INDEX results_cell ON results (domain, variant, setting)")
 
+    def _upgrade_from_2(self) -> None:
+        """Schema 2 -> 3 in one transaction: add `retriever`, filled from each row's run config."""
+        with self.db:
+            self.db.execute("ALTER TABLE results ADD COLUMN retriever TEXT")
+            for run_id, config in self.db.execute("SELECT run_id, config FROM runs").fetchall():
+                cfg = json.loads(config)
+                self.db.execute("UPDATE results SET retriever=? WHERE run_id=?",
+                                (retrieval_id(cfg.get("retriever", "splade"), cfg.get("reranker", "minilm")), run_id))
+            self.db.execute("UPDATE results SET retriever=? WHERE retriever IS NULL", (DEFAULT_RETRIEVAL,))
+            self.db.execute("UPDATE mdrag_meta SET value=? WHERE name='schema'", (SCHEMA_VERSION,))
+        self.version = SCHEMA_VERSION
+
     def add_run(self, run_id: str, config: dict) -> None:
         with self.db:
             self.db.execute("INSERT OR REPLACE INTO runs VALUES (?, ?, ?)",
@@ -84,12 +110,16 @@ class ResultsStore:
         found = self.db.execute("SELECT 1 FROM results WHERE key=? AND judge_error IS NULL", (key,)).fetchone()
         return found is not None
 
+    def _columns(self) -> list[str]:
+        return COLUMNS if self.version == SCHEMA_VERSION else [c for c in COLUMNS if c != "retriever"]
+
     def get(self, key: str) -> dict | None:
-        cur = self.db.execute(f"SELECT {', '.join(COLUMNS)} FROM results WHERE key=?", (key,))
+        cols = self._columns()
+        cur = self.db.execute(f"SELECT {', '.join(cols)} FROM results WHERE key=?", (key,))
         found = cur.fetchone()
         if found is None:
             return None
-        return {c: (json.loads(v) if c in _JSON and isinstance(v, str) else v) for c, v in zip(COLUMNS, found,
+        return {c: (json.loads(v) if c in _JSON and isinstance(v, str) else v) for c, v in zip(cols, found,
                                                                                                strict=True)}
 
     def put_many(self, rows: list[dict]) -> None:
@@ -105,6 +135,10 @@ class ResultsStore:
         import pandas as pd
 
         df = pd.read_sql_query("SELECT * FROM results", self.db)
+        if "retriever" not in df:  # a schema-2 store opened read-only: each row's run says
+            runs = {r["run_id"]: r["config"] for r in self.runs()}
+            df["retriever"] = [retrieval_id(runs.get(r, {}).get("retriever", "splade"),
+                                            runs.get(r, {}).get("reranker", "minilm")) for r in df["run_id"]]
         for c in _JSON:
             df[c] = df[c].map(lambda v: json.loads(v) if isinstance(v, str) else v)
         metrics = pd.json_normalize(df["metrics"].tolist()).add_prefix("m_") if len(df) else pd.DataFrame()

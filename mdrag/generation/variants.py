@@ -25,6 +25,9 @@ class VariantSpec:
     label: str
     target_modules: tuple[str, ...] = ()  # empty: no adapter (the base model)
     labels: str = "gold"  # training labels: gold answers or teacher answers (SKD)
+    # The first stage that found the training passages. Two-phase variants (retriever adapted first, then
+    # the generator trained on what the adapted retriever finds) name the adapted encoder here.
+    retriever: str = "splade"
 
     @property
     def is_base(self) -> bool:
@@ -46,6 +49,12 @@ for _v in [
     VariantSpec("att", "Att LoRA (q, k, v, o)", ("q_proj", "k_proj", "v_proj", "o_proj")),
     VariantSpec("mlp", "MLP LoRA (gate, up, down)", ("gate_proj", "up_proj", "down_proj")),
     VariantSpec("full_skd", "Full-LoRA + SKD (teacher labels)", ALL_LINEAR, labels="teacher"),
+    # Two-phase order: adapt the retriever on the generator's training domain (nq_open), re-retrieve, then
+    # train the generator on those passages (vs the independent order: qk_att / full on SPLADE passages).
+    VariantSpec("qk_att_2p", "QK-Att LoRA, two-phase (trained on adapted-retriever passages)",
+                ("q_proj", "k_proj"), retriever="dense-ft:nq_open"),
+    VariantSpec("full_2p", "Full-LoRA, two-phase (trained on adapted-retriever passages)", ALL_LINEAR,
+                retriever="dense-ft:nq_open"),
 ]:
     register_variant(_v)
 
@@ -82,6 +91,12 @@ def matched_rank(config, modules: tuple[str, ...]) -> int:
 def adapters_root() -> Path:
     """Shipped adapters live in assets/adapters; MDRAG_ADAPTERS points elsewhere (your own trained set)."""
     return Path(os.environ.get("MDRAG_ADAPTERS", ASSETS_DIR / "adapters"))
+
+
+def available_variants() -> list[str]:
+    """Variants usable here: the base, and every variant whose adapter has been trained or shipped."""
+    return [n for n, spec in VARIANTS.items()
+            if spec.is_base or (adapters_root() / n / "adapter_model.safetensors").exists()]
 
 
 def adapter_dir(name: str) -> Path:

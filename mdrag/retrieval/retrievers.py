@@ -188,14 +188,23 @@ RETRIEVERS["dense-ft"] = adapted_dense(None)  # each domain's own fine-tuned enc
 ADAPTED_PREFIX = "dense-ft:"  # dense-ft:<domain>[+<domain>...] = the encoder trained there, on any domain
 
 
+def retriever_names() -> list[str]:
+    """Registered retrievers plus one dense-ft:<source> per adapted encoder found (cache or shipped)."""
+    from mdrag.training.retriever import available_adapted
+
+    return list(RETRIEVERS) + [ADAPTED_PREFIX + s for s in available_adapted()]
+
+
+def check_retriever_name(name: str) -> str:
+    """`name` if it names a retriever (a registered one, or an adapted encoder dense-ft:<source>)."""
+    if name in RETRIEVERS or (name.startswith(ADAPTED_PREFIX) and name != ADAPTED_PREFIX):
+        return name
+    raise UnknownNameError(f"Unknown retriever '{name}'. Known: {', '.join(RETRIEVERS)}, {ADAPTED_PREFIX}<domain>")
+
+
 def get_retriever(name: str, domain: Domain) -> Retriever:
-    if name.startswith(ADAPTED_PREFIX):
-        make = adapted_dense(name.removeprefix(ADAPTED_PREFIX))
-    elif name in RETRIEVERS:
-        make = RETRIEVERS[name]
-    else:
-        raise UnknownNameError(f"Unknown retriever '{name}'. Known: {', '.join(RETRIEVERS)}, "
-                               f"{ADAPTED_PREFIX}<domain>")
+    check_retriever_name(name)
+    make = adapted_dense(name.removeprefix(ADAPTED_PREFIX)) if name.startswith(ADAPTED_PREFIX) else RETRIEVERS[name]
     key = (name, domain.name + ":" + domain.fingerprint())
     if key not in _LOADED:
         _LOADED[key] = make(domain)

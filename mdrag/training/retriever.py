@@ -26,12 +26,16 @@ import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mdrag.config import ASSETS_DIR, MINILM, cache_dir
 from mdrag.data.benchmark import Domain, load_domain
 from mdrag.data.domains import DOMAINS
 from mdrag.errors import BenchmarkError, MissingModelError
 from mdrag.hashing import folder_fingerprint
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 INSTRUCTION = "Represent this {topic} question for retrieving passages: "
 TOPICS = {"general": "general-knowledge", "biomedical": "biomedical", "finance": "finance",
@@ -77,6 +81,12 @@ def find_adapted(source: str) -> Path:
         if (folder / "card.json").exists():
             return folder
     return adapted_dir(source)  # missing: load_card says how to train it
+
+
+def available_adapted() -> list[str]:
+    """Sources with an adapted encoder here (trained on this machine or shipped)."""
+    roots = [adapted_dir("x").parent, SHIPPED_RETRIEVERS]
+    return sorted({p.parent.name for root in roots if root.exists() for p in root.glob("*/card.json")})
 
 
 def load_card(folder: Path) -> dict:
@@ -243,3 +253,22 @@ def ship_retriever(source: str) -> Path:
         shutil.rmtree(target)
     tmp.rename(target)
     return target
+
+
+def adaptation_table() -> pd.DataFrame:
+    """Before/after rows of every adapted encoder with a stored comparison (cache and shipped), one row per
+    (encoder, domain, metric); `trained_on_it` False rows are the forgetting check."""
+    import pandas as pd
+
+    rows, seen = [], set()
+    for root, where in ((cache_dir() / "retrievers", "trained here"), (SHIPPED_RETRIEVERS, "shipped")):
+        for card_path in sorted(root.glob("*/card.json")) if root.exists() else []:
+            source = card_path.parent.name
+            if source in seen:  # the cached copy shadows the shipped one (find_adapted's order)
+                continue
+            seen.add(source)
+            card = json.loads(card_path.read_text())
+            for r in card.get("evaluation", {}).get("rows", []):
+                rows.append({"encoder": f"dense-ft:{source}", "kind": card.get("kind", "all weights"),
+                             "where": where, **r})
+    return pd.DataFrame(rows)
