@@ -3,6 +3,7 @@ and failure cases from a real store. The browser tests are in test_app_browser.p
 
 from __future__ import annotations
 
+import html
 from pathlib import Path
 
 import pytest
@@ -80,8 +81,8 @@ def test_app_builds():
     assert app.build_app() is not None
 
 
-@pytest.fixture
-def tiny_store(tmp_path, tiny_generator_dir, tiny_adapters_root, monkeypatch):
+@pytest.fixture(params=[["bm25"]], ids=["bm25"])
+def tiny_store(request, tmp_path, tiny_generator_dir, tiny_adapters_root, monkeypatch):
     from test_evaluation_runner import FlakyJudge, register
 
     from mdrag.data.domains import DOMAINS
@@ -91,7 +92,7 @@ def tiny_store(tmp_path, tiny_generator_dir, tiny_adapters_root, monkeypatch):
     monkeypatch.setenv("MDRAG_ADAPTERS", str(tiny_adapters_root))
     register(tmp_path)
     path = tmp_path / "r.sqlite"
-    evaluate(Grid(["evaltiny"], ["vanilla", "full"], ["retrieved", "oracle", "noisy"], retrievers=["bm25"],
+    evaluate(Grid(["evaltiny"], ["vanilla", "full"], ["retrieved", "oracle", "noisy"], retrievers=request.param,
                   reranker="none", generator_path=str(tiny_generator_dir), n_distractors=2, limit=4),
              ResultsStore(path), judge=FlakyJudge(), show_progress=False)
     yield path
@@ -99,14 +100,33 @@ def tiny_store(tmp_path, tiny_generator_dir, tiny_adapters_root, monkeypatch):
 
 
 def test_dashboards_match_the_store(tiny_store):
-    bars, _, _, _, table, csv, summary = app.dashboards(
-        str(tiny_store), [], ["vanilla", "full"], [], "Match", "domain")
+    bars, _, _, _, table, csv, summary, compared, _ = app.dashboards(
+        str(tiny_store), [], ["vanilla", "full"], [], [], "Match", "domain")
+    assert compared.empty  # one retriever: nothing to compare
     df = dashboard.load_results(tiny_store)
     want = df.groupby(["domain", "variant", "setting"])["m_match"].mean()
     got = table.set_index(["domain", "variant", "setting"])["mean"]
     assert got.to_dict() == pytest.approx(want.round(3).to_dict(), abs=1e-3)
     assert {t.name for t in bars.data} == {"vanilla", "full"} and "rows" in summary
     assert Path(csv).read_text().startswith("domain,variant,setting")
+
+
+@pytest.mark.parametrize("tiny_store", [["bm25", "dense"]], indirect=True, ids=["two-retrievers"])
+def test_dashboards_compare_retrievers_and_never_mix_them_unasked(tiny_store):
+    df = dashboard.load_results(tiny_store)
+    _, _, _, _, table, _, _, compared, _ = app.dashboards(str(tiny_store), [], [], ["retrieved"], [], "Match",
+                                                          "domain")
+    main = df[(df.setting == "retrieved") & (df.retriever == "bm25>none")]
+    assert table["n"].sum() == len(main)  # by domain: the main retriever's rows only
+    bars, _, _, _, table, _, _, _, _ = app.dashboards(str(tiny_store), [], [], ["retrieved"], [], "Match",
+                                                      "retriever")
+    assert set(table["retriever"]) == {"bm25>none", "dense>none"} and set(bars.data[0].x) == {
+        html.escape(r) for r in table["retriever"]}  # plotly renders labels as HTML: escaped
+    row = compared.set_index("change").loc["retriever dense>none instead of bm25>none (full)"]
+    wide = df[df.setting == "retrieved"].pivot_table(index="query_id", columns=["retriever", "variant"],
+                                                     values="m_match")
+    assert row["mean"] == pytest.approx((wide[("dense>none", "full")] - wide[("bm25>none", "full")]).mean(),
+                                        abs=1e-3)
 
 
 def test_failure_cases_and_loading_one(tiny_store):
@@ -128,4 +148,4 @@ def test_missing_store_is_a_readable_error(tmp_path):
     import gradio as gr
 
     with pytest.raises(gr.Error, match="No results store"):
-        app.dashboards(str(tmp_path / "none.sqlite"), [], [], [], "Match", "domain")
+        app.dashboards(str(tmp_path / "none.sqlite"), [], [], [], [], "Match", "domain")
