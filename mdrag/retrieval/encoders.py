@@ -57,6 +57,11 @@ def minilm_encoder(path: Path | None = None):
         model.load_adapter(str(folder), use_safetensors=True)
     except Exception as err:
         raise AdapterError(f"Loading the adapted encoder {folder} failed: {err}") from None
+    from peft.tuners.lora import LoraLayer
+
+    for module in model.modules():  # W + scaling * B A folded in once: encoding costs what the base costs
+        if isinstance(module, LoraLayer):
+            module.merge()
     return model.float().eval()
 
 
