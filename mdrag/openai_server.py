@@ -15,7 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from mdrag.errors import MdragError
 from mdrag.generation.generator import Generator
 from mdrag.generation.model import load_generator
-from mdrag.generation.variants import VARIANTS
+from mdrag.generation.variants import available_variants
 
 MAX_BODY = 1 << 20
 
@@ -36,7 +36,7 @@ def make_server(host: str = "127.0.0.1", port: int = 8000, generator_path: str |
         def do_GET(self) -> None:
             if self.path.rstrip("/") != "/v1/models":
                 return self._send(404, {"error": {"message": "not found"}})
-            self._send(200, {"object": "list", "data": [{"id": v, "object": "model"} for v in VARIANTS]})
+            self._send(200, {"object": "list", "data": [{"id": v, "object": "model"} for v in available_variants()]})
 
         def do_POST(self) -> None:
             if self.path.rstrip("/") != "/v1/completions":

@@ -299,3 +299,11 @@ def test_streaming_tokens_and_first_token_times(tiny_generator_dir, adapters_roo
         fast = gen.generate(prompt, variants)
         reference = Generator(loaded, max_new_tokens=12, fast=False).generate(prompt, variants)
         assert fast[row].token_ids == [] and [g.token_ids for g in fast] == [g.token_ids for g in reference]
+
+
+def test_only_variants_with_an_adapter_are_offered(tiny_adapters_root, monkeypatch):
+    from mdrag.generation.variants import available_variants
+
+    monkeypatch.setenv("MDRAG_ADAPTERS", str(tiny_adapters_root))
+    assert available_variants() == ["vanilla", "full", "qk_att", "mlp"]  # registry order; no two-phase adapters
+    assert get_variant("qk_att_2p").target_modules == get_variant("qk_att").target_modules
