@@ -286,9 +286,10 @@ def _store_frame(path: str) -> pd.DataFrame:
 def dashboards(path: str, domains: list[str], variants: list[str], settings: list[str], retrievers: list[str],
                metric: str, by: str):
     whole = _store_frame(path)
+    every_retriever = dashboard.retriever_choices(whole)
     # grouping by retriever compares them all unless some are picked
     df = dashboard.filtered(whole, domains, variants, settings,
-                            retrievers or (dashboard.retriever_choices(whole) if by == "retriever" else None))
+                            retrievers or (every_retriever if by == "retriever" else None))
     if df.empty:
         raise gr.Error("No rows match these filters.")
     judge = ", ".join(sorted(set(df["judge"].dropna())))
@@ -302,7 +303,7 @@ def dashboards(path: str, domains: list[str], variants: list[str], settings: lis
     csv = f.name
     summary = (f"{len(df)} rows, {df['query_id'].nunique()} questions. " + dashboard.judge_summary(df))
     compared = dashboard.retriever_comparison(dashboard.filtered(whole, domains, variants, settings,
-                                                                 dashboard.retriever_choices(whole)), metric)
+                                                                 every_retriever), metric)
     return (bars, by_setting, robust, longform, table, str(csv), esc(summary), compared.round(3),
             dashboard.adapted_retrievers().round(3))
 

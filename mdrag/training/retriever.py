@@ -12,7 +12,7 @@ stored in the card and applied at query time. Several domains train as one multi
 one domain, so in-batch negatives come from the same corpus).
 
 By default only a LoRA on the encoder's linear layers is trained (peft through sentence-transformers'
-`add_adapter`): the checkpoint is ~0.7 MB in fp16 instead of 45 MB, small enough to ship one per domain in
+`add_adapter`): the checkpoint is 1.4 MB in fp16 instead of 45 MB, small enough to ship one per domain in
 assets/retrievers (`--ship`). `lora_rank=0` fine-tunes every weight instead (cache only).
 
 Saved as fp16 safetensors (sentence-transformers layout) with card.json in the cache; a killed run resumes
@@ -33,6 +33,7 @@ from mdrag.data.benchmark import Domain, load_domain
 from mdrag.data.domains import DOMAINS
 from mdrag.errors import BenchmarkError, MissingModelError
 from mdrag.hashing import folder_fingerprint
+from mdrag.training.saving import publish, swap_in
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -85,7 +86,7 @@ def find_adapted(source: str) -> Path:
 
 def available_adapted() -> list[str]:
     """Sources with an adapted encoder here (trained on this machine or shipped)."""
-    roots = [adapted_dir("x").parent, SHIPPED_RETRIEVERS]
+    roots = [cache_dir() / "retrievers", SHIPPED_RETRIEVERS]
     return sorted({p.parent.name for root in roots if root.exists() for p in root.glob("*/card.json")})
 
 
@@ -172,7 +173,8 @@ def train_retriever(domains: list[str], settings: RetrieverSettings | None = Non
         model.add_adapter(LoraConfig(task_type=TaskType.FEATURE_EXTRACTION, r=settings.lora_rank,
                                      lora_alpha=2 * settings.lora_rank, lora_dropout=0.1,
                                      target_modules=list(settings.lora_targets)))
-    run = cache_dir() / "runs" / f"retriever-{source}-{folder_fingerprint(base)}-{_settings_key(settings)}"
+    base_fp = folder_fingerprint(base)
+    run = cache_dir() / "runs" / f"retriever-{source}-{base_fp}-{_settings_key(settings)}"
     run.mkdir(parents=True, exist_ok=True)
     args = SentenceTransformerTrainingArguments(
         output_dir=str(run), num_train_epochs=settings.epochs, max_steps=settings.max_steps,
@@ -188,9 +190,9 @@ def train_retriever(domains: list[str], settings: RetrieverSettings | None = Non
     started = time.perf_counter()
     trainer.train(resume_from_checkpoint=last)
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
-    packaged = folder_fingerprint(base) == folder_fingerprint(MINILM.path())
+    packaged = base_fp == folder_fingerprint(MINILM.path())
     card = {"domains": domains, "base": "packaged all-MiniLM-L6-v2" if packaged else base.name,
-            "base_fingerprint": folder_fingerprint(base),
+            "base_fingerprint": base_fp,
             # a LoRA needs its base at load time: the packaged one is found by fingerprint; another base's
             # path is kept for this machine only (such a checkpoint is never shipped)
             "base_path": None if packaged else str(base.resolve()),
@@ -221,18 +223,7 @@ def _save(model, target: Path, card: dict) -> None:
     model.half()
     model.save(str(tmp), safe_serialization=True)
     model.float()
-    adapter_config = tmp / "adapter_config.json"
-    if adapter_config.exists():
-        cfg = json.loads(adapter_config.read_text())
-        cfg["base_model_name_or_path"] = card["base"]  # never a path of the training machine
-        adapter_config.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
-    for extra in tmp.glob("README.md"):  # the generated model card repeats the training machine's paths
-        extra.unlink()
-    (tmp / "card.json").write_text(json.dumps(card, indent=2, sort_keys=True) + "\n")
-    if target.exists():
-        shutil.rmtree(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp.rename(target)
+    publish(tmp, target, card, card["base"])
 
 
 def ship_retriever(source: str) -> Path:
@@ -249,9 +240,7 @@ def ship_retriever(source: str) -> Path:
     tmp = target.with_name(f".{target.name}-tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     shutil.copytree(folder, tmp)
-    if target.exists():
-        shutil.rmtree(target)
-    tmp.rename(target)
+    swap_in(tmp, target)
     return target
 
 
@@ -260,15 +249,11 @@ def adaptation_table() -> pd.DataFrame:
     (encoder, domain, metric); `trained_on_it` False rows are the forgetting check."""
     import pandas as pd
 
-    rows, seen = [], set()
-    for root, where in ((cache_dir() / "retrievers", "trained here"), (SHIPPED_RETRIEVERS, "shipped")):
-        for card_path in sorted(root.glob("*/card.json")) if root.exists() else []:
-            source = card_path.parent.name
-            if source in seen:  # the cached copy shadows the shipped one (find_adapted's order)
-                continue
-            seen.add(source)
-            card = json.loads(card_path.read_text())
-            for r in card.get("evaluation", {}).get("rows", []):
-                rows.append({"encoder": f"dense-ft:{source}", "kind": card.get("kind", "all weights"),
-                             "where": where, **r})
+    rows = []
+    for source in available_adapted():
+        folder = find_adapted(source)  # the copy retrieval uses: trained here shadows shipped
+        card = load_card(folder)
+        where = "shipped" if folder.parent == SHIPPED_RETRIEVERS else "trained here"
+        rows += [{"encoder": f"dense-ft:{source}", "kind": card.get("kind", "all weights"), "where": where, **r}
+                 for r in card.get("evaluation", {}).get("rows", [])]
     return pd.DataFrame(rows)

@@ -10,10 +10,7 @@ Multi-GPU: the same function runs under `accelerate launch` / `torchrun` (see RE
 
 from __future__ import annotations
 
-import json
-import os
 import platform
-import shutil
 import tempfile
 import time
 from dataclasses import dataclass
@@ -25,6 +22,7 @@ from mdrag.generation.variants import adapters_root, get_variant
 from mdrag.hashing import folder_fingerprint
 from mdrag.training.examples import ExampleSpec, rag_examples, sft_rows
 from mdrag.training.lora import LORA_ALPHA, LORA_DROPOUT, lora_config
+from mdrag.training.saving import publish
 
 
 @dataclass
@@ -130,12 +128,4 @@ def save_adapter(peft_model, target: Path, card: dict) -> None:
     peft_model.save_pretrained(tmp, safe_serialization=True)
     weights = {k: v.half().contiguous() for k, v in load_file(tmp / "adapter_model.safetensors").items()}
     save_file(weights, tmp / "adapter_model.safetensors", metadata={"format": "pt"})
-    cfg = json.loads((tmp / "adapter_config.json").read_text())
-    cfg["base_model_name_or_path"] = card["base_model"]  # never a path of the training machine
-    (tmp / "adapter_config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
-    (tmp / "card.json").write_text(json.dumps(card, indent=2, sort_keys=True) + "\n")
-    for extra in tmp.glob("README.md"):
-        extra.unlink()
-    if target.exists():
-        shutil.rmtree(target)
-    os.replace(tmp, target)
+    publish(tmp, target, card, card["base_model"])
