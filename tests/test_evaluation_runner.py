@@ -269,3 +269,11 @@ def test_unknown_retriever_in_the_grid_is_refused_early(grid):
 
     with pytest.raises(UnknownNameError, match="Unknown retriever 'sparse'"):
         Grid(["evaltiny"], ["vanilla"], retrievers=["sparse"])
+
+
+@pytest.mark.parametrize("name, source", [("dense-ft", "evaltiny"), ("dense-ft:nowhere", "nowhere")])
+def test_a_retriever_without_its_adapted_encoder_is_refused_before_any_cell(grid, name, source):
+    from mdrag.errors import MissingModelError
+
+    with pytest.raises(MissingModelError, match=f"train-retriever --domain {source}"):
+        Grid(["evaltiny"], ["vanilla"], retrievers=["bm25", name])

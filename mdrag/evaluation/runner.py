@@ -29,7 +29,7 @@ from mdrag.generation.model import load_generator
 from mdrag.generation.variants import adapter_dir, get_variant
 from mdrag.hashing import file_sha256
 from mdrag.pipeline import SETTINGS, RagPipeline
-from mdrag.retrieval.retrievers import check_retriever_name
+from mdrag.retrieval.retrievers import check_retriever_available
 
 
 @dataclass
@@ -49,13 +49,13 @@ class Grid:
         self.domains = [resolve_domain(d).name for d in (list(DOMAINS) if self.domains == ["all"] else self.domains)]
         for v in self.variants:
             get_variant(v)
-        for r in self.retrievers:
-            check_retriever_name(r)
         for s in self.settings:
             if s not in SETTINGS:
                 from mdrag.errors import UnknownNameError
 
                 raise UnknownNameError(f"Unknown setting '{s}'. Known: {', '.join(SETTINGS)}")
+        for r, d in itertools.product(self.retrievers, self.domains):
+            check_retriever_available(r, d)
 
 
 def adapter_fingerprint(variant: str) -> str:

@@ -202,6 +202,16 @@ def check_retriever_name(name: str) -> str:
     raise UnknownNameError(f"Unknown retriever '{name}'. Known: {', '.join(RETRIEVERS)}, {ADAPTED_PREFIX}<domain>")
 
 
+def check_retriever_available(name: str, domain: str) -> None:
+    """Raise MissingModelError now if `name` needs an adapted encoder that is neither trained here nor
+    shipped, so a grid fails before its first cell rather than when it reaches that retriever."""
+    check_retriever_name(name)
+    if name == "dense-ft" or name.startswith(ADAPTED_PREFIX):
+        from mdrag.training.retriever import find_adapted, load_card
+
+        load_card(find_adapted(name.removeprefix(ADAPTED_PREFIX) if name != "dense-ft" else domain))
+
+
 def get_retriever(name: str, domain: Domain) -> Retriever:
     check_retriever_name(name)
     make = adapted_dense(name.removeprefix(ADAPTED_PREFIX)) if name.startswith(ADAPTED_PREFIX) else RETRIEVERS[name]
