@@ -111,11 +111,7 @@ def _cmd_retrieval_eval(args) -> int:
 
 
 def _cmd_train_retriever(args) -> int:
-    import pandas as pd
-
-    from mdrag.evaluation.retrieval_metrics import compare_retrievers
-    from mdrag.retrieval.retrievers import ADAPTED_PREFIX
-    from mdrag.training.retriever import RetrieverSettings, adapted_dir, ship_retriever, train_retriever
+    from mdrag.training.retriever import RetrieverSettings, adapted_dir, train_retriever
 
     domains = _domains(args.domain)
     settings = RetrieverSettings(epochs=args.epochs, batch_size=args.batch_size, hard_negatives=args.hard_negatives,
@@ -125,17 +121,38 @@ def _cmd_train_retriever(args) -> int:
     source = "+".join(domains)
     print(f"adapted encoder: {adapted_dir(source)} ({card['steps']} steps, loss {card['first_loss']:.3f} -> "
           f"{card['final_loss']:.3f})")
-    others = [] if args.no_forgetting else [d for d in _domains("all") if d not in domains]
-    rows = compare_retrievers("dense", ADAPTED_PREFIX + source, domains + others, domains, args.split,
+    return _compare_adapted(source, args)
+
+
+def _cmd_retriever_compare(args) -> int:
+    return _compare_adapted(args.encoder.removeprefix("dense-ft:"), args)
+
+
+def _compare_adapted(source: str, args) -> int:
+    """Packaged vs adapted encoder on the trained domains and (unless --no-forgetting) every other domain;
+    the table goes into the adapted encoder's card, and with --ship the encoder into assets/retrievers."""
+    import pandas as pd
+
+    from mdrag.evaluation.retrieval_metrics import compare_retrievers
+    from mdrag.retrieval.retrievers import ADAPTED_PREFIX
+    from mdrag.training.retriever import find_adapted, load_card, record_comparison, ship_retriever
+
+    trained = load_card(find_adapted(source))["domains"]
+    others = [] if args.no_forgetting else [d for d in _domains("all") if d not in trained]
+    rows = compare_retrievers("dense", ADAPTED_PREFIX + source, trained + others, trained, args.split,
                               args.eval_limit)
-    table = pd.DataFrame(rows)
-    card_path = adapted_dir(source) / "card.json"
-    card["evaluation"] = {"split": args.split, "limit": args.eval_limit, "rows": rows}
-    card_path.write_text(json.dumps(card, indent=2, sort_keys=True) + "\n")
-    print(table.to_markdown(index=False, floatfmt=".3f"))
+    print(f"comparison stored in {record_comparison(source, rows, args.split, args.eval_limit)}")
+    print(pd.DataFrame(rows).to_markdown(index=False, floatfmt=".3f"))
     if args.ship:
         print(f"shipped: {ship_retriever(source)}")
     return 0
+
+
+def _comparison_arguments(s) -> None:
+    s.add_argument("--split", default="test", help="split for the before/after comparison")
+    s.add_argument("--eval-limit", type=int, help="at most this many questions per domain in the comparison")
+    s.add_argument("--no-forgetting", action="store_true", help="compare on the training domains only")
+    s.add_argument("--ship", action="store_true", help="copy the LoRA checkpoint into assets/retrievers (to commit)")
 
 
 def _base_config(generator: str | None):
@@ -345,13 +362,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-instruction", action="store_true", help="no instruction prefix on questions")
     s.add_argument("--max-steps", type=int, default=-1)
     s.add_argument("--limit", type=int, help="at most this many training questions per domain")
-    s.add_argument("--split", default="test", help="split for the before/after comparison")
-    s.add_argument("--eval-limit", type=int, help="at most this many questions per domain in the comparison")
-    s.add_argument("--no-forgetting", action="store_true", help="compare on the training domains only")
+    _comparison_arguments(s)
     s.add_argument("--lora-rank", type=int, default=16, help="LoRA rank on the encoder (0: fine-tune all weights)")
     s.add_argument("--learning-rate", type=float, help="default 2e-4 with a LoRA, 2e-5 for all weights")
-    s.add_argument("--ship", action="store_true", help="copy the LoRA checkpoint into assets/retrievers (to commit)")
     s.set_defaults(func=_cmd_train_retriever)
+
+    s = sub.add_parser("retriever-compare", help="compare an adapted encoder with the packaged one (its domains "
+                       "and, for forgetting, every other domain) without training; stored in its card")
+    s.add_argument("--encoder", required=True, help="the adapted encoder: its source, e.g. tatqa or dense-ft:tatqa")
+    _comparison_arguments(s)
+    s.set_defaults(func=_cmd_retriever_compare)
 
     s = sub.add_parser("variants", help="LoRA variants: modules, budget-matched rank, trainable parameters")
     s.add_argument("--generator", help="local HF causal-LM directory (default: packaged SmolLM2-135M)")

@@ -251,3 +251,26 @@ def test_two_phase_training_examples_come_from_the_adapted_retriever(toy_domain,
     # the train command picks the variant's retriever for its examples
     with pytest.raises(Exception, match="train-retriever --domain nq_open"):
         _examples(argparse.Namespace(variant="qk_att_2p", examples=2))
+
+
+def test_retriever_compare_stores_the_table_in_the_card_retrieval_uses(toy_domain, tmp_path, monkeypatch, capsys):
+    import json
+    import shutil
+
+    from mdrag.cli import main
+    from mdrag.evaluation.retrieval_metrics import compare_retrievers
+    from mdrag.training import retriever as training
+
+    monkeypatch.setattr(training, "SHIPPED_RETRIEVERS", tmp_path / "assets" / "retrievers")
+    assert main(["retriever-compare", "--encoder", "toy", "--no-forgetting"]) == 2  # nothing trained yet
+    assert "train-retriever --domain toy" in capsys.readouterr().err
+    training.train_retriever(["toy"], training.RetrieverSettings(batch_size=8, max_steps=2, lora_rank=4,
+                                                                 hard_negatives=0))
+    shipped = training.ship_retriever("toy")
+    shutil.rmtree(training.adapted_dir("toy"))  # a fresh clone: the shipped copy is the one compared
+    assert main(["retriever-compare", "--encoder", "dense-ft:toy", "--no-forgetting", "--split", "test"]) == 0
+    stored = json.loads((shipped / "card.json").read_text())["evaluation"]
+    want = compare_retrievers("dense", "dense-ft:toy", ["toy"], ["toy"], split="test")
+    assert stored["split"] == "test" and stored["rows"] == want
+    table = training.adaptation_table()
+    assert set(table["where"]) == {"shipped"} and len(table) == len(want) and table["trained_on_it"].all()

@@ -244,6 +244,16 @@ def ship_retriever(source: str) -> Path:
     return target
 
 
+def record_comparison(source: str, rows: list[dict], split: str, limit: int | None) -> Path:
+    """Store a before/after table (compare_retrievers rows) in the card of the encoder retrieval uses
+    (trained here, else shipped); returns the card's path."""
+    path = find_adapted(source) / "card.json"
+    card = load_card(path.parent)
+    card["evaluation"] = {"split": split, "limit": limit, "rows": rows}
+    path.write_text(json.dumps(card, indent=2, sort_keys=True) + "\n")
+    return path
+
+
 def adaptation_table() -> pd.DataFrame:
     """Before/after rows of every adapted encoder with a stored comparison (cache and shipped), one row per
     (encoder, domain, metric); `trained_on_it` False rows are the forgetting check."""
