@@ -306,6 +306,19 @@ def _cmd_report(args) -> int:
     return 0
 
 
+def _cmd_merge_store(args) -> int:
+    from pathlib import Path
+
+    from mdrag.evaluation.store import ResultsStore
+
+    if Path(args.source).resolve() == Path(args.into).resolve():
+        raise MdragError("merge-store: source and target are the same file")
+    counts = ResultsStore(Path(args.into)).merge_from(ResultsStore(Path(args.source), read_only=True))
+    print(f"{args.into}: {counts['added']} rows added, {counts['replaced']} failed-judge rows replaced, "
+          f"{counts['kept']} already there")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from mdrag.config import LIMITS
 
@@ -433,6 +446,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--store", default="results.sqlite")
     s.add_argument("--csv", help="folder for CSV tables")
     s.set_defaults(func=_cmd_report)
+
+    s = sub.add_parser("merge-store", help="copy another results store's runs and rows into a store "
+                       "(idempotent; a failed judge row is replaced by a judged copy)")
+    s.add_argument("source", help="the store to copy from (opened read-only)")
+    s.add_argument("--into", required=True, help="the store to add to (created if missing)")
+    s.set_defaults(func=_cmd_merge_store)
     return p
 
 

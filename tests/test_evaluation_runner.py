@@ -259,6 +259,9 @@ def test_a_schema_2_store_is_read_and_upgraded_with_each_rows_retriever(tmp_path
     assert dict(zip(frame["key"], frame["retriever"], strict=True)) == {"k-r1": "splade>minilm",
                                                                         "k-r2": "bm25>minilm"}
     assert path.read_bytes() == before  # read-only: nothing written
+    merged = ResultsStore(tmp_path / "new.sqlite")  # merged into a schema-3 store: each row keeps its retriever
+    assert merged.merge_from(ResultsStore(path, read_only=True))["added"] == 2
+    assert merged.get("k-r2")["retriever"] == "bm25>minilm" and path.read_bytes() == before
     store = ResultsStore(path)  # writable: upgraded in place, keys unchanged
     assert store.get("k-r2")["retriever"] == "bm25>minilm" and store.version == "3"
     assert store.db.execute("SELECT value FROM mdrag_meta WHERE name='schema'").fetchone()[0] == "3"
@@ -277,3 +280,38 @@ def test_a_retriever_without_its_adapted_encoder_is_refused_before_any_cell(grid
 
     with pytest.raises(MissingModelError, match=f"train-retriever --domain {source}"):
         Grid(["evaltiny"], ["vanilla"], retrievers=["bm25", name])
+
+
+class SteadyJudge(FlakyJudge):
+    def judge(self, question, answer, prediction):
+        return Verdict(0.75, 0.5, 0.9)
+
+
+def test_merging_stores_adds_each_row_once_and_prefers_judged_rows(grid, tmp_path, capsys):
+    import shutil
+
+    from mdrag.cli import main
+
+    grid.settings = ["retrieved"]
+    flaky = ResultsStore(tmp_path / "flaky.sqlite")
+    evaluate(grid, flaky, judge=FlakyJudge(), show_progress=False)  # 8 rows, 4 judge failures
+    flaky.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    shutil.copy(tmp_path / "flaky.sqlite", tmp_path / "flaky-copy.sqlite")
+    grid.settings = ["retrieved", "oracle"]
+    steady = ResultsStore(tmp_path / "steady.sqlite")
+    evaluate(grid, steady, judge=SteadyJudge(), show_progress=False)  # same 8 keys judged, plus 8 oracle rows
+    steady.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    assert main(["merge-store", str(tmp_path / "steady.sqlite"), "--into", str(tmp_path / "flaky.sqlite")]) == 0
+    assert "8 rows added, 4 failed-judge rows replaced, 4 already there" in capsys.readouterr().out
+    merged = ResultsStore(tmp_path / "flaky.sqlite").frame()
+    assert len(merged) == 16 and merged["key"].is_unique and merged["judge_error"].isna().all()
+    assert {r["run_id"] for r in ResultsStore(tmp_path / "flaky.sqlite").runs()} == \
+        {r["run_id"] for r in flaky.runs() + steady.runs()}
+    again = ResultsStore(tmp_path / "flaky.sqlite").merge_from(ResultsStore(tmp_path / "steady.sqlite",
+                                                                            read_only=True))
+    assert again == {"added": 0, "replaced": 0, "kept": 16}
+    # the other way round: failed rows never replace judged ones
+    back = steady.merge_from(ResultsStore(tmp_path / "flaky-copy.sqlite", read_only=True))
+    assert back == {"added": 0, "replaced": 0, "kept": 8} and steady.frame()["judge_error"].isna().all()
+    assert main(["merge-store", str(tmp_path / "steady.sqlite"), "--into", str(tmp_path / "steady.sqlite")]) == 2

@@ -145,6 +145,32 @@ class ResultsStore:
         retrieval = pd.json_normalize(df["retrieval"].tolist()).add_prefix("r_") if len(df) else pd.DataFrame()
         return pd.concat([df.reset_index(drop=True), metrics, retrieval], axis=1)
 
+    def merge_from(self, other: ResultsStore) -> dict[str, int]:
+        """Copy another store's runs and rows into this one in one transaction (grids run elsewhere, e.g. on
+        a GPU endpoint, or beside a running grid). Keys identify the work, so merging twice adds nothing; a
+        row whose judge failed here is replaced by the other store's judged copy, never the other way round."""
+        cols = other._columns()
+        runs = other.db.execute("SELECT run_id, created, config FROM runs").fetchall()
+        configs = {r[0]: json.loads(r[2]) for r in runs}
+        counts = {"added": 0, "replaced": 0, "kept": 0}
+        values = []
+        for found in other.db.execute(f"SELECT {', '.join(cols)} FROM results"):
+            row = dict(zip(cols, found, strict=True))
+            if "retriever" not in row:  # schema 2: the row's run config says which retriever
+                cfg = configs.get(row["run_id"], {})
+                row["retriever"] = retrieval_id(cfg.get("retriever", "splade"), cfg.get("reranker", "minilm"))
+            mine = self.db.execute("SELECT judge_error FROM results WHERE key=?", (row["key"],)).fetchone()
+            if mine is not None and (mine[0] is None or row["judge_error"] is not None):
+                counts["kept"] += 1
+                continue
+            counts["replaced" if mine else "added"] += 1
+            values.append(tuple(row[c] for c in COLUMNS))
+        marks = ", ".join("?" for _ in COLUMNS)
+        with self.db:
+            self.db.executemany("INSERT OR IGNORE INTO runs VALUES (?, ?, ?)", runs)
+            self.db.executemany(f"INSERT OR REPLACE INTO results ({', '.join(COLUMNS)}) VALUES ({marks})", values)
+        return counts
+
     def runs(self) -> list[dict]:
         return [{"run_id": r[0], "created": r[1], "config": json.loads(r[2])}
                 for r in self.db.execute("SELECT * FROM runs ORDER BY created")]
