@@ -315,3 +315,23 @@ def test_merging_stores_adds_each_row_once_and_prefers_judged_rows(grid, tmp_pat
     back = steady.merge_from(ResultsStore(tmp_path / "flaky-copy.sqlite", read_only=True))
     assert back == {"added": 0, "replaced": 0, "kept": 8} and steady.frame()["judge_error"].isna().all()
     assert main(["merge-store", str(tmp_path / "steady.sqlite"), "--into", str(tmp_path / "steady.sqlite")]) == 2
+
+
+def test_the_order_of_adaptation_is_compared_on_the_adapted_retriever():
+    import numpy as np
+    import pandas as pd
+
+    from mdrag.evaluation.report import retriever_vs_adapter
+
+    rng = np.random.default_rng(0)
+    adapted = "dense-ft:nq_open>minilm"
+    rows = [{"domain": "nq_open", "query_id": f"q{i}", "setting": "retrieved", "retriever": r, "variant": v,
+             "m_match": float(rng.integers(0, 2))}
+            for i in range(12) for r in ("splade>minilm", adapted) for v in ("vanilla", "qk_att", "qk_att_2p")]
+    df = pd.DataFrame(rows)
+    table = retriever_vs_adapter(df).set_index("change")
+    wide = df.pivot_table(index="query_id", columns=["retriever", "variant"], values="m_match")
+    row = table.loc[f"order: two-phase qk_att_2p instead of independent qk_att (both on {adapted})"]
+    assert row["n"] == 12 and row["mean"] == pytest.approx((wide[(adapted, "qk_att_2p")]
+                                                            - wide[(adapted, "qk_att")]).mean())
+    assert not [c for c in table.index if c.startswith("order:") and "(both on splade" in c]

@@ -15,6 +15,7 @@ import pandas as pd
 
 from mdrag.evaluation.stats import bootstrap_ci, cohen_kappa
 from mdrag.evaluation.store import DEFAULT_RETRIEVAL
+from mdrag.generation.variants import VARIANTS
 
 
 def main_retriever(df: pd.DataFrame) -> str | None:
@@ -144,6 +145,14 @@ def retriever_vs_adapter(df: pd.DataFrame, metric: str = "m_match", setting: str
         for v in variants:
             if v != "vanilla":
                 add(f"both: {r} + {v} instead of {main} + vanilla", (r, v), (main, "vanilla"))
+    # the order of adaptation: a two-phase variant vs its independent twin, both on the adapted retriever
+    for v in variants:
+        spec = VARIANTS.get(v)
+        if spec is not None and spec.one_phase:
+            for r in retrievers:
+                if r.split(">")[0] == spec.retriever:
+                    add(f"order: two-phase {v} instead of independent {spec.one_phase} (both on {r})",
+                        (r, v), (r, spec.one_phase))
     return pd.DataFrame(rows)
 
 

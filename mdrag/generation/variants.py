@@ -28,6 +28,9 @@ class VariantSpec:
     # The first stage that found the training passages. Two-phase variants (retriever adapted first, then
     # the generator trained on what the adapted retriever finds) name the adapted encoder here.
     retriever: str = "splade"
+    # A two-phase variant's independent-order twin: the same recipe trained on the base retriever's passages
+    # (compared on the adapted retriever, the pair isolates what re-retrieving before training adds).
+    one_phase: str | None = None
 
     @property
     def is_base(self) -> bool:
@@ -52,9 +55,9 @@ for _v in [
     # Two-phase order: adapt the retriever on the generator's training domain (nq_open), re-retrieve, then
     # train the generator on those passages (vs the independent order: qk_att / full on SPLADE passages).
     VariantSpec("qk_att_2p", "QK-Att LoRA, two-phase (trained on adapted-retriever passages)",
-                ("q_proj", "k_proj"), retriever="dense-ft:nq_open"),
+                ("q_proj", "k_proj"), retriever="dense-ft:nq_open", one_phase="qk_att"),
     VariantSpec("full_2p", "Full-LoRA, two-phase (trained on adapted-retriever passages)", ALL_LINEAR,
-                retriever="dense-ft:nq_open"),
+                retriever="dense-ft:nq_open", one_phase="full"),
 ]:
     register_variant(_v)
 
