@@ -518,11 +518,18 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [s for s in chosen if s not in SECTIONS]
     if unknown:
         parser.error(f"unknown sections {unknown}; known: {', '.join(SECTIONS)}")
+    started = time.perf_counter()
+    took = {}
     for name in chosen:
+        t0 = time.perf_counter()
         SECTIONS[name](args.quick)
+        took[name] = time.perf_counter() - t0
     import pandas as pd
 
     print(pd.DataFrame(ROWS).drop(columns="grow").to_markdown(index=False))
+    # the budget: the whole suite runs in under 10 minutes on the 2-core machine
+    print("section wall time: " + ", ".join(f"{k} {v:.0f} s" for k, v in took.items()) +
+          f"; total {(time.perf_counter() - started) / 60:.1f} min (budget for all sections: < 10 min)")
     if args.figure:
         write_figure(growth_figure(ROWS), args.figure)
     if args.json:
