@@ -137,6 +137,7 @@ def test_training_lowers_the_loss_and_the_comparison_is_right(toy_domain, tiny_e
     from mdrag.config import MINILM
 
     before = SentenceTransformer(str(MINILM.path()), device="cpu", model_kwargs={"dtype": "float32"})
+    per_query = {}
     for which, model, q_prefix in (("before", before, ""), ("after", adapted, prefix)):
         p_emb = model.encode(contents, normalize_embeddings=True)
         q_emb = model.encode([q_prefix + q.text for q in tests], normalize_embeddings=True)
@@ -149,7 +150,14 @@ def test_training_lowers_the_loss_and_the_comparison_is_right(toy_domain, tiny_e
             mrr.append(next((1 / (r + 1) for r, g in enumerate(gains) if g), 0.0))
         assert got["nDCG@10"][which] == pytest.approx(np.mean(ndcg), abs=1e-6)
         assert got["MRR@10"][which] == pytest.approx(np.mean(mrr), abs=1e-6)
+        per_query[which] = np.array(ndcg)
     assert got["nDCG@10"]["delta"] == pytest.approx(got["nDCG@10"]["after"] - got["nDCG@10"]["before"])
+    # the delta's CI is a paired bootstrap over the same questions' differences
+    from mdrag.evaluation.stats import bootstrap_ci
+
+    _, low, high = bootstrap_ci((per_query["after"] - per_query["before"]).tolist())
+    assert (got["nDCG@10"]["delta_ci_low"], got["nDCG@10"]["delta_ci_high"]) == pytest.approx((low, high), abs=1e-6)
+    assert low <= got["nDCG@10"]["delta"] <= high
 
 
 def test_unknown_adapted_retriever_says_how_to_train_it(toy_domain):

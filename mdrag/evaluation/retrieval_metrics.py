@@ -54,13 +54,16 @@ def evaluate_retrieval(pipeline, split: str = "dev", limit: int | None = None) -
         gold = set(q.gold_ids)
         first.append(([p.id for p in sorted(ranked, key=lambda p: p.first_stage_rank)], gold))
         reranked.append(([p.id for p in ranked], gold))
-    return {"first_stage": evaluate_rankings(first), "reranked": evaluate_rankings(reranked), "n": len(queries)}
+    return {"first_stage": evaluate_rankings(first), "reranked": evaluate_rankings(reranked), "n": len(queries),
+            # per question, in split order: paired comparisons of two retrievers on the same questions
+            "first_stage_per_query": {name: [fn(r, g) for r, g in first] for name, fn in RETRIEVAL_METRICS.items()}}
 
 
 def compare_retrievers(base: str, adapted: str, domains: list[str], trained_on: list[str], split: str = "test",
                        limit: int | None = None) -> list[dict]:
     """First-stage metrics of two retrievers on each domain's split (no reranking), with the difference:
     on the training domains it shows the gain, on the others whether the adapted encoder forgot."""
+    from mdrag.evaluation.stats import bootstrap_ci
     from mdrag.pipeline import RagPipeline
 
     rows = []
@@ -69,6 +72,10 @@ def compare_retrievers(base: str, adapted: str, domains: list[str], trained_on: 
                for r in (base, adapted)}
         for metric in RETRIEVAL_METRICS:
             before, after = got[base]["first_stage"][metric], got[adapted]["first_stage"][metric]
+            pairs = zip(got[adapted]["first_stage_per_query"][metric], got[base]["first_stage_per_query"][metric],
+                        strict=True)
+            _, low, high = bootstrap_ci([a - b for a, b in pairs])  # paired: same questions, both encoders
             rows.append({"domain": name, "trained_on_it": name in trained_on, "metric": metric, "n": got[base]["n"],
-                         "before": before, "after": after, "delta": after - before})
+                         "before": before, "after": after, "delta": after - before, "delta_ci_low": low,
+                         "delta_ci_high": high})
     return rows
