@@ -302,6 +302,10 @@ def _cmd_report(args) -> int:
     df = ResultsStore(Path(args.store), read_only=True).frame()
     if df.empty:
         raise MdragError(f"{args.store} holds no results yet: run python -m mdrag evaluate first")
+    if args.domains != "all":
+        df = df[df["domain"].isin(_domains(args.domains))]
+        if df.empty:
+            raise MdragError(f"{args.store} holds no results for {args.domains}")
     print(report(df, Path(args.csv) if args.csv else None, adapted=adaptation_table()))
     return 0
 
@@ -445,6 +449,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("report", help="paper-style tables from a results store (markdown; CSV with --csv)")
     s.add_argument("--store", default="results.sqlite")
     s.add_argument("--csv", help="folder for CSV tables")
+    s.add_argument("--domains", default="all", help="only these domains (comma-separated)")
     s.set_defaults(func=_cmd_report)
 
     s = sub.add_parser("merge-store", help="copy another results store's runs and rows into a store "

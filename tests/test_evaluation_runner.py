@@ -332,6 +332,22 @@ def test_the_order_of_adaptation_is_compared_on_the_adapted_retriever():
     table = retriever_vs_adapter(df).set_index("change")
     wide = df.pivot_table(index="query_id", columns=["retriever", "variant"], values="m_match")
     row = table.loc[f"order: two-phase qk_att_2p instead of independent qk_att (both on {adapted})"]
-    assert row["n"] == 12 and row["mean"] == pytest.approx((wide[(adapted, "qk_att_2p")]
+    assert row["n"] == 12 and row["domains"] == "nq_open"
+    assert row["mean"] == pytest.approx((wide[(adapted, "qk_att_2p")]
                                                             - wide[(adapted, "qk_att")]).mean())
     assert not [c for c in table.index if c.startswith("order:") and "(both on splade" in c]
+
+
+def test_report_command_reads_a_store_and_filters_domains(grid, tmp_path, capsys):
+    from mdrag.cli import main
+
+    grid.settings = ["retrieved"]
+    path = tmp_path / "r.sqlite"
+    evaluate(grid, ResultsStore(path), show_progress=False)
+    assert main(["report", "--store", str(path), "--domains", "evaltiny"]) == 0
+    out = capsys.readouterr().out
+    assert "## Per cluster and variant, retrieved passages" in out and "| vanilla" in out
+    assert main(["report", "--store", str(path), "--domains", "nq_open"]) == 2
+    assert "no results for nq_open" in capsys.readouterr().err
+    assert main(["report", "--store", str(path), "--domains", "atlantis"]) == 2
+    assert "Unknown domain" in capsys.readouterr().err

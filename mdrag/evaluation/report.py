@@ -131,7 +131,8 @@ def retriever_vs_adapter(df: pd.DataFrame, metric: str = "m_match", setting: str
         if a in wide and b in wide:
             diff = (wide[a] - wide[b]).dropna()
             mean, lo, hi = bootstrap_ci(diff.tolist())
-            rows.append({"change": change, "n": len(diff), "mean": mean, "CI low": lo, "CI high": hi})
+            rows.append({"change": change, "domains": ", ".join(sorted(diff.index.get_level_values("domain").unique())),
+                         "n": len(diff), "mean": mean, "CI low": lo, "CI high": hi})
 
     retrievers = sorted({r for r, _ in wide.columns} - {main})
     variants = sorted({v for _, v in wide.columns})
