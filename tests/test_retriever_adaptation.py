@@ -237,7 +237,8 @@ def test_a_bad_adapted_encoder_is_a_clear_error(toy_domain, tiny_encoder, damage
         get_retriever("dense-ft:toy", toy_domain)
 
 
-def test_two_phase_training_examples_come_from_the_adapted_retriever(toy_domain, tiny_encoder):
+def test_two_phase_training_examples_come_from_the_adapted_retriever(toy_domain, tiny_encoder, tmp_path,
+                                                                     monkeypatch):
     import argparse
 
     from mdrag.cli import _examples
@@ -256,7 +257,10 @@ def test_two_phase_training_examples_come_from_the_adapted_retriever(toy_domain,
     for row, q in zip(rows, toy_domain.split("train")[:4], strict=True):
         idx, _ = adapted.search(q.text, 50)
         assert row["passage_ids"] == [toy_domain.passages[int(i)].id for i in idx[:5]]
-    # the train command picks the variant's retriever for its examples
+    # the train command picks the variant's retriever for its examples (here: one neither trained nor shipped)
+    from mdrag.training import retriever as training
+
+    monkeypatch.setattr(training, "SHIPPED_RETRIEVERS", tmp_path / "no-shipped-retrievers")
     with pytest.raises(Exception, match="train-retriever --domain nq_open"):
         _examples(argparse.Namespace(variant="qk_att_2p", examples=2))
 
