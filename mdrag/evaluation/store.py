@@ -41,6 +41,11 @@ def retrieval_id(retriever: str, reranker: str) -> str:
     return f"{retriever}>{reranker}"
 
 
+def run_retrieval(config: dict) -> str:
+    """The retrieval id of a run from its config (what a schema-2 row's retriever was: its run's)."""
+    return retrieval_id(config.get("retriever", "splade"), config.get("reranker", "minilm"))
+
+
 def row_key(**parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
 
@@ -96,7 +101,7 @@ class ResultsStore:
             for run_id, config in self.db.execute("SELECT run_id, config FROM runs").fetchall():
                 cfg = json.loads(config)
                 self.db.execute("UPDATE results SET retriever=? WHERE run_id=?",
-                                (retrieval_id(cfg.get("retriever", "splade"), cfg.get("reranker", "minilm")), run_id))
+                                (run_retrieval(cfg), run_id))
             self.db.execute("UPDATE results SET retriever=? WHERE retriever IS NULL", (DEFAULT_RETRIEVAL,))
             self.db.execute("UPDATE mdrag_meta SET value=? WHERE name='schema'", (SCHEMA_VERSION,))
         self.version = SCHEMA_VERSION
@@ -137,8 +142,7 @@ class ResultsStore:
         df = pd.read_sql_query("SELECT * FROM results", self.db)
         if "retriever" not in df:  # a schema-2 store opened read-only: each row's run says
             runs = {r["run_id"]: r["config"] for r in self.runs()}
-            df["retriever"] = [retrieval_id(runs.get(r, {}).get("retriever", "splade"),
-                                            runs.get(r, {}).get("reranker", "minilm")) for r in df["run_id"]]
+            df["retriever"] = [run_retrieval(runs.get(r, {})) for r in df["run_id"]]
         for c in _JSON:
             df[c] = df[c].map(lambda v: json.loads(v) if isinstance(v, str) else v)
         metrics = pd.json_normalize(df["metrics"].tolist()).add_prefix("m_") if len(df) else pd.DataFrame()
@@ -153,17 +157,16 @@ class ResultsStore:
         runs = other.db.execute("SELECT run_id, created, config FROM runs").fetchall()
         configs = {r[0]: json.loads(r[2]) for r in runs}
         counts = {"added": 0, "replaced": 0, "kept": 0}
+        mine = dict(self.db.execute("SELECT key, judge_error FROM results").fetchall())  # key -> judge_error
         values = []
         for found in other.db.execute(f"SELECT {', '.join(cols)} FROM results"):
             row = dict(zip(cols, found, strict=True))
             if "retriever" not in row:  # schema 2: the row's run config says which retriever
-                cfg = configs.get(row["run_id"], {})
-                row["retriever"] = retrieval_id(cfg.get("retriever", "splade"), cfg.get("reranker", "minilm"))
-            mine = self.db.execute("SELECT judge_error FROM results WHERE key=?", (row["key"],)).fetchone()
-            if mine is not None and (mine[0] is None or row["judge_error"] is not None):
+                row["retriever"] = run_retrieval(configs.get(row["run_id"], {}))
+            if row["key"] in mine and (mine[row["key"]] is None or row["judge_error"] is not None):
                 counts["kept"] += 1
                 continue
-            counts["replaced" if mine else "added"] += 1
+            counts["replaced" if row["key"] in mine else "added"] += 1
             values.append(tuple(row[c] for c in COLUMNS))
         marks = ", ".join("?" for _ in COLUMNS)
         with self.db:

@@ -33,7 +33,7 @@ from mdrag.data.benchmark import Domain, load_domain
 from mdrag.data.domains import DOMAINS
 from mdrag.errors import BenchmarkError, MissingModelError
 from mdrag.hashing import folder_fingerprint
-from mdrag.training.saving import publish, swap_in
+from mdrag.training.saving import publish, swap_in, write_card
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -247,11 +247,10 @@ def ship_retriever(source: str) -> Path:
 def record_comparison(source: str, rows: list[dict], split: str, limit: int | None) -> Path:
     """Store a before/after table (compare_retrievers rows) in the card of the encoder retrieval uses
     (trained here, else shipped); returns the card's path."""
-    path = find_adapted(source) / "card.json"
-    card = load_card(path.parent)
+    folder = find_adapted(source)
+    card = load_card(folder)
     card["evaluation"] = {"split": split, "limit": limit, "rows": rows}
-    path.write_text(json.dumps(card, indent=2, sort_keys=True) + "\n")
-    return path
+    return write_card(folder, card)
 
 
 def adaptation_table() -> pd.DataFrame:

@@ -16,6 +16,15 @@ def swap_in(tmp: Path, target: Path) -> None:
     os.replace(tmp, target)
 
 
+def write_card(folder: Path, card: dict) -> Path:
+    """Write `folder/card.json` whole (temporary file, then rename): a reader never sees half a card."""
+    path = folder / "card.json"
+    tmp = path.with_name(".card.json.tmp")
+    tmp.write_text(json.dumps(card, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
 def publish(tmp: Path, target: Path, card: dict, base_name: str) -> None:
     """Write `card.json`, name the base without a path in `adapter_config.json` (if any), drop the generated
     README.md (it repeats the training machine's paths), then swap `tmp` in as `target`."""
@@ -26,5 +35,5 @@ def publish(tmp: Path, target: Path, card: dict, base_name: str) -> None:
         adapter_config.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
     for extra in tmp.glob("README.md"):
         extra.unlink()
-    (tmp / "card.json").write_text(json.dumps(card, indent=2, sort_keys=True) + "\n")
+    write_card(tmp, card)
     swap_in(tmp, target)
