@@ -29,3 +29,19 @@ def test_growth_figure_pairs_each_series_with_its_baseline():
     fig = bench.growth_figure([*rows, *bench.ROWS])
     traces = {t.name: (list(t.x), list(t.y)) for t in fig.data}
     assert traces == {"batched": ([1, 3, 6], [2.0, 3.0, 4.0]), "sequential": ([1, 3, 6], [2.0, 6.0, 12.0])}
+
+
+@pytest.mark.slow
+def test_ask_section_runs_on_the_real_models_and_rows_every_variant_count():
+    """The Ask section once crashed on its own one-variant row (a target looked up by count): run it for real
+    (quick sizes) and check every (count, measure) row is there, each next to the one-variant baseline."""
+    bench.ROWS.clear()
+    bench.bench_ask(quick=True)
+    rows = [r for r in bench.ROWS if r["section"] == "ask"]
+    for n in (1, 2, 3, 6):
+        for what in ("first token", "first answer", "all answers"):
+            assert any(f", {n} variants: {what} vs one variant" in r["what"] for r in rows), (n, what)
+    one = [r for r in rows if ", 1 variants:" in r["what"]]
+    assert all(r["ratio"] == 1.0 for r in one)
+    six_all = next(r for r in rows if ", 6 variants: all answers" in r["what"])
+    assert six_all["ratio"] > 1.0  # six answers cost more than one: the baseline is really the one-variant run
