@@ -48,13 +48,17 @@ def test_passage_ablation_equals_independent_log_prob_drops(trace, tiny_generato
     model = multi_lora_model(load_generator(str(tiny_generator_dir)), "float32").model
     calls = []
     # on the decoder: captum calls the top model's .forward() directly, which bypasses its own hooks
+    head_rows = []  # positions the LM head runs on, per forward
     hook = model.get_decoder().register_forward_hook(lambda *_: calls.append(1))
+    head = model.get_output_embeddings().register_forward_hook(lambda _m, args, _o: head_rows.append(args[0].shape[1]))
     try:
         attr = passage_ablation(trace, "vanilla", str(tiny_generator_dir), dtype="float32")
     finally:
         hook.remove()
+        head.remove()
     assert len(calls) == 1 + len(trace.passages)  # the unablated prompt once, then one per passage
     answer = trace.answers["vanilla"].token_ids
+    assert head_rows == [len(answer) + 1] * len(calls)  # the LM head only where captum reads it
     full = _logprob(tiny_generator_dir, trace.prompt, answer)
     assert attr.full_logprob == pytest.approx(full, abs=1e-3)
     assert attr.features == [f"passage_{i + 1}" for i in range(len(trace.passages))]
