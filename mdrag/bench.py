@@ -160,7 +160,9 @@ def bench_variants(quick: bool) -> None:
         batched = _median_time(lambda n=n: gen.generate(ids, order[:n]), 1, warm=False) if n > 1 else alone[order[0]]
         sequential = sum(alone[v] for v in order[:n])
         target = {1: "", 3: "<= 2x one", 6: "<= 3x one"}[n]
-        _row("variants", f"{n} variants batched vs one variant alone", batched, one, "s", target)
+        # the baseline "one" is one adapted variant (QK-Att); n = 1 is vanilla, which has no LoRA to apply
+        what = f"{n} variants batched" if n > 1 else "vanilla alone (no LoRA)"
+        _row("variants", f"{what} vs one adapted variant (QK-Att) alone", batched, one, "s", target)
         _row("variants", f"{n} variants batched vs sequential", batched, sequential, "s", "< 1x" if n > 1 else "",
              grow=("generation time vs number of variants (s)", n, "stacked batch", "one after another"))
     ref = Generator(loaded, max_new_tokens=new, fast=False, dtype="float32")
