@@ -351,3 +351,15 @@ def test_report_command_reads_a_store_and_filters_domains(grid, tmp_path, capsys
     assert "no results for nq_open" in capsys.readouterr().err
     assert main(["report", "--store", str(path), "--domains", "atlantis"]) == 2
     assert "Unknown domain" in capsys.readouterr().err
+
+
+def test_a_run_in_another_dtype_says_it_adds_rows_instead_of_resuming(tmp_path):
+    from mdrag.evaluation.runner import dtype_note
+
+    store = ResultsStore(tmp_path / "r.sqlite")
+    assert dtype_note(store, "float32") is None  # an empty store: nothing to resume
+    store.add_run("run-a", {"generation": {"generator": "g", "dtype": "bfloat16"}})
+    store.add_run("run-b", {"generation": {"generator": "endpoint:x", "dtype": "endpoint"}})
+    assert dtype_note(store, "bfloat16") is None
+    note = dtype_note(store, "float32")
+    assert "bfloat16" in note and "MDRAG_DTYPE=bfloat16" in note

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import platform
+import sys
 import time
 from dataclasses import dataclass, field
 
@@ -71,6 +72,19 @@ def _retrieval_scores(ranked, gold: set[str]) -> dict[str, float]:
     return out
 
 
+def dtype_note(store: ResultsStore, dtype: str) -> str | None:
+    """A heads-up when the store's earlier runs generated in another dtype: the dtype is part of every row's
+    key (bf16 and float32 greedy answers can differ), so this run adds its own rows next to theirs instead of
+    resuming them. The default dtype follows the CPU (config.generation_dtype), so the shipped bf16 grid is
+    not resumed on a CPU without native bf16 unless MDRAG_DTYPE says so."""
+    before = {r["config"].get("generation", {}).get("dtype") for r in store.runs()} - {dtype, "endpoint", None}
+    if not before:
+        return None
+    return (f"Note: this store's earlier runs generated in {', '.join(sorted(before))}; this run generates in "
+            f"{dtype}, so it adds new rows instead of resuming theirs (set MDRAG_DTYPE={sorted(before)[0]} to "
+            "resume them).")
+
+
 def evaluate(grid: Grid, store: ResultsStore, judge=None, show_progress: bool = True) -> dict[str, int]:
     """Run every missing cell of the grid; returns counts of generated, cached and re-judged rows."""
     import peft
@@ -84,6 +98,9 @@ def evaluate(grid: Grid, store: ResultsStore, judge=None, show_progress: bool = 
     # Where the answers come from is part of every key: a server's answers never pose as local ones.
     made_by = {"generator": loaded.fingerprint, "dtype": LIMITS.dtype} if not grid.endpoint else \
         {"generator": f"endpoint:{grid.endpoint}", "dtype": "endpoint"}
+    note = dtype_note(store, made_by["dtype"])
+    if note and show_progress:
+        print(note, file=sys.stderr)
     store.add_run(run_id, {**grid.__dict__, "generator": loaded.name, "generator_fingerprint": loaded.fingerprint,
                            "adapters": fps, "judge": judge_name, "max_new_tokens": LIMITS.max_new_tokens,
                            "generation": made_by,
