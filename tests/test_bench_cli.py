@@ -1,6 +1,12 @@
 """The benchmark script's command line (the benchmarks themselves are run by hand: they print ratios
 against baselines measured in the same run, they are not timed unit tests)."""
 
+import json
+import math
+import os
+import subprocess
+import sys
+
 import pytest
 
 from mdrag import bench
@@ -32,16 +38,28 @@ def test_growth_figure_pairs_each_series_with_its_baseline():
 
 
 @pytest.mark.slow
-def test_ask_section_runs_on_the_real_models_and_rows_every_variant_count():
-    """The Ask section once crashed on its own one-variant row (a target looked up by count): run it for real
-    (quick sizes) and check every (count, measure) row is there, each next to the one-variant baseline."""
-    bench.ROWS.clear()
-    bench.bench_ask(quick=True)
-    rows = [r for r in bench.ROWS if r["section"] == "ask"]
+def test_every_section_runs_on_the_real_models_and_writes_its_rows(tmp_path):
+    """The whole bench at quick sizes, as a user runs it (a section once crashed on its own one-variant row
+    and went unnoticed for a session because nothing ran it): every section leaves rows, every row measured
+    against a baseline carries its ratio, the JSON and the growth figure are written."""
+    out, fig = tmp_path / "bench.json", tmp_path / "growth.png"
+    done = subprocess.run([sys.executable, "-m", "mdrag.bench", "--quick", "--json", str(out), "--figure", str(fig)],
+                          capture_output=True, text=True, timeout=900,
+                          env={**os.environ, "MDRAG_CHROMIUM": os.environ.get("MDRAG_CHROMIUM", "/usr/bin/chromium")})
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = json.loads(out.read_text())
+    assert {r["section"] for r in rows} == set(bench.SECTIONS)
+    for r in rows:
+        assert math.isfinite(r["ours"]), r
+        if r["baseline"]:
+            assert r["ratio"] == pytest.approx(r["ours"] / r["baseline"], rel=1e-2), r
+    assert fig.stat().st_size > 10_000
+    ask = [r for r in rows if r["section"] == "ask"]
     for n in (1, 2, 3, 6):
         for what in ("first token", "first answer", "all answers"):
-            assert any(f", {n} variants: {what} vs one variant" in r["what"] for r in rows), (n, what)
-    one = [r for r in rows if ", 1 variants:" in r["what"]]
-    assert all(r["ratio"] == 1.0 for r in one)
-    six_all = next(r for r in rows if ", 6 variants: all answers" in r["what"])
+            assert any(f", {n} variants: {what} vs one variant" in r["what"] for r in ask), (n, what)
+    assert all(r["ratio"] == 1.0 for r in ask if ", 1 variants:" in r["what"])
+    six_all = next(r for r in ask if ", 6 variants: all answers" in r["what"])
     assert six_all["ratio"] > 1.0  # six answers cost more than one: the baseline is really the one-variant run
+    six = next(r for r in rows if r["what"] == "6 variants batched vs sequential")
+    assert six["ratio"] < 1.0  # one stacked batch beats six generate calls: the point of batching

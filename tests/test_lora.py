@@ -307,3 +307,52 @@ def test_only_variants_with_an_adapter_are_offered(tiny_adapters_root, monkeypat
     monkeypatch.setenv("MDRAG_ADAPTERS", str(tiny_adapters_root))
     assert available_variants() == ["vanilla", "full", "qk_att", "mlp"]  # registry order; no two-phase adapters
     assert get_variant("qk_att_2p").target_modules == get_variant("qk_att").target_modules
+
+
+@pytest.mark.parametrize("variant", ["qk_att", "mlp", "full"])
+def test_one_adapter_alone_runs_only_its_own_modules_at_its_own_rank(variant, tiny_generator_dir, adapters_root,
+                                                                    monkeypatch):
+    """With every adapter stacked, a batch of one variant gathers only the modules that adapter targets, at its
+    rank (not the stack's padded maximum), and still gives peft's logits."""
+    from mdrag.generation import multi_lora
+    from mdrag.generation.generator import multi_lora_model
+
+    monkeypatch.setenv("MDRAG_ADAPTERS", str(adapters_root))
+    loaded = load_generator(str(tiny_generator_dir))
+    prompt = loaded.tokenizer("Background: Document 1: Python is a language. Question: who made it")["input_ids"]
+    Generator(loaded, max_new_tokens=1, dtype="float32").generate(prompt, ["full", "qk_att", "mlp"])  # stack all
+    stacked = multi_lora_model(loaded, "float32")
+    ids = torch.tensor([prompt])
+    with torch.inference_mode():
+        with stacked.rows([variant]):
+            gathered = dict(multi_lora._LOCAL.gathered)
+            got = stacked.model(input_ids=ids).logits
+        want = loaded.model(input_ids=ids, adapter_names=[variant]).logits
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+    config = loaded.model.peft_config[variant]
+    assert gathered and all(name.rsplit(".", 1)[-1] in config.target_modules for name in gathered)
+    assert len(gathered) < len(stacked._modules) or variant == "full"
+    assert {a.shape[2] for a, _ in gathered.values()} == {config.r}
+
+
+@pytest.mark.parametrize("rows", [1, 2, 3, 8, 9])
+@pytest.mark.parametrize("bias", [True, False])
+def test_few_rows_linear_equals_torch_linear(rows, bias):
+    """The decode-step linear (W @ x^T for a few rows, one row padded to two) computes F.linear's product."""
+    from mdrag.generation.multi_lora import _few_rows_linear
+
+    torch.manual_seed(rows)
+    layer = torch.nn.Linear(48, 80, bias=bias)
+    x = torch.randn(rows, 1, 48)  # (rows, tokens, in): a decode step
+    got = _few_rows_linear(layer, x)
+    assert got.shape == (rows, 1, 80) and got.is_contiguous()
+    torch.testing.assert_close(got, torch.nn.functional.linear(x, layer.weight, layer.bias), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype, patched", [("float32", True), ("bfloat16", False)])
+def test_float32_stacked_model_routes_its_linears_through_the_few_rows_path(dtype, patched, tiny_generator_dir):
+    from mdrag.generation.multi_lora import MultiLoraModel, _few_rows_linear
+
+    model = MultiLoraModel.from_pretrained(tiny_generator_dir, getattr(torch, dtype)).model
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    assert linears and all((getattr(m.forward, "func", None) is _few_rows_linear) == patched for m in linears)

@@ -20,8 +20,33 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 
 _LOCAL = threading.local()
+
+
+# Decode steps feed each linear a few rows (one per variant). Measured on a 2-core AVX2 EPYC, float32, the
+# SmolLM2 decode step: x @ W^T as F.linear runs it takes 2.2x as long for 3 rows as for one (72 -> 160 ms
+# per step), while the same product computed as W @ x^T takes ~1.2x; a single row padded to two beats the
+# gemv F.linear picks for it (76 -> 65 ms per step). Same numbers up to float32 rounding (logits within 1e-4).
+_FEW_ROWS = 8
+
+
+def _few_rows_linear(module, x):
+    """module's Linear forward; x: (..., in) -> (..., out)."""
+    import torch
+    import torch.nn.functional as F
+
+    flat = x.reshape(-1, x.shape[-1])  # (rows, in)
+    rows = flat.shape[0]
+    if rows > _FEW_ROWS or not flat.is_floating_point():
+        return F.linear(x, module.weight, module.bias)
+    if rows == 1:
+        flat = flat.repeat(2, 1)  # a real copy: a stride-0 expand sends mm down a slow path (measured 2x)
+    y = torch.mm(module.weight, flat.T).T[:rows].contiguous()  # (out, in) @ (in, rows) -> (rows, out)
+    if module.bias is not None:
+        y = y + module.bias
+    return y.reshape(*x.shape[:-1], y.shape[-1])
 
 
 @dataclass
@@ -39,7 +64,13 @@ class MultiLoraModel:
     """A plain copy of the base model plus stacked adapters; `rows(names)` picks each batch row's adapter."""
 
     def __init__(self, model, dtype) -> None:
+        import torch
+
         self.model = model.to(dtype).eval()
+        if dtype == torch.float32:
+            for module in self.model.modules():
+                if isinstance(module, torch.nn.Linear):
+                    module.forward = partial(_few_rows_linear, module)
         self.dtype = dtype
         self.slots: list[str] = ["__base__"]
         self._modules: dict[str, _Module] = {}
@@ -123,9 +154,13 @@ class MultiLoraModel:
         gathered = {}
         if any(s != 0 for s in slots.tolist()):
             for target, entry in self._modules.items():
-                # Gathered once per batch, not per decode step. (rows, in, r) and (rows, r, out)
-                gathered[target] = (entry.a[slots].transpose(1, 2).contiguous(),
-                                    entry.b[slots].transpose(1, 2).contiguous())
+                if not any(n in entry.weights for n in names):
+                    continue  # no row's adapter touches this module: skip its zero update (QK-Att alone: 2 of 7)
+                # Only the largest rank among these rows' adapters (Full alone: 16, not QK-Att's 85 it is
+                # padded to in the stack). Gathered once per batch, not per decode step: (rows, in, r), (rows, r, out)
+                r = max(entry.weights[n][0].shape[0] for n in names if n in entry.weights)
+                gathered[target] = (entry.a[slots, :r].transpose(1, 2).contiguous(),
+                                    entry.b[slots, :, :r].transpose(1, 2).contiguous())
         previous = getattr(_LOCAL, "gathered", None)
         _LOCAL.gathered = gathered
         try:
