@@ -27,12 +27,17 @@ def _row(section: str, what: str, ours: float, base: float | None, unit: str, ta
     """One figure and its same-run baseline. `grow` = (panel, size, our series, baseline series) puts the
     pair into the growth figure (cost against prompt length, corpus size or number of variants)."""
     ratio = None if not base else (ours / base)
-    ROWS.append({"section": section, "what": what, "ours": round(ours, 4), "baseline": base and round(base, 4),
-                 "unit": unit, "ratio": ratio and round(ratio, 3), "target": target,
+    ROWS.append({"section": section, "what": what, "ours": _sig(ours), "baseline": base and _sig(base),
+                 "unit": unit, "ratio": ratio and _sig(ratio), "target": target,
                  "better": "higher" if higher_is_better else "lower", "grow": grow})
     shown = f"{ratio:.2f}x" if ratio else "–"
     print(f"[{section}] {what}: {ours:.4g} {unit} vs {base if base is None else f'{base:.4g}'} -> {shown} "
           f"{target}", flush=True)
+
+
+def _sig(x: float, digits: int = 4) -> float:
+    """Round to significant digits, not decimals: a 0.0068x ratio rounded to 3 decimals read 0.007 (3% off)."""
+    return float(f"{x:.{digits}g}")
 
 
 def reset_peak_memory() -> float:
