@@ -18,8 +18,37 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 ROWS: list[dict] = []
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """What each section measures at. FULL is the issue's measurement (700-token prompt, 64 new tokens,
+    1,000 / 2,000-token attention, ...); QUICK runs every section's code on the real models at toy sizes, so
+    the whole bench is a smoke test of a few minutes (CI runs it), not a measurement."""
+
+    prompt: int = 700  # tokens of the decode / variants prompt
+    new: int = 64  # new tokens per variant (decode, variants, Ask)
+    turns: int = 3  # interleaved repeats of the decode target row
+    ask_counts: tuple[int, ...] = (1, 2, 3, 6)  # numbers of variants on the Ask screen
+    ingest: tuple[int, ...] = (400, 800)  # prefill lengths (+1,600 where bf16 is native)
+    attention: tuple[int, ...] = (1000, 2000)  # prompt lengths for attention extraction
+    queries: int = 20  # retrieval queries per corpus
+    index_sample: int = 200  # passages encoded to time an index build
+    grid_prompts: int = 2  # evaluation grid questions
+    grid_variants: int = 6
+    train_tokens: int = 512
+    train_steps: int = 2
+    train_variants: tuple[str, ...] = ("full", "qk_att", "att", "mlp")  # each beside updating all weights
+    domains: int = 5  # domains whose indexes the memory section loads
+
+
+FULL = Sizes()
+QUICK = Sizes(prompt=160, new=6, turns=1, ask_counts=(1, 3), ingest=(200,), attention=(300,), queries=3,
+              index_sample=16, grid_prompts=1, grid_variants=2, train_tokens=96, train_steps=1,
+              train_variants=("qk_att",), domains=1)
 
 
 def _row(section: str, what: str, ours: float, base: float | None, unit: str, target: str = "",
@@ -117,7 +146,7 @@ def _load_adapters(variants: list[str]) -> None:
 # ------------------------------------------------------------------------------------------- sections
 
 
-def bench_decode(quick: bool) -> None:
+def bench_decode(size: Sizes) -> None:
     """Our generator path vs plain model.generate on the same model, prompt, dtype and greedy settings."""
     import torch
 
@@ -126,8 +155,7 @@ def bench_decode(quick: bool) -> None:
     from mdrag.generation.model import load_generator
 
     loaded = load_generator()
-    ids = _prompt(700)
-    new = 32 if quick else 64
+    ids, new = _prompt(size.prompt), size.new
     for dtype in dict.fromkeys([LIMITS.dtype, "float32"]):
         model = multi_lora_model(loaded, dtype).model
         gen = Generator(loaded, max_new_tokens=new, dtype=dtype)
@@ -142,21 +170,20 @@ def bench_decode(quick: bool) -> None:
             gen.generate(ids, ["vanilla"])
 
         # 3 turns for the default dtype (the target row), 1 for float32 (context only): the 10-minute budget
-        turns = 1 if quick or dtype != LIMITS.dtype else 3
+        turns = size.turns if dtype == LIMITS.dtype else 1
         t_plain, t_ours = _interleaved_medians([plain, ours], turns)
-        _row("decode", f"700-token prompt + {new} tokens, {dtype}: ours vs model.generate (tokens/s, "
+        _row("decode", f"{len(ids)}-token prompt + {new} tokens, {dtype}: ours vs model.generate (tokens/s, "
              f"median of {turns} interleaved runs)",
              new / t_ours, new / t_plain, "tok/s", ">= 1.0x", higher_is_better=True)
 
 
-def bench_variants(quick: bool) -> None:
+def bench_variants(size: Sizes) -> None:
     """N variants on one prompt: one stacked batch vs one after another (64 new tokens each)."""
     from mdrag.generation.generator import Generator
     from mdrag.generation.model import load_generator
 
     loaded = load_generator()
-    ids = _prompt(700)
-    new = 32 if quick else 64
+    ids, new = _prompt(size.prompt), size.new
     gen = Generator(loaded, max_new_tokens=new)
     gen.stop_ids = lambda: [-1]  # every variant decodes the full budget: the worst case for batching
     order = ["vanilla", "full", "qk_att", "att", "mlp", "full_skd"]
@@ -183,7 +210,7 @@ def bench_variants(quick: bool) -> None:
     _row("variants", "4 variants: stacked LoRA batch vs peft mixed-adapter batch (fp32)", ours4, peft_batch, "s")
 
 
-def bench_ask(quick: bool) -> None:
+def bench_ask(size: Sizes) -> None:
     """What the Ask screen feels like: question -> first token / first full answer / all answers, for 1, 2, 3
     and 6 variants, 64 new tokens each (stop tokens off: the worst case), retrieval and reranking included.
     Baseline: the one-variant run in this process."""
@@ -193,7 +220,7 @@ def bench_ask(quick: bool) -> None:
 
     pipe = RagPipeline.for_domain("clapnq")
     query = pipe.domain.split("test")[0]
-    gen = Generator(load_generator(), max_new_tokens=32 if quick else 64)
+    gen = Generator(load_generator(), max_new_tokens=size.new)
     gen.stop_ids = lambda: [-1]
     order = ["qk_att", "full", "vanilla", "att", "mlp", "full_skd"]
 
@@ -210,10 +237,10 @@ def bench_ask(quick: bool) -> None:
 
     _load_adapters(order)
     ask(order[:1])  # warm-up: models, indexes
-    runs = {n: [ask(order[:n])] for n in (1, 2, 3, 6)}
+    runs = {n: [ask(order[:n])] for n in size.ask_counts}
     one = {k: statistics.median(r[k] for r in runs[1]) for k in runs[1][0]}
     tokens = int(one.pop("prompt tokens"))
-    for n in (1, 2, 3, 6):
+    for n in size.ask_counts:
         got = {k: statistics.median(r[k] for r in runs[n]) for k in one}
         for what, target in (("first token", "~1x one (first variant prefilled alone)"),
                              ("first answer", ""), ("all answers", VARIANT_COUNT_TARGETS.get(n, ""))):
@@ -221,7 +248,7 @@ def bench_ask(quick: bool) -> None:
                  got[what], one[what], "s", target, grow=("Ask screen: seconds vs number of variants", n, what, ""))
 
 
-def bench_ingest(quick: bool) -> None:
+def bench_ingest(size: Sizes) -> None:
     """Prefill tokens/s in bfloat16 vs float32, whichever is the default here (config.generation_dtype picks
     bf16 only on a CPU with native bf16 matmuls: where oneDNN emulates it, it is several times slower)."""
     import torch
@@ -232,7 +259,7 @@ def bench_ingest(quick: bool) -> None:
 
     loaded = load_generator()
     # emulated bf16 is slow (~65 tok/s): its 1,600-token row would cost a minute of the 10-minute budget
-    sizes = (400, 800) if quick or not native_bf16() else (400, 800, 1600)
+    sizes = size.ingest + ((1600,) if native_bf16() and size == FULL else ())
     for n in sizes:
         ids = torch.tensor([_prompt(n)])
         base = multi_lora_model(loaded, "float32").model
@@ -286,10 +313,11 @@ def _child(mode: str, n: int) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def bench_attention(quick: bool) -> None:
+def bench_attention(size: Sizes) -> None:
     """Segment attention (bounded) and output_attentions=True vs a plain sdpa forward, fresh process each."""
-    for n in (1000,) if quick else (1000, 2000):
-        tries = 2 if n == 1000 else 1  # the target size gets best of two; 2,000 tokens is for the growth figure
+    for n in size.attention:
+        # the target size gets best of two; 2,000 tokens is for the growth figure
+        tries = 2 if n == size.attention[0] and size == FULL else 1
         plain = min((_child("plain", n) for _ in range(tries)), key=lambda r: r["seconds"])
         seg = min((_child("segments", n) for _ in range(tries)), key=lambda r: r["seconds"])
         eager = _child("eager", n)
@@ -305,7 +333,7 @@ def bench_attention(quick: bool) -> None:
              "MB", "< 100 MB at 1,000 tokens")
 
 
-def bench_ablation(quick: bool) -> None:
+def bench_ablation(size: Sizes) -> None:
     """Passage ablation (captum, 1 + k forwards) vs one forward pass over the same prompt and answer."""
     import torch
 
@@ -323,7 +351,7 @@ def bench_ablation(quick: bool) -> None:
     del torch
 
 
-def bench_retrieval(quick: bool) -> None:
+def bench_retrieval(size: Sizes) -> None:
     """First stage per shipped corpus (SPLADE, dense vs BM25), reranking 50 candidates (saved passage
     embeddings vs encoding the candidates), and index build cost per 10k passages."""
     import numpy as np
@@ -335,7 +363,7 @@ def bench_retrieval(quick: bool) -> None:
 
     for name in ("nq_open", "pubmedqa", "covidqa", "tatqa", "clapnq"):
         dom = load_domain(name)
-        queries = [q.text for q in dom.split("test")[: 10 if quick else 20]]
+        queries = [q.text for q in dom.split("test")[: size.queries]]
         bm25 = get_retriever("bm25", dom)
         t_b = [_median_time(lambda q=q, r=bm25: r.search(q, 50), 1) for q in queries]
         for kind in ("splade", "dense"):
@@ -358,7 +386,7 @@ def bench_retrieval(quick: bool) -> None:
 
     _row("retrieval", "MiniLM rerank of 50 candidates: saved passage embeddings vs encoding them",
          _median_time(ours, 3), _median_time(encode_all, 2), "s", "< 1 s")
-    n = 64 if quick else 200
+    n = size.index_sample
     sample = [p.content for p in dom.passages[:n]]
     t_splade = _median_time(lambda: encoders.splade_documents(sample, desc="bench"), 1)
     t_dense = _median_time(lambda: encoders.minilm_embed(sample), 1)
@@ -373,7 +401,7 @@ def bench_retrieval(quick: bool) -> None:
                  None, "MB")
 
 
-def bench_evaluation(quick: bool) -> None:
+def bench_evaluation(size: Sizes) -> None:
     """Rows/min of the grid: variants batched per prompt vs one variant per generate call."""
     from mdrag.generation.generator import Generator
     from mdrag.generation.model import load_generator
@@ -382,9 +410,10 @@ def bench_evaluation(quick: bool) -> None:
     pipe = RagPipeline.for_domain("nq_open", reranker="none")
     loaded = load_generator()
     gen = Generator(loaded)
-    variants = ["vanilla", "full", "qk_att", "att", "mlp", "full_skd"]
+    variants = ["vanilla", "full", "qk_att", "att", "mlp", "full_skd"][: size.grid_variants]
+    n = len(variants)
     prompts = []
-    for q in pipe.domain.split("test")[:2]:
+    for q in pipe.domain.split("test")[: size.grid_prompts]:
         prompts.append(_retrieved_prompt(pipe, q.id))
     _load_adapters(variants)
 
@@ -396,13 +425,13 @@ def bench_evaluation(quick: bool) -> None:
 
     batched = rows_per_min(lambda ids: gen.generate(ids, variants))
     sequential = rows_per_min(lambda ids: [gen.generate(ids, [v]) for v in variants])
-    _row("evaluation", "grid rows/min (generation): 6 variants batched vs one at a time", batched, sequential,
+    _row("evaluation", f"grid rows/min (generation): {n} variants batched vs one at a time", batched, sequential,
          "rows/min", ">= 3x", higher_is_better=True)
     # What a grid written with plain transformers + peft gets: set_adapter and model.generate per row, float32.
     plain = Generator(loaded, fast=False, dtype="float32")
     plain.generate(prompts[0][:32], ["full"])  # warm peft's path (ours is warm)
     naive = rows_per_min(lambda ids: [plain.generate(ids, [v]) for v in variants])
-    _row("evaluation", f"grid rows/min: ours (6 batched, {gen.dtype}) vs peft + model.generate per row (float32)",
+    _row("evaluation", f"grid rows/min: ours ({n} batched, {gen.dtype}) vs peft + model.generate per row (float32)",
          batched, naive, "rows/min", higher_is_better=True)
     # The ceiling for any batching of variants: each variant's prefill cannot be shared (every adapter changes
     # keys and values from layer 0 on), so batching can at best remove the decoding. Rows/min if generation
@@ -444,14 +473,14 @@ print(json.dumps({"tokens_per_s": n / seconds, "peak_mb": peak_memory_mb(),
 """
 
 
-def bench_train(quick: bool) -> None:
+def bench_train(size: Sizes) -> None:
     """Training step throughput per LoRA variant vs updating all weights, fresh process each.
 
     One step = forward + backward + AdamW on one 512-token RAG example (batch 1, fp32: what SFTTrainer runs
     per example, without its logging and checkpointing)."""
-    n, steps = 512, 1 if quick else 2
+    n, steps = size.train_tokens, size.train_steps
     rows = {}
-    for variant in ("all-weights", "full", "qk_att", "att", "mlp"):
+    for variant in ("all-weights", *size.train_variants):
         out = subprocess.run([sys.executable, "-c", _TRAIN_CHILD, variant, str(n), str(steps)], capture_output=True,
                              text=True, check=True)
         rows[variant] = json.loads(out.stdout.strip().splitlines()[-1])
@@ -466,7 +495,7 @@ def bench_train(quick: bool) -> None:
 _APP_CHILD = r"""
 import json, sys
 from mdrag.bench import _retrieved_prompt, peak_memory_mb
-mode = sys.argv[1]
+mode, domains = sys.argv[1], int(sys.argv[2])
 if mode == "plain":
     import torch
     from transformers import AutoModelForCausalLM
@@ -481,7 +510,7 @@ else:
     from mdrag.generation.model import load_generator
     from mdrag.pipeline import RagPipeline
     variants = ["vanilla", "full", "qk_att", "att", "mlp", "full_skd"]
-    for name in DOMAINS:  # every domain's indexes and every adapter, one question each
+    for name in list(DOMAINS)[:domains]:  # every domain's indexes and every adapter, one question each
         pipe = RagPipeline.for_domain(name)
         ids = _retrieved_prompt(pipe, pipe.domain.split("test")[0].id)
         Generator(load_generator(), max_new_tokens=8).generate(ids, variants)
@@ -489,14 +518,16 @@ print(json.dumps({"peak_mb": peak_memory_mb()}))  # VmHWM: ru_maxrss would inclu
 """
 
 
-def bench_memory(quick: bool) -> None:
+def bench_memory(size: Sizes) -> None:
     """Peak resident memory of the app's work (every domain's indexes, all six variants) vs loading the base
     model with plain transformers, fresh process each."""
     got = {}
     for mode in ("plain", "app"):
-        out = subprocess.run([sys.executable, "-c", _APP_CHILD, mode], capture_output=True, text=True, check=True)
+        out = subprocess.run([sys.executable, "-c", _APP_CHILD, mode, str(size.domains)], capture_output=True,
+                             text=True, check=True)
         got[mode] = json.loads(out.stdout.strip().splitlines()[-1])["peak_mb"]
-    _row("memory", "app peak RSS (5 domains' indexes, 6 variants answered) vs plain transformers base model",
+    _row("memory", f"app peak RSS ({size.domains} domains' indexes, 6 variants answered) vs plain transformers "
+         "base model",
          got["app"], got["plain"], "MB", "< 3,000 MB")
 
 
@@ -559,7 +590,8 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", help=f"comma-separated sections: {', '.join(SECTIONS)}")
     parser.add_argument("--json", help="write all rows here")
-    parser.add_argument("--quick", action="store_true", help="fewer sizes and repeats")
+    parser.add_argument("--quick", action="store_true",
+                        help="toy sizes, one repeat: a smoke test of every section (minutes), not a measurement")
     parser.add_argument("--figure", help="write the growth figure here: .html (plotly), or .png (rendered offline "
                         "in chromium through Playwright, from requirements-dev; MDRAG_CHROMIUM names the browser)")
     args = parser.parse_args(argv)
@@ -571,7 +603,7 @@ def main(argv: list[str] | None = None) -> int:
     took = {}
     for name in chosen:
         t0 = time.perf_counter()
-        SECTIONS[name](args.quick)
+        SECTIONS[name](QUICK if args.quick else FULL)
         took[name] = time.perf_counter() - t0
     import pandas as pd
 

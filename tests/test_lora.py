@@ -256,6 +256,13 @@ def test_stacked_adapters_equal_peft_mixed_batch(tiny_generator_dir, adapters_ro
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(plain[1], want[0], rtol=1e-4, atol=1e-4)
     assert (got[1] - got[0]).abs().max() > 1e-2  # adapters really act
+    # one token per row, as in a decode step: the few-rows path (W @ x^T) with each row's block of the rank
+    step = ids[:, -1:]  # (rows, 1)
+    with torch.inference_mode():
+        want = loaded.model(input_ids=step, adapter_names=names).logits
+        with stacked.rows(names):
+            got = stacked.model(input_ids=step).logits
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
 
 
 def test_stacked_adapter_rows_are_thread_local(tiny_generator_dir, adapters_root, monkeypatch):
@@ -332,7 +339,7 @@ def test_one_adapter_alone_runs_only_its_own_modules_at_its_own_rank(variant, ti
     config = loaded.model.peft_config[variant]
     assert gathered and all(name.rsplit(".", 1)[-1] in config.target_modules for name in gathered)
     assert len(gathered) < len(stacked._modules) or variant == "full"
-    assert {a.shape[2] for a, _ in gathered.values()} == {config.r}
+    assert {a.shape[1] for a, _, _ in gathered.values()} == {config.r}
 
 
 @pytest.mark.parametrize("rows", [1, 2, 3, 8, 9])
