@@ -46,7 +46,7 @@ class Sizes:
 
 
 FULL = Sizes()
-QUICK = Sizes(prompt=160, new=6, turns=1, ask_counts=(1, 3), ingest=(200,), attention=(300,), queries=3,
+QUICK = Sizes(prompt=160, new=12, turns=1, ingest=(200,), attention=(300,), queries=3,
               index_sample=16, grid_prompts=1, grid_variants=2, train_tokens=96, train_steps=1,
               train_variants=("qk_att",), domains=1)
 
