@@ -33,8 +33,10 @@ class Sizes:
     new: int = 64  # new tokens per variant (decode, variants, Ask)
     turns: int = 3  # interleaved repeats of the decode target row
     ask_counts: tuple[int, ...] = (1, 2, 3, 6)  # numbers of variants on the Ask screen
-    ingest: tuple[int, ...] = (400, 800)  # prefill lengths (+1,600 where bf16 is native)
+    ingest: tuple[int, ...] = (400, 800)  # prefill lengths
+    ingest_native_bf16: tuple[int, ...] = (1600,)  # more lengths where bf16 is native (emulated it is slow)
     attention: tuple[int, ...] = (1000, 2000)  # prompt lengths for attention extraction
+    attention_tries: int = 2  # best of this many fresh processes at the first (target) length
     queries: int = 20  # retrieval queries per corpus
     index_sample: int = 200  # passages encoded to time an index build
     grid_prompts: int = 2  # evaluation grid questions
@@ -46,7 +48,8 @@ class Sizes:
 
 
 FULL = Sizes()
-QUICK = Sizes(prompt=160, new=12, turns=1, ingest=(200,), attention=(300,), queries=3,
+QUICK = Sizes(prompt=160, new=12, turns=1, ingest=(200,), ingest_native_bf16=(), attention=(300,),
+              attention_tries=1, queries=3,
               index_sample=16, grid_prompts=1, grid_variants=2, train_tokens=96, train_steps=1,
               train_variants=("qk_att",), domains=1)
 
@@ -178,7 +181,7 @@ def bench_decode(size: Sizes) -> None:
 
 
 def bench_variants(size: Sizes) -> None:
-    """N variants on one prompt: one stacked batch vs one after another (64 new tokens each)."""
+    """N variants on one prompt: one stacked batch vs one after another (size.new tokens each)."""
     from mdrag.generation.generator import Generator
     from mdrag.generation.model import load_generator
 
@@ -212,7 +215,7 @@ def bench_variants(size: Sizes) -> None:
 
 def bench_ask(size: Sizes) -> None:
     """What the Ask screen feels like: question -> first token / first full answer / all answers, for 1, 2, 3
-    and 6 variants, 64 new tokens each (stop tokens off: the worst case), retrieval and reranking included.
+    and 6 variants, size.new tokens each (stop tokens off: the worst case), retrieval and reranking included.
     Baseline: the one-variant run in this process."""
     from mdrag.generation.generator import Generator
     from mdrag.generation.model import load_generator
@@ -259,7 +262,7 @@ def bench_ingest(size: Sizes) -> None:
 
     loaded = load_generator()
     # emulated bf16 is slow (~65 tok/s): its 1,600-token row would cost a minute of the 10-minute budget
-    sizes = size.ingest + ((1600,) if native_bf16() and size == FULL else ())
+    sizes = size.ingest + (size.ingest_native_bf16 if native_bf16() else ())
     for n in sizes:
         ids = torch.tensor([_prompt(n)])
         base = multi_lora_model(loaded, "float32").model
@@ -316,8 +319,7 @@ def _child(mode: str, n: int) -> dict:
 def bench_attention(size: Sizes) -> None:
     """Segment attention (bounded) and output_attentions=True vs a plain sdpa forward, fresh process each."""
     for n in size.attention:
-        # the target size gets best of two; 2,000 tokens is for the growth figure
-        tries = 2 if n == size.attention[0] and size == FULL else 1
+        tries = size.attention_tries if n == size.attention[0] else 1  # longer ones feed the growth figure
         plain = min((_child("plain", n) for _ in range(tries)), key=lambda r: r["seconds"])
         seg = min((_child("segments", n) for _ in range(tries)), key=lambda r: r["seconds"])
         eager = _child("eager", n)

@@ -256,7 +256,7 @@ def test_stacked_adapters_equal_peft_mixed_batch(tiny_generator_dir, adapters_ro
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(plain[1], want[0], rtol=1e-4, atol=1e-4)
     assert (got[1] - got[0]).abs().max() > 1e-2  # adapters really act
-    # one token per row, as in a decode step: the few-rows path (W @ x^T) with each row's block of the rank
+    # one token per row, as in a decode step: the few-rows base linears (W @ x^T), each row's block of the rank
     step = ids[:, -1:]  # (rows, 1)
     with torch.inference_mode():
         want = loaded.model(input_ids=step, adapter_names=names).logits

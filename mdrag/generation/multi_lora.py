@@ -59,8 +59,6 @@ def _few_rows_linear(module, x):
 class _Module:
     """Per targeted linear: each adapter's (A^T (in, r), (B*scaling)^T (r, out)), contiguous."""
 
-    in_features: int
-    out_features: int
     weights: dict[str, tuple] = field(default_factory=dict)
 
 
@@ -112,7 +110,7 @@ class MultiLoraModel:
                     raise KeyError(f"{target} of adapter {name} has no counterpart in the base model")
                 a = mod.lora_A[name].weight.detach()  # (r, in)
                 b = mod.lora_B[name].weight.detach() * mod.scaling[name]  # (out, r)
-                entry = self._modules.setdefault(target, _Module(a.shape[1], b.shape[0]))
+                entry = self._modules.setdefault(target, _Module())
                 entry.weights[name] = (a.T.to(self.dtype).contiguous(), b.T.to(self.dtype).contiguous())
                 found += 1
             if not found:
@@ -161,12 +159,14 @@ class MultiLoraModel:
                 b = torch.cat([entry.weights[n][1] for n in used])  # (R, out)
             mask = None
             if any(n != used[0] for n in names):  # rows differ: each keeps its own block
-                ends = torch.tensor([entry.weights[n][1].shape[0] for n in used]).cumsum(0).tolist()
-                mask = torch.zeros(len(names), 1, ends[-1], dtype=self.dtype)
+                blocks, start = {}, 0
+                for n in used:
+                    blocks[n] = slice(start, start + entry.weights[n][1].shape[0])
+                    start = blocks[n].stop
+                mask = torch.zeros(len(names), 1, start, dtype=self.dtype)
                 for row, n in enumerate(names):
-                    if n in entry.weights:
-                        i = used.index(n)
-                        mask[row, 0, (ends[i - 1] if i else 0): ends[i]] = 1
+                    if n in blocks:
+                        mask[row, 0, blocks[n]] = 1
             gathered[target] = (a, b, mask)
         previous = getattr(_LOCAL, "gathered", None)
         _LOCAL.gathered = gathered
