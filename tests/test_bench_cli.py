@@ -47,7 +47,10 @@ def test_every_section_runs_on_the_real_models_and_writes_its_rows(tmp_path):
                           capture_output=True, text=True, timeout=900,
                           env={**os.environ, "MDRAG_CHROMIUM": os.environ.get("MDRAG_CHROMIUM", "/usr/bin/chromium")})
     assert done.returncode == 0, done.stderr[-3000:]
-    rows = json.loads(out.read_text())
+    written = json.loads(out.read_text())
+    assert written["machine"]["cores"] == os.cpu_count() and written["machine"]["versions"]["torch"]
+    assert "machine: " in done.stdout.splitlines()[0]  # the table's machine is named before any figure
+    rows = written["rows"]
     assert {r["section"] for r in rows} == set(bench.SECTIONS)
     for r in rows:
         assert math.isfinite(r["ours"]), r

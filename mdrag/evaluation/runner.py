@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-import platform
 import sys
 import time
 from dataclasses import dataclass, field
@@ -29,6 +28,7 @@ from mdrag.evaluation.store import DEFAULT_RETRIEVAL, ResultsStore, retrieval_id
 from mdrag.generation.model import load_generator
 from mdrag.generation.variants import adapter_dir, get_variant
 from mdrag.hashing import file_sha256
+from mdrag.machine import versions
 from mdrag.pipeline import SETTINGS, RagPipeline
 from mdrag.retrieval.retrievers import check_retriever_available
 
@@ -87,10 +87,6 @@ def dtype_note(store: ResultsStore, dtype: str) -> str | None:
 
 def evaluate(grid: Grid, store: ResultsStore, judge=None, show_progress: bool = True) -> dict[str, int]:
     """Run every missing cell of the grid; returns counts of generated, cached and re-judged rows."""
-    import peft
-    import torch
-    import transformers
-
     loaded = load_generator(grid.generator_path)
     fps = {v: adapter_fingerprint(v) for v in grid.variants}  # fails early on a missing adapter
     judge_name = judge.name if judge else None
@@ -104,8 +100,7 @@ def evaluate(grid: Grid, store: ResultsStore, judge=None, show_progress: bool = 
     store.add_run(run_id, {**grid.__dict__, "generator": loaded.name, "generator_fingerprint": loaded.fingerprint,
                            "adapters": fps, "judge": judge_name, "max_new_tokens": LIMITS.max_new_tokens,
                            "generation": made_by,
-                           "versions": {"python": platform.python_version(), "torch": torch.__version__,
-                                        "transformers": transformers.__version__, "peft": peft.__version__}})
+                           "versions": versions()})
     pipes = {(d, r): RagPipeline.for_domain(d, retriever=r, reranker=grid.reranker,
                                             generator_path=grid.generator_path, endpoint=grid.endpoint)
              for d in grid.domains for r in grid.retrievers}

@@ -10,7 +10,6 @@ Multi-GPU: the same function runs under `accelerate launch` / `torchrun` (see RE
 
 from __future__ import annotations
 
-import platform
 import tempfile
 import time
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from mdrag.config import cache_dir
 from mdrag.generation.model import resolve_generator_dir
 from mdrag.generation.variants import adapters_root, get_variant
 from mdrag.hashing import folder_fingerprint
+from mdrag.machine import versions
 from mdrag.training.examples import ExampleSpec, rag_examples, sft_rows
 from mdrag.training.lora import LORA_ALPHA, LORA_DROPOUT, lora_config
 from mdrag.training.saving import publish
@@ -95,7 +95,7 @@ def train_variant(variant: str, labels: str | None = None, spec: ExampleSpec | N
         "data": {**spec.__dict__, "n": len(examples), "query_ids_sha256": _ids_hash(examples)}, "examples": len(rows),
         "tokens": tokens, "steps": int(trainer.state.global_step), "final_loss": losses[-1] if losses else None,
         "mean_loss": result.training_loss, "resumed_from": Path(last).name if last else None,
-        "wall_seconds_this_run": round(wall, 1), "settings": settings.__dict__, "versions": _versions(),
+        "wall_seconds_this_run": round(wall, 1), "settings": settings.__dict__, "versions": versions(),
     }
     target = out_dir or adapters_root() / variant
     save_adapter(trainer.model, target, card)
@@ -106,16 +106,6 @@ def _ids_hash(examples: list[dict]) -> str:
     import hashlib
 
     return hashlib.sha256("\n".join(e["query_id"] for e in examples).encode()).hexdigest()[:16]
-
-
-def _versions() -> dict[str, str]:
-    import peft
-    import torch
-    import transformers
-    import trl
-
-    return {"python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__,
-            "peft": peft.__version__, "trl": trl.__version__}
 
 
 def save_adapter(peft_model, target: Path, card: dict) -> None:

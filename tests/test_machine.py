@@ -1,0 +1,38 @@
+"""What results record about the machine they were made on (mdrag.machine)."""
+
+import os
+
+import pytest
+
+from mdrag import machine
+
+
+@pytest.mark.parametrize("flags, kept, native", [
+    ("fpu sse avx avx2 fma", ["avx2"], False),
+    ("fpu avx2 avx512f avx512_bf16 avx512_vnni", ["avx2", "avx512f", "avx512_bf16"], True),
+])
+def test_cpu_reads_the_first_processor_and_keeps_the_flags_that_pick_our_paths(tmp_path, flags, kept, native):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(f"processor\t: 0\ncpu family\t: 25\nmodel\t\t: 1\nmodel name\t: AMD EPYC 7B13\n"
+                       f"flags\t\t: {flags}\n\nprocessor\t: 1\nmodel name\t: another\nflags\t\t: sse\n")
+    info = machine.cpu(cpuinfo)
+    assert info["model"] == "AMD EPYC 7B13" and info["family/model"] == "25/1"
+    assert info["flags"] == kept and info["native_bf16"] is native and info["cores"] == os.cpu_count()
+    line = machine.describe(info)
+    assert "AMD EPYC 7B13" in line and f"native bf16: {native}" in line and info["generation_dtype"] in line
+
+
+def test_cpu_without_cpuinfo_says_so_instead_of_failing(tmp_path):
+    info = machine.cpu(tmp_path / "missing")
+    assert info["flags"] == [] and info["native_bf16"] is False and info["family/model"] == "?/?"
+    assert "none of note" in machine.describe(info)
+
+
+def test_versions_name_the_libraries_that_change_numbers():
+    import peft
+    import torch
+    import transformers
+
+    got = machine.versions()
+    assert (got["torch"], got["transformers"], got["peft"]) == (torch.__version__, transformers.__version__,
+                                                                peft.__version__)
