@@ -176,7 +176,7 @@ def bench_decode(size: Sizes) -> None:
                                pad_token_id=loaded.tokenizer.pad_token_id)
 
         def ours(gen=gen) -> None:
-            gen.stop_ids = lambda: [-1]  # decode exactly `new` tokens like the baseline
+            gen.stop_ids = lambda: []  # decode exactly `new` tokens like the baseline
             gen.generate(ids, ["vanilla"])
 
         # Warm-up: the full prompt and a few tokens each (every kernel and cache size the timed runs meet) rather
@@ -201,7 +201,7 @@ def bench_variants(size: Sizes) -> None:
     loaded = load_generator()
     ids, new = _prompt(size.prompt), size.new
     gen = Generator(loaded, max_new_tokens=new)
-    gen.stop_ids = lambda: [-1]  # every variant decodes the full budget: the worst case for batching
+    gen.stop_ids = lambda: []  # every variant decodes the full budget: the worst case for batching
     order = ["vanilla", "full", "qk_att", "att", "mlp", "full_skd"]
     # Warm once for all (kernels, every adapter loaded) instead of one warm-up run per timing: same
     # figures, ~1.5 min less of the 10-minute budget.
@@ -218,7 +218,7 @@ def bench_variants(size: Sizes) -> None:
         _row("variants", f"{n} variants batched vs sequential", batched, sequential, "s", "< 1x" if n > 1 else "",
              grow=("generation time vs number of variants (s)", n, "stacked batch", "one after another"))
     ref = Generator(loaded, max_new_tokens=new, fast=False, dtype="float32")
-    ref.stop_ids = lambda: [-1]
+    ref.stop_ids = lambda: []
     # one short run warms peft's mixed-adapter path at fp32 (ours is warm already)
     Generator(loaded, max_new_tokens=1, fast=False, dtype="float32").generate(ids[:32], order[:4])
     peft_batch, ours4 = _interleaved_medians([lambda: ref.generate(ids, order[:4]),
@@ -237,7 +237,7 @@ def bench_ask(size: Sizes) -> None:
     pipe = RagPipeline.for_domain("clapnq")
     query = pipe.domain.split("test")[0]
     gen = Generator(load_generator(), max_new_tokens=size.new)
-    gen.stop_ids = lambda: [-1]
+    gen.stop_ids = lambda: []
     order = ["qk_att", "full", "vanilla", "att", "mlp", "full_skd"]
 
     def ask(variants: list[str]) -> dict[str, float]:

@@ -308,6 +308,25 @@ def test_streaming_tokens_and_first_token_times(tiny_generator_dir, adapters_roo
         assert fast[row].token_ids == [] and [g.token_ids for g in fast] == [g.token_ids for g in reference]
 
 
+def test_no_stop_ids_decode_the_full_budget_on_both_paths(tiny_generator_dir, adapters_root, monkeypatch):
+    """The benchmark turns stop tokens off (stop_ids() -> []): both paths then decode exactly max_new_tokens
+    and agree; the reference path must not fall back to the model's own end-of-sequence token."""
+    monkeypatch.setenv("MDRAG_ADAPTERS", str(adapters_root))
+    loaded = load_generator(str(tiny_generator_dir))
+    prompt = loaded.tokenizer("Background: Document 1: Python is a language. Question: who made it")["input_ids"]
+    variants = ["qk_att", "vanilla"]
+    gens = {fast: Generator(loaded, max_new_tokens=9, fast=fast, dtype="float32") for fast in (True, False)}
+    for gen in gens.values():
+        gen.stop_ids = lambda: []
+    fast = [g.token_ids for g in gens[True].generate(prompt, variants)]
+    assert all(len(ids) == 9 for ids in fast)
+    # Make the model's own default end-of-sequence a token these answers contain: generate() would stop there
+    # if an empty stop list fell back to the model's generation config.
+    base = loaded.model.get_base_model() if hasattr(loaded.model, "get_base_model") else loaded.model
+    monkeypatch.setattr(base.generation_config, "eos_token_id", fast[0][0])
+    assert [g.token_ids for g in gens[False].generate(prompt, variants)] == fast
+
+
 def test_only_variants_with_an_adapter_are_offered(tiny_adapters_root, monkeypatch):
     from mdrag.generation.variants import available_variants
 

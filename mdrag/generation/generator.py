@@ -58,6 +58,8 @@ class Generator:
         return self.loaded.tokenizer
 
     def stop_ids(self) -> list[int]:
+        """Token ids that end an answer. None at all (a caller's override) means every row decodes the full
+        budget, on both paths: the benchmark's worst case."""
         tok = self.tokenizer
         ids = {tok.eos_token_id}
         for special in ("<|im_end|>", "<|eot_id|>", "<|end|>"):
@@ -192,7 +194,8 @@ class Generator:
         kwargs = {"adapter_names": names} if hasattr(model, "peft_config") else {}
         with torch.inference_mode():
             seq = model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), do_sample=False,
-                                 max_new_tokens=self.max_new_tokens, eos_token_id=sorted(stop),
+                                 max_new_tokens=self.max_new_tokens,
+                                 eos_token_id=sorted(stop) or None,  # None, not the model's default: no stop
                                  pad_token_id=self.tokenizer.pad_token_id, **kwargs)
         finished = time.perf_counter()
         rows = {}
