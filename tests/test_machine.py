@@ -36,3 +36,27 @@ def test_versions_name_the_libraries_that_change_numbers():
     got = machine.versions()
     assert (got["torch"], got["transformers"], got["peft"]) == (torch.__version__, transformers.__version__,
                                                                 peft.__version__)
+
+
+@pytest.mark.parametrize("script, env, want", [
+    ("import mdrag, numpy", {}, 1),  # before numpy loads: the environment variable
+    ("import numpy, scipy.linalg; import mdrag", {}, 1),  # numpy and scipy loaded first: threadpoolctl
+    ("import mdrag, numpy", {"OPENBLAS_NUM_THREADS": "2"}, 2),  # the user's choice wins
+])
+def test_numpy_blas_runs_one_thread_beside_torch(script, env, want):
+    """Importing mdrag leaves numpy's OpenBLAS one thread (its spinning idle threads slowed torch's next
+    forward ~3x on 2 cores), in a fresh interpreter whichever was imported first; torch keeps its threads."""
+    import json
+    import subprocess
+    import sys
+
+    probe = (f"{script}; import threadpoolctl, torch; print(__import__('json').dumps([torch.get_num_threads()] + "
+             "[i['num_threads'] for i in threadpoolctl.threadpool_info() if i['internal_api'] == 'openblas']))")
+    clean = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    out = subprocess.run([sys.executable, "-c", probe], env={**clean, **env}, capture_output=True, text=True,
+                         check=True)
+    torch_threads, *blas = json.loads(out.stdout.strip().splitlines()[-1])
+    assert blas and all(n == want for n in blas)
+    import torch
+
+    assert torch_threads == torch.get_num_threads()  # torch's own pool untouched
