@@ -255,10 +255,21 @@ def _cmd_judge(args) -> int:
     for note in store.upgrade_notes:
         print(f"{args.store}: {note}", file=sys.stderr)
     judge = get_judge(args.judge)
-    counts = judge_store(store, judge, levels, limit=args.limit, batch_size=args.batch_size)
-    print(f"{args.store}: judge {judge.name}: {counts['judged']} verdicts written, {counts['failed']} failed "
-          f"(retried next run), {counts['low_mass']} with under half the first-token mass on the allowed words; "
-          f"{counts['already']} answers already had one")
+    sources = ["results"]
+    if args.probes:
+        from mdrag.config import RAW_DATA_DIR
+        from mdrag.evaluation.judge_validity import register_probes
+
+        found = register_probes(store, args.sanity_per_domain, RAW_DATA_DIR / "judge_meta" / "human_labeled_data.json",
+                                args.human_pairs)
+        print(f"judge probes: {found['sanity']} sanity items, {found['human']} human-labelled answers", file=sys.stderr)
+        sources = ["judge_items"] if args.probes == "only" else ["judge_items", "results"]
+    for source in sources:
+        counts = judge_store(store, judge, levels, limit=args.limit, batch_size=args.batch_size, source=source)
+        print(f"{args.store} ({'answers' if source == 'results' else 'judge probes'}): judge {judge.name}: "
+              f"{counts['judged']} verdicts written, {counts['failed']} failed (retried next run), "
+              f"{counts['low_mass']} with under half the first-token mass on the allowed words; "
+              f"{counts['already']} already had one")
     return 0
 
 
@@ -316,14 +327,18 @@ def _cmd_report(args) -> int:
 
     if not Path(args.store).is_file():
         raise MdragError(f"No results store at {args.store}: run python -m mdrag evaluate first")
-    df = ResultsStore(Path(args.store), read_only=True).frame()
+    store = ResultsStore(Path(args.store), read_only=True)
+    df = store.frame(args.judge)
     if df.empty:
         raise MdragError(f"{args.store} holds no results yet: run python -m mdrag evaluate first")
+    if args.judge and df["judge_score"].isna().all():
+        known = ", ".join(sorted({j["name"] for j in store.judges()})) or "none"
+        raise MdragError(f"{args.store} has no verdicts from judge '{args.judge}'. Judges present: {known}")
     if args.domains != "all":
         df = df[df["domain"].isin(_domains(args.domains))]
         if df.empty:
             raise MdragError(f"{args.store} holds no results for {args.domains}")
-    print(report(df, Path(args.csv) if args.csv else None, adapted=adaptation_table()))
+    print(report(df, Path(args.csv) if args.csv else None, adapted=adaptation_table(), store=store))
     return 0
 
 
@@ -453,6 +468,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--levels", default="2", help="2 (Yes/No, the paper's LLMEval), 3 (Yes/Partially/No) or 2,3")
     s.add_argument("--limit", type=int, help="judge at most this many answers per level (shortest first)")
     s.add_argument("--batch-size", type=int, default=8)
+    s.add_argument("--probes", nargs="?", const="also", choices=["also", "only"],
+                   help="also (or only) judge the validity probes: the sanity set built from the benchmark and "
+                        "RAGChecker's human-labelled pairs (needs ../shared/data/raw/judge_meta)")
+    s.add_argument("--sanity-per-domain", type=int, default=20, help="sanity-set questions per domain")
+    s.add_argument("--human-pairs", type=int, help="a seeded sample of the 280 human-labelled pairs (default: all)")
     s.set_defaults(func=_cmd_judge)
 
     s = sub.add_parser("attention-summary", help="attention on gold vs distractor passages by layer band, "
@@ -477,6 +497,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--store", default="results.sqlite")
     s.add_argument("--csv", help="folder for CSV tables")
     s.add_argument("--domains", default="all", help="only these domains (comma-separated)")
+    s.add_argument("--judge", help="whose verdicts the LLMEval figures show: a judge name or id (default: the best "
+                                   "one present, by agreement with Match)")
     s.set_defaults(func=_cmd_report)
 
     s = sub.add_parser("merge-store", help="copy another results store's runs, answers and verdicts into a "

@@ -189,12 +189,72 @@ TITLES = {
 }
 
 
-def report(df: pd.DataFrame, csv_dir: Path | None = None, adapted: pd.DataFrame | None = None) -> str:
-    """The markdown report; `adapted`: the adapted retrievers' before/after table (retriever cards)."""
+def judge_line(df: pd.DataFrame) -> str:
+    """Which judge produced the LLMEval figures, and a warning when it is a stand-in."""
+    names = sorted(set(df["judge"].dropna())) if "judge" in df else []
+    if not names:
+        return "LLMEval: no verdicts in this selection (judge them with python -m mdrag judge)."
+    weak = any("stand-in" in n or "135m" in n.lower() for n in names)
+    return (f"LLMEval figures: judge {', '.join(names)}" + (" — a weak stand-in: read them with its validity below."
+                                                           if weak else "."))
+
+
+def validity_section(store, df: pd.DataFrame) -> tuple[list[str], dict[str, pd.DataFrame]]:
+    """Markdown parts and CSV tables of the judge's validity (evaluation/judge_validity.py)."""
+    from mdrag.evaluation.judge_validity import KAPPA_FLOOR, validity, weak_domains
+
+    found = validity(store, df)
+    parts, csvs = [f"## Judge validity: {found['judge'] or 'no judge'}"], {}
+    agreement = found["against_match"]
+    if not agreement.empty:
+        csvs["judge_vs_match"] = agreement
+        parts += ["Against Match (short and yes/no answers, one row per distinct answer; kappa of score > 0.5, AUC "
+                  "of the score; length rho: Spearman of score with answer words among Match-right / -wrong "
+                  "answers; 95% bootstrap CIs):", agreement.to_markdown(index=False, floatfmt=".3f")]
+        weak = weak_domains(agreement)
+        if weak:
+            parts.append(f"LLMEval is unreliable (kappa < {KAPPA_FLOOR}) in: "
+                         + "; ".join(f"{d} ({why})" for d, why in weak.items()) + ".")
+    if not found["settings"].empty:
+        csvs["judge_settings"] = found["settings"]
+        parts += ["Sensitivity to the setting (a judge should move with Match):",
+                  found["settings"].to_markdown(index=False, floatfmt=".3f")]
+    sanity = found.get("sanity")
+    if sanity is not None and not sanity.empty:
+        csvs["judge_sanity"] = sanity
+        parts += ["Sanity set built from the benchmark (pass: score > 0.5 where Yes is expected, < 0.5 where No):",
+                  sanity.to_markdown(index=False, floatfmt=".3f")]
+    human = found.get("human") or {}
+    if human.get("pairs"):
+        parts.append(f"Against people (RAGChecker meta-evaluation, {human['pairs']} pairs, "
+                     f"{human['rows with a preference']} annotator preferences): the judge scores the answer people "
+                     f"preferred for correctness higher in {human['accuracy']:.1%} [{human['low']:.1%}, "
+                     f"{human['high']:.1%}] (ties count half: {human['ties']}); Pearson of the labels with the score "
+                     f"difference {human['pearson']:.3f}, beside RAGChecker's published "
+                     f"{human['ragchecker_correctness_pearson']:.3f} and the annotators' "
+                     f"{human['annotators_correctness_pearson']:.3f} (on these pairs: "
+                     f"{human['annotators pearson (these pairs)']:.3f}).")
+    return parts, csvs
+
+
+def report(df: pd.DataFrame, csv_dir: Path | None = None, adapted: pd.DataFrame | None = None,
+           store=None) -> str:
+    """The markdown report; `adapted`: the adapted retrievers' before/after table (retriever cards);
+    `store`: where the judge's validity probes live (the validity section needs it)."""
     found = tables(df)
     if adapted is not None and not adapted.empty:
         found["adapted_retrievers"] = adapted
-    parts = []
+    parts = [judge_line(df)]
+    from mdrag.evaluation.judge_validity import against_match, weak_domains
+
+    weak = weak_domains(against_match(df)) if df["judge_score"].notna().any() else {}
+    for name in ("domains",):  # the judge's own agreement decides whether a domain's LLMEval can be read
+        if name in found and weak:
+            table = found[name].copy()
+            for col in ("LLMEval", "LLMEval-3"):
+                table[col] = [f"{v} (unreliable: {weak[d]})" if d in weak and v != "–" else v
+                              for d, v in zip(table["domain"], table[col], strict=True)]
+            found[name] = table
     if "retriever" in df and df["retriever"].nunique() > 1:
         parts.append(f"Main retriever: {main_retriever(df)} (the others are compared in the last tables; "
                      "oracle rows hold gold passages and serve every retriever).")
@@ -204,6 +264,10 @@ def report(df: pd.DataFrame, csv_dir: Path | None = None, adapted: pd.DataFrame 
     if agreement["n"]:
         parts += ["## Judge", f"Judge: {agreement['judge']}. Agreement with Match on {agreement['n']} rows: "
                   f"accuracy {agreement['accuracy_vs_match']:.3f}, Cohen's kappa {agreement['kappa_vs_match']:.3f}."]
+    if store is not None and agreement["n"]:
+        extra, csvs = validity_section(store, df)
+        parts += extra
+        found.update(csvs)
     if csv_dir is not None:
         csv_dir.mkdir(parents=True, exist_ok=True)
         for name, table in found.items():

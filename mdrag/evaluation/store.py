@@ -38,6 +38,9 @@ COLUMNS = ["key", "run_id", "domain", "cluster", "query_id", "variant", "setting
            "retrieval", "created"]
 VERDICT_COLUMNS = ["key", "answer_id", "judge", "judge_name", "prompt_version", "levels", "score", "p_yes", "p_no",
                    "p_partially", "mass", "low_mass", "error", "seconds", "created"]
+# Answers that are not generator outputs but probes of a judge (sanity checks, human-labelled pairs):
+# judged like any answer, read by evaluation/judge_validity.py.
+ITEM_COLUMNS = ["answer_id", "suite", "item", "kind", "expect", "domain", "question", "gold", "answer", "extra"]
 LEGACY_COLUMNS = ["judge", "judge_score", "judge3_score", "judge_error"]  # schema <= 3, on the results rows
 V3_COLUMNS = [c for c in COLUMNS if c != "answer_id"] + LEGACY_COLUMNS  # a schema-3 results row
 LEGACY_PROMPT = "bergen-v1-first-alias"  # the judge prompt before schema 4: only the first gold alias shown
@@ -125,6 +128,9 @@ class ResultsStore:
         if self.version not in (SCHEMA_VERSION, "3", "2"):
             raise StoreError(f"{self.path} has store schema {self.version}, expected {SCHEMA_VERSION} (or 2-3, "
                              "which are upgraded).")
+        if self.version == SCHEMA_VERSION and not read_only:
+            with self.db:
+                self._create_items()  # a schema-4 store written before the judge probes existed
         if self.version != SCHEMA_VERSION:
             if read_only:  # upgrade a copy in memory: the file stays as it is
                 memory = sqlite3.connect(":memory:", check_same_thread=False)
@@ -140,6 +146,7 @@ class ResultsStore:
             self.db.execute("CREATE TABLE runs (run_id TEXT PRIMARY KEY, created REAL, config TEXT)")
             self._create_results()
             self._create_verdicts()
+            self._create_items()
 
     def _create_results(self, name: str = "results") -> None:
         cols = ", ".join(f"{c} {'TEXT PRIMARY KEY' if c == 'key' else ''}" for c in COLUMNS)
@@ -149,6 +156,10 @@ class ResultsStore:
         cols = ", ".join(f"{c} {'TEXT PRIMARY KEY' if c == 'key' else ''}" for c in VERDICT_COLUMNS)
         self.db.execute(f"CREATE TABLE verdicts ({cols})")
         self.db.execute("CREATE INDEX verdicts_by_judge ON verdicts (judge, levels, answer_id)")
+
+    def _create_items(self) -> None:
+        self.db.execute(f"CREATE TABLE IF NOT EXISTS judge_items ({', '.join(ITEM_COLUMNS)}, "
+                        "PRIMARY KEY (answer_id, suite, item))")
 
     def _upgrade(self) -> None:
         """Schema 2 or 3 -> 4 in one transaction: nothing lands unless every row made it."""
@@ -160,6 +171,7 @@ class ResultsStore:
                                     (run_retrieval(json.loads(config)), run_id))
                 self.db.execute("UPDATE results SET retriever=? WHERE retriever IS NULL", (DEFAULT_RETRIEVAL,))
             self._verdicts_apart()
+            self._create_items()
             self.db.execute("UPDATE mdrag_meta SET value=? WHERE name='schema'", (SCHEMA_VERSION,))
         self.version = SCHEMA_VERSION
 
@@ -255,16 +267,41 @@ class ResultsStore:
             self.db.executemany(f"INSERT OR IGNORE INTO verdicts VALUES ({marks})",
                                 [v for v in values if v[VERDICT_COLUMNS.index("error")] is not None])
 
-    def unjudged(self, judge: str, prompt_version: str, levels: int) -> list[dict]:
-        """Distinct answers (answer_id, question, gold, answer, answer_type) with no good verdict from `judge`
-        at `levels` under `prompt_version`; shortest prompts first, so batches hold similar lengths."""
+    def put_items(self, items: list[dict]) -> None:
+        """Judge probes (ITEM_COLUMNS; answer_id filled in): idempotent."""
+        values = []
+        for it in items:
+            it = {**it, "answer_id": answer_id(it["question"], it["gold"], it["answer"])}
+            values.append(tuple(json.dumps(it.get(c), ensure_ascii=False) if c in ("gold", "extra") else it.get(c)
+                                for c in ITEM_COLUMNS))
+        with self.db:
+            self.db.executemany(f"INSERT OR REPLACE INTO judge_items VALUES ({', '.join('?' for _ in ITEM_COLUMNS)})",
+                                values)
+
+    def items_frame(self, suite: str | None = None):
+        import pandas as pd
+
+        if not self.db.execute("SELECT 1 FROM sqlite_master WHERE name='judge_items'").fetchone():
+            return pd.DataFrame(columns=ITEM_COLUMNS)
+        where, params = ("WHERE suite = ?", (suite,)) if suite else ("", ())
+        df = pd.read_sql_query(f"SELECT * FROM judge_items {where}", self.db, params=params)
+        for c in ("gold", "extra"):
+            df[c] = df[c].map(lambda v: json.loads(v) if isinstance(v, str) else v)
+        return df
+
+    def unjudged(self, judge: str, prompt_version: str, levels: int, source: str = "results") -> list[dict]:
+        """Distinct answers (answer_id, question, gold, answer) of `source` (results: generated answers;
+        judge_items: judge probes) with no good verdict from `judge` at `levels` under `prompt_version`;
+        shortest prompts first, so batches hold similar lengths."""
+        if source not in ("results", "judge_items"):
+            raise StoreError(f"unknown answer source {source}")
         found = self.db.execute(
-            "SELECT answer_id, question, gold, answer, MIN(answer_type) FROM results r WHERE NOT EXISTS ("
+            f"SELECT answer_id, question, gold, answer FROM {source} r WHERE NOT EXISTS ("
             "SELECT 1 FROM verdicts v WHERE v.answer_id = r.answer_id AND v.judge = ? AND v.levels = ? "
             "AND v.prompt_version = ? AND v.error IS NULL) GROUP BY answer_id",
             (judge, int(levels), prompt_version)).fetchall()
-        out = [{"answer_id": a, "question": q, "gold": json.loads(g) if isinstance(g, str) else g, "answer": t,
-                "answer_type": at} for a, q, g, t, at in found]
+        out = [{"answer_id": a, "question": q, "gold": json.loads(g) if isinstance(g, str) else g, "answer": t}
+               for a, q, g, t in found]
         return sorted(out, key=lambda r: (len(r["question"]) + len(r["answer"]) + len(json.dumps(r["gold"])),
                                           r["answer_id"]))
 
