@@ -45,6 +45,7 @@ CSS = """
 """
 STREAM_EVERY = 0.25  # seconds between redraws of streaming answers (each redraw ships the cards' HTML)
 DEFAULT_STORE: Path | None = None  # set by --store; None = the shipped store
+JUDGE_SPEC = "default"  # set by --judge: the judge of the Ask cards
 
 
 def error_html(err: Exception) -> str:
@@ -69,8 +70,10 @@ def passages_html(trace: RagTrace) -> str:
     )
 
 
-def answers_html(trace: RagTrace, order: list[str] | None = None, partial: dict[str, str] | None = None) -> str:
-    """Answer cards in the requested order: finished ones with metrics, running ones with their text so far."""
+def answers_html(trace: RagTrace, order: list[str] | None = None, partial: dict[str, str] | None = None,
+                 judging: bool = False) -> str:
+    """Answer cards in the requested order: finished ones with metrics (and the judge's verdict once it is
+    there), running ones with their text so far."""
     gold = (f"<p><b>Gold answer:</b> {esc(' | '.join(trace.gold_answers))}</p>" if trace.gold_answers else
             "<p><small>Free question: no gold answer, no metrics.</small></p>")
 
@@ -86,7 +89,20 @@ def answers_html(trace: RagTrace, order: list[str] | None = None, partial: dict[
                     f"</h4><p class='mdrag-partial'>{so_far} <i>generating…</i></p></div>")
         return (f"<div class='mdrag-answer' data-variant='{esc(name)}'><h4>{esc(a.label or name)}</h4>"
                 f"<p class='mdrag-answer-text'>{esc(a.text) or '<i>(empty)</i>'}</p>"
-                f"<small>{len(a.token_ids)} tokens · ready after {a.seconds:.1f} s</small>{metrics(a)}</div>")
+                f"<small>{len(a.token_ids)} tokens · ready after {a.seconds:.1f} s</small>{metrics(a)}"
+                f"{verdict(a)}</div>")
+
+    def verdict(a) -> str:
+        v = a.verdict
+        if v is None:
+            return "<br><small class='mdrag-verdict pending'><i>judging…</i></small>" if judging else ""
+        if v["score"] is None:
+            return f"<br><small class='mdrag-verdict'>LLMEval: no verdict ({esc(str(v['error']))})</small>"
+        word = "Yes" if v["score"] > 0.5 else "No"
+        low = f" · only {v['mass']:.0%} of its first token on Yes/No" if v.get("mass") is not None and \
+            v["mass"] < 0.5 else ""
+        return (f"<br><small class='mdrag-verdict'>LLMEval {v['score']:.2f} ({word}{low}) · judge: {esc(v['judge'])}"
+                f"{' (weak stand-in)' if v.get('weak') else ''}</small>")
 
     names = list(dict.fromkeys([*(order or []), *trace.answers]))
     timing = " · ".join(f"{esc(k)} {v:.2f} s" for k, v in trace.timings.items())
@@ -120,9 +136,25 @@ def pick_question(domain: str, query_id: str | None) -> tuple[str, str]:
     return query.text, f"Gold answer: {' | '.join(query.answers) or '(none)'} · {query.answer_type} · {query.id}"
 
 
+_JUDGE: dict[str, object] = {}
+_JUDGE_LOCK = threading.Lock()
+
+
+def _judge():
+    """The packaged judge, loaded on first use by whichever session needs it first (shared read-only)."""
+    from mdrag.evaluation.judge import get_judge
+
+    with _JUDGE_LOCK:
+        if "judge" not in _JUDGE:
+            _JUDGE["judge"] = get_judge(JUDGE_SPEC)
+        return _JUDGE["judge"]
+
+
 def ask(question: str, domain: str, query_id: str | None, setting: str, retriever: str, reranker: str, top_k: int,
-        variants: list[str], progress=gr.Progress(track_tqdm=True)) -> Iterator[tuple]:  # noqa: B008
-    """Retrieve, show passages, then show each variant's answer as soon as it is ready."""
+        variants: list[str], with_judge: bool = True,
+        progress=gr.Progress(track_tqdm=True)) -> Iterator[tuple]:  # noqa: B008
+    """Retrieve, show passages, then show each variant's answer as soon as it is ready; then (questions with a
+    gold answer) the judge's verdict on each, which never delays the answers."""
     variants = variants or ["vanilla"]
     try:
         pipe = RagPipeline.for_domain(domain, retriever=retriever, reranker=reranker, top_k=int(top_k))
@@ -165,7 +197,18 @@ def ask(question: str, domain: str, query_id: str | None, setting: str, retrieve
                 continue
         shown_at = time.monotonic()
         yield answers_html(trace, variants, partial), gr.update(), gr.update(), None, link, gr.update(), gr.update()
-    yield answers_html(trace, variants), gr.update(), gr.update(), trace, link, choices(), choices()
+    judging = bool(with_judge and trace.gold_answers)
+    yield answers_html(trace, variants, judging=judging), gr.update(), gr.update(), trace, link, choices(), choices()
+    if judging:
+        from mdrag.evaluation.verdicts import judge_trace
+
+        progress(0.9, desc="judging the answers against the gold answer")
+        try:
+            judge_trace(trace, _judge())
+        except MdragError as err:  # e.g. the judge's packages are missing: the answers stay
+            for a in trace.answers.values():
+                a.verdict = {"judge": JUDGE_SPEC, "score": None, "error": str(err)}
+        yield answers_html(trace, variants), gr.update(), gr.update(), trace, link, gr.update(), gr.update()
 
 
 # ----------------------------------------------------------------------------------------- Attention
@@ -276,25 +319,35 @@ def gradients(trace, variant: str, first: int, last: int, progress=gr.Progress()
 # ---------------------------------------------------------------------------------------- Dashboards
 
 
-def _store_frame(path: str) -> pd.DataFrame:
+def _store_frame(path: str, judge: str | None = None) -> pd.DataFrame:
     try:
-        return dashboard.load_results(path.strip() or DEFAULT_STORE)
+        return dashboard.load_results(path.strip() or DEFAULT_STORE, judge)
     except MdragError as err:
         raise gr.Error(str(err)) from None
 
 
+def _judges_in(path) -> list[tuple[str, str]]:
+    try:
+        return dashboard.judge_choices(path)
+    except MdragError:
+        return []
+
+
 def dashboards(path: str, domains: list[str], variants: list[str], settings: list[str], retrievers: list[str],
-               metric: str, by: str):
-    whole = _store_frame(path)
+               metric: str, by: str, judge: str | None = None):
+    whole = _store_frame(path, judge)
     every_retriever = dashboard.retriever_choices(whole)
     # grouping by retriever compares them all unless some are picked
     df = dashboard.filtered(whole, domains, variants, settings,
                             retrievers or (every_retriever if by == "retriever" else None))
     if df.empty:
         raise gr.Error("No rows match these filters.")
-    judge = ", ".join(sorted(set(df["judge"].dropna())))
-    bars = dashboard.metric_bars(df, metric, by, judge)
-    by_setting = dashboard.metric_bars(df, metric, "setting", judge)
+    from mdrag.evaluation.judge_validity import weak_domains
+
+    judge_name = ", ".join(sorted(set(df["judge"].dropna())))
+    valid = dashboard.validity_tables(path.strip() or DEFAULT_STORE, whole)
+    bars = dashboard.metric_bars(df, metric, by, judge_name, weak_domains(valid["against_match"]))
+    by_setting = dashboard.metric_bars(df, metric, "setting", judge_name)
     robust = dashboard.noise_robustness(df, metric).round(3)
     longform = dashboard.longform(df).round(2)
     table = dashboard.means_with_ci(df, metric, [by, "variant", "setting"]).round(3)
@@ -305,7 +358,8 @@ def dashboards(path: str, domains: list[str], variants: list[str], settings: lis
     compared = dashboard.retriever_comparison(dashboard.filtered(whole, domains, variants, settings,
                                                                  every_retriever), metric)
     return (bars, by_setting, robust, longform, table, str(csv), esc(summary), compared.round(3),
-            dashboard.adapted_retrievers().round(3))
+            dashboard.adapted_retrievers().round(3), valid["against_match"].round(3), valid["settings"].round(3),
+            valid.get("sanity", pd.DataFrame()).round(3), esc(dashboard.human_summary(valid.get("human", {}))))
 
 
 def _retrievers_in(path) -> list[str]:
@@ -316,8 +370,8 @@ def _retrievers_in(path) -> list[str]:
         return []
 
 
-def failures(path: str, kinds: list[str]):
-    cases = dashboard.failure_cases(_store_frame(path))
+def failures(path: str, kinds: list[str], judge: str | None = None):
+    cases = dashboard.failure_cases(_store_frame(path, judge))
     if kinds:
         cases = cases[cases["kind"].isin(kinds)]
     return cases.reset_index(drop=True)
@@ -353,7 +407,8 @@ def build_app() -> gr.Blocks:
         gr.Markdown(
             "# mdrag — multi-domain RAG with LoRA variants, looked at from the inside\n"
             "Generator: SmolLM2-135M-Instruct (packaged) with the shipped adapters. Default reranker: "
-            f"{rerank_label}. Default judge: the 135M model — a **weak stand-in** for the paper's 10.7B judge.")
+            f"{rerank_label}. LLMEval judge: the packaged Qwen2.5-Coder-1.5B-Instruct (the paper's is 10.7B; its "
+            "agreement with Match and with people is shown beside every LLMEval figure in Dashboards).")
         trace_state = gr.State(None)
         attention_state = gr.State(None)
         with gr.Tabs() as tabs:
@@ -372,6 +427,8 @@ def build_app() -> gr.Blocks:
                     top_k = gr.Slider(1, 10, value=LIMITS.rerank_k, step=1, label="top-k to the generator")
                 variants = gr.CheckboxGroup([(VARIANTS[name].label, name) for name in available_variants()],
                                             value=["vanilla", "qk_att"], label="Variants (one batch)")
+                with_judge = gr.Checkbox(True, label="LLMEval verdict on each answer after it is ready (packaged "
+                                         "1.5B judge; questions with a gold answer)")
                 go_btn = gr.Button("Ask", variant="primary", elem_id="ask-button")
                 answers = gr.HTML(elem_id="answers")
                 link = gr.Textbox(label="Link to this case (append to the app's URL)", buttons=["copy"],
@@ -437,6 +494,9 @@ def build_app() -> gr.Blocks:
                     store = gr.Textbox(str(DEFAULT_STORE or dashboard.SHIPPED_STORE), label="results store")
                     metric = gr.Dropdown(list(dashboard.METRICS), value="Match", label="metric")
                     by = gr.Radio(["domain", "cluster", "retriever"], value="domain", label="group by")
+                    judges = _judges_in(DEFAULT_STORE or dashboard.SHIPPED_STORE)
+                    dash_judge = gr.Dropdown(judges, value=judges[0][1] if judges else None,
+                                             label="LLMEval judge (its verdicts; validity below)")
                 with gr.Row():
                     f_domains = gr.CheckboxGroup(list(DOMAINS), label="domains (none = all)")
                     f_variants = gr.CheckboxGroup(list(VARIANTS), label="variants (none = all)")
@@ -456,6 +516,15 @@ def build_app() -> gr.Blocks:
                                                "same questions (retrieved setting, 95% bootstrap CI)")
                 dash_adapted = gr.Dataframe(label="adapted dense retrievers: first-stage quality before/after "
                                                   "(trained_on_it false: forgetting check)")
+                gr.Markdown("### Is the judge any good? (evaluation/judge_validity.py; kappa < 0.4 greys a "
+                            "domain's LLMEval bars)")
+                valid_match = gr.Dataframe(label="judge vs Match per domain: kappa and AUC with 95% CIs, length "
+                                                 "bias (Spearman with answer words among Match-right / -wrong)",
+                                           elem_id="judge-validity")
+                with gr.Row():
+                    valid_settings = gr.Dataframe(label="sensitivity to the setting: LLMEval vs Match")
+                    valid_sanity = gr.Dataframe(label="sanity set from the benchmark: pass rate per check")
+                valid_human = gr.Markdown()
             with gr.Tab("Failures", id="failures"):
                 kinds = gr.CheckboxGroup(list(dashboard.FAILURE_KINDS), label="kinds (none = all)",
                                          info="; ".join(f"{k}: {v}" for k, v in dashboard.FAILURE_KINDS.items()))
@@ -464,7 +533,7 @@ def build_app() -> gr.Blocks:
                                           elem_id="failures-table")
 
         query_id = gr.State(None)
-        ask_inputs = [question, domain, query_id, setting, retriever, reranker, top_k, variants]
+        ask_inputs = [question, domain, query_id, setting, retriever, reranker, top_k, variants, with_judge]
         ask_outputs = [answers, passages, prompt, trace_state, link, att_variants, attr_variants]
         domain.change(test_questions, domain, pick)
         pick.change(pick_question, [domain, pick], [question, gold_info]).then(lambda q: q, pick, query_id)
@@ -482,10 +551,10 @@ def build_app() -> gr.Blocks:
                        [attr_bars, attr_curve, attr_top, attr_agree, attr_changed], concurrency_limit=2)
         sent_btn.click(sentences, [trace_state, sent_variant, sent_passage], sent_html, concurrency_limit=2)
         ig_btn.click(gradients, [trace_state, ig_variant, ig_first, ig_last], ig_html, concurrency_limit=1)
-        dash_btn.click(dashboards, [store, f_domains, f_variants, f_settings, f_retrievers, metric, by],
+        dash_btn.click(dashboards, [store, f_domains, f_variants, f_settings, f_retrievers, metric, by, dash_judge],
                        [dash_bars, dash_settings, dash_robust, dash_long, dash_table, dash_csv, dash_summary,
-                        dash_retr, dash_adapted])
-        fail_btn.click(failures, [store, kinds], fail_table)
+                        dash_retr, dash_adapted, valid_match, valid_settings, valid_sanity, valid_human])
+        fail_btn.click(failures, [store, kinds, dash_judge], fail_table)
         fail_table.select(load_case, fail_table, [domain, question, query_id, setting, variants, tabs]).then(
             ask, ask_inputs, ask_outputs, concurrency_limit=2)
         demo.load(from_url, None, [domain, question, query_id, setting, variants]).then(
@@ -494,14 +563,17 @@ def build_app() -> gr.Blocks:
 
 
 def main() -> None:
-    global DEFAULT_STORE
+    global DEFAULT_STORE, JUDGE_SPEC
     parser = argparse.ArgumentParser(description="mdrag web app")
     parser.add_argument("--host", default="127.0.0.1", help="bind address (default: 127.0.0.1, local only)")
     parser.add_argument("--port", type=int, default=7860)
     parser.add_argument("--share", action="store_true", help="create a public Gradio link (off by default)")
     parser.add_argument("--store", help="results store for the dashboards (default: the shipped one)")
+    parser.add_argument("--judge", default="default", help="judge of the Ask cards' LLMEval verdicts: default (the "
+                        "packaged Qwen2.5-Coder-1.5B), smollm2-135m (weak stand-in), hf:DIR, openai:MODEL@URL")
     args = parser.parse_args()
     DEFAULT_STORE = Path(args.store) if args.store else None
+    JUDGE_SPEC = args.judge
     # The queue runs heavy events at most 2 at a time (2 cores); other users' events wait their turn
     # instead of blocking the whole app.
     build_app().queue(default_concurrency_limit=2).launch(server_name=args.host, server_port=args.port,

@@ -255,6 +255,9 @@ def _cmd_judge(args) -> int:
     for note in store.upgrade_notes:
         print(f"{args.store}: {note}", file=sys.stderr)
     judge = get_judge(args.judge)
+    if not set(levels) <= set(judge.levels):
+        raise MdragError(f"Judge {judge.name} has no 3-level form (its tokenizer has no token that starts "
+                         "'Partially'): use --levels 2")
     sources = ["results"]
     if args.probes:
         from mdrag.config import RAW_DATA_DIR

@@ -39,6 +39,8 @@ class VariantAnswer:
     seconds: float
     label: str = ""  # human label of the variant (e.g. "QK-Att LoRA r85")
     metrics: dict[str, float | None] = field(default_factory=dict)  # vs the gold answer, when there is one
+    # The LLMEval judge's reading against the gold answer: {"judge": name, "score", "mass"} (after generation)
+    verdict: dict[str, Any] | None = None
 
 
 @dataclass

@@ -100,7 +100,7 @@ def tiny_store(request, tmp_path, tiny_generator_dir, tiny_adapters_root, monkey
 
 
 def test_dashboards_match_the_store(tiny_store):
-    bars, _, _, _, table, csv, summary, compared, _ = app.dashboards(
+    bars, _, _, _, table, csv, summary, compared, _, *_ = app.dashboards(
         str(tiny_store), [], ["vanilla", "full"], [], [], "Match", "domain")
     assert compared.empty  # one retriever: nothing to compare
     df = dashboard.load_results(tiny_store)
@@ -114,12 +114,12 @@ def test_dashboards_match_the_store(tiny_store):
 @pytest.mark.parametrize("tiny_store", [["bm25", "dense"]], indirect=True, ids=["two-retrievers"])
 def test_dashboards_compare_retrievers_and_never_mix_them_unasked(tiny_store):
     df = dashboard.load_results(tiny_store)
-    _, _, _, _, table, _, _, compared, _ = app.dashboards(str(tiny_store), [], [], ["retrieved"], [], "Match",
-                                                          "domain")
+    _, _, _, _, table, _, _, compared, _, *_ = app.dashboards(str(tiny_store), [], [], ["retrieved"], [], "Match",
+                                                              "domain")
     main = df[(df.setting == "retrieved") & (df.retriever == "bm25>none")]
     assert table["n"].sum() == len(main)  # by domain: the main retriever's rows only
-    bars, _, _, _, table, _, _, _, _ = app.dashboards(str(tiny_store), [], [], ["retrieved"], [], "Match",
-                                                      "retriever")
+    bars, _, _, _, table, _, _, _, _, *_ = app.dashboards(str(tiny_store), [], [], ["retrieved"], [], "Match",
+                                                          "retriever")
     assert set(table["retriever"]) == {"bm25>none", "dense>none"} and set(bars.data[0].x) == {
         html.escape(r) for r in table["retriever"]}  # plotly renders labels as HTML: escaped
     row = compared.set_index("change").loc["retriever dense>none instead of bm25>none (full)"]
@@ -127,6 +127,43 @@ def test_dashboards_compare_retrievers_and_never_mix_them_unasked(tiny_store):
                                                      values="m_match")
     assert row["mean"] == pytest.approx((wide[("dense>none", "full")] - wide[("bm25>none", "full")]).mean(),
                                         abs=1e-3)
+
+
+def test_llmeval_names_its_judge_shows_its_validity_and_greys_domains_it_cannot_judge(tiny_store):
+    from mdrag.evaluation.judge_validity import against_match
+
+    out = app.dashboards(str(tiny_store), [], [], [], [], "LLMEval", "domain", "flaky-judge")
+    bars, summary, validity = out[0], out[6], out[9]
+    assert "judge: flaky" in bars.layout.title.text and "LLMEval judge: flaky" in summary
+    df = dashboard.load_results(tiny_store, "flaky-judge")
+    want = against_match(df).set_index("domain")
+    assert validity.set_index("domain").loc["evaltiny", "kappa"] == pytest.approx(want.loc["evaltiny", "kappa"], nan_ok=True,
+                                                                                  abs=1e-3)
+    # the flaky judge answers 0.25 whatever the answer and the tiny model never matches: its agreement with
+    # Match cannot be measured (kappa NaN, not >= 0.4), so its bars are greyed with the reason
+    assert not want.loc["evaltiny", "kappa"] >= 0.4
+    assert all(op == 0.25 for t in bars.data for op in t.marker.opacity)
+    assert any("unreliable: judge" in a.text for a in bars.layout.annotations)
+    match_bars = app.dashboards(str(tiny_store), [], [], [], [], "Match", "domain", "flaky-judge")[0]
+    assert not match_bars.layout.annotations  # Match does not depend on the judge
+    assert app._judges_in(str(tiny_store))[0][1] == "flaky-judge"
+
+
+def test_ask_adds_the_judges_verdict_after_the_answers(tiny_env, tiny_generator_dir, monkeypatch):
+    from mdrag.evaluation.judge import get_judge, gold_text
+
+    monkeypatch.setattr(app, "JUDGE_SPEC", f"hf:{tiny_generator_dir}")
+    monkeypatch.setattr(app, "_JUDGE", {})
+    steps = _run("", "tiny", "q0", "retrieved", "bm25", "none", 3, ["vanilla", "full"])
+    trace = steps[-1][3]
+    assert trace.gold_answers and "judging…" in steps[-2][0] and "judging…" not in steps[-1][0]
+    judge = get_judge(f"hf:{tiny_generator_dir}")
+    for name, a in trace.answers.items():
+        want = judge.judge_many([(trace.query, gold_text(trace.gold_answers), a.text)])[0].score
+        assert a.verdict["score"] == pytest.approx(want, abs=1e-6), name
+    assert steps[-1][0].count("LLMEval ") == 2 and f"judge: {html.escape(judge.name)}" in steps[-1][0]
+    plain = _run("", "tiny", "q0", "retrieved", "bm25", "none", 3, ["vanilla"], False)
+    assert "LLMEval" not in plain[-1][0] and "judging" not in plain[-1][0]
 
 
 def test_failure_cases_and_loading_one(tiny_store):

@@ -19,12 +19,36 @@ METRICS = {"LLMEval": "judge_score", "LLMEval-3": "judge3_score", "Match": "m_ma
            "F1": "m_f1", "ROUGE-L": "m_rouge_l", "Answer length (words)": "m_length"}
 
 
-def load_results(path: str | Path | None = None) -> pd.DataFrame:
-    """The store's rows as a frame (shipped store by default). A missing file is a clear error."""
+def open_store(path: str | Path | None = None) -> ResultsStore:
     path = Path(path) if path else SHIPPED_STORE
     if not path.is_file():
         raise StoreError(f"No results store at {path}. Run python -m mdrag evaluate --store {path} first.")
-    return ResultsStore(path, read_only=True).frame()
+    return ResultsStore(path, read_only=True)
+
+
+def load_results(path: str | Path | None = None, judge: str | None = None) -> pd.DataFrame:
+    """The store's rows as a frame (shipped store by default) with one judge's verdicts (default: the best
+    present, by agreement with Match). A missing file is a clear error."""
+    return open_store(path).frame(judge or None)
+
+
+def judge_choices(path: str | Path | None = None) -> list[tuple[str, str]]:
+    """(label, judge id) of the judges with 2-level verdicts in a store; the best one first."""
+    from mdrag.evaluation.verdicts import best_judge
+
+    store = open_store(path)
+    found = {j["judge"]: j for j in store.judges() if j["levels"] == 2}
+    best = best_judge(store.answers_frame(), store.verdict_frame(2)) if found else None
+    order = sorted(found, key=lambda j: (j != best, j))
+    return [(f"{found[j]['name']} ({found[j]['n']} verdicts)" + (" — best agreement with Match" if j == best else ""),
+             j) for j in order]
+
+
+def validity_tables(path: str | Path | None, df: pd.DataFrame) -> dict:
+    """The judge-validity panel (evaluation/judge_validity.py) for the judge whose verdicts `df` carries."""
+    from mdrag.evaluation.judge_validity import validity
+
+    return validity(open_store(path), df)
 
 
 def filtered(df: pd.DataFrame, domains: list[str] | None = None, variants: list[str] | None = None,
@@ -69,19 +93,29 @@ def means_with_ci(df: pd.DataFrame, metric: str, by: list[str]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def metric_bars(df: pd.DataFrame, metric: str, by: str = "domain", judge: str | None = None) -> go.Figure:
-    """Bars per `by` (domain, cluster or setting) and variant, with 95% CI error bars."""
+def metric_bars(df: pd.DataFrame, metric: str, by: str = "domain", judge: str | None = None,
+                weak: dict[str, str] | None = None) -> go.Figure:
+    """Bars per `by` (domain, cluster or setting) and variant, with 95% CI error bars. `weak`: domains where
+    the judge cannot be trusted (kappa against Match under the floor) -> reason: for LLMEval their bars are
+    greyed and the reason is written on the chart."""
     table = means_with_ci(df, metric, [by, "variant"])
+    greyed = {k: v for k, v in (weak or {}).items() if metric.startswith("LLMEval") and by == "domain"}
     fig = go.Figure()
     for variant, g in table.groupby("variant", sort=False):
         fig.add_bar(name=html.escape(str(variant)), x=[html.escape(str(x)) for x in g[by]], y=g["mean"],
                     error_y={"type": "data", "symmetric": False, "array": g["ci_high"] - g["mean"],
                              "arrayminus": g["mean"] - g["ci_low"]},
+                    marker={"opacity": [0.25 if x in greyed else 1.0 for x in g[by]]},
                     customdata=g["n"], hovertemplate="%{x}: %{y:.3f} (n=%{customdata})<extra></extra>")
+    for domain, why in greyed.items():
+        if domain in set(table[by]):
+            fig.add_annotation(x=html.escape(str(domain)), y=1.02, yref="paper", showarrow=False,
+                               text=f"<i>unreliable: {html.escape(why)}</i>", font={"size": 10, "color": "#777"})
     title = f"{metric} per {by} and variant (mean, 95% bootstrap CI)"
     if metric.startswith("LLMEval") and judge:
         title += f"<br><sup>judge: {html.escape(judge)}</sup>"
-    fig.update_layout(title=title, barmode="group", yaxis={"title": html.escape(metric)}, height=460)
+    fig.update_layout(title=title, barmode="group", yaxis={"title": html.escape(metric)}, height=460,
+                      margin={"t": 110})
     return fig
 
 
@@ -104,9 +138,21 @@ def judge_summary(df: pd.DataFrame) -> str:
     agree = judge_agreement(df)
     if not agree["n"]:
         return "No judged rows in this selection."
-    return (f"Judge: {agree['judge']}. On {agree['n']} rows its verdict (score > 0.5) agrees with Match "
-            f"{agree['accuracy_vs_match']:.1%} of the time, Cohen's kappa {agree['kappa_vs_match']:.3f} "
-            "(kappa near 0: the judge adds little beyond chance; read LLMEval with that in mind).")
+    weak = any("stand-in" in n or "135m" in n.lower() for n in str(agree["judge"]).split(", "))
+    return (f"LLMEval judge: {agree['judge']}{' (a weak stand-in)' if weak else ''}. On {agree['n']} rows its "
+            f"verdict (score > 0.5) agrees with Match {agree['accuracy_vs_match']:.1%} of the time, Cohen's kappa "
+            f"{agree['kappa_vs_match']:.3f} (near 0: the judge adds little beyond chance). Its validity is below.")
+
+
+def human_summary(human: dict) -> str:
+    if not human or not human.get("pairs"):
+        return "Against people: no human-labelled pairs judged yet (python -m mdrag judge --probes)."
+    return (f"Against people ({human['pairs']} RAGChecker pairs, {human['rows with a preference']} annotator "
+            f"preferences): the judge scores the answer people preferred for correctness higher in "
+            f"{human['accuracy']:.1%} [{human['low']:.1%}, {human['high']:.1%}] (a tie counts half; "
+            f"{human['ties']} ties). Pearson with the labels {human['pearson']:.3f}; RAGChecker published "
+            f"{human['ragchecker_correctness_pearson']:.3f}, annotators with each other "
+            f"{human['annotators_correctness_pearson']:.3f}.")
 
 
 FAILURE_KINDS = {

@@ -126,6 +126,7 @@ class HFJudge:
         if not (self.ids["yes"] and self.ids["no"]):  # "partially" is optional: no 3-level score without it
             raise MdragError(f"Judge {self.name}: its tokenizer has no single token for Yes/No; use another judge.")
         self._prefix: dict[int, tuple[list[int], object]] = {}  # levels -> (prefix ids, its KV cache)
+        self.levels = (2, 3) if self.ids["partially"] else (2,)
 
     def prompt_ids(self, item: tuple[str, str, str], levels: int) -> list[int]:
         return self.tokenizer.apply_chat_template(judge_messages(*item, levels), add_generation_prompt=True,
@@ -202,6 +203,7 @@ class OpenAIJudge(ChatEndpoint):
     """First-token Yes/No probabilities from the endpoint's top logprobs."""
 
     weak = False
+    levels = (2, 3)
 
     @property
     def fingerprint(self) -> str:  # what the server serves under that name is the server's business

@@ -178,10 +178,13 @@ def against_match(df: pd.DataFrame) -> pd.DataFrame:
         bias = {}
         for name, right in (("right", 1), ("wrong", 0)):
             pick = match == right
-            bias[f"length rho ({name})"] = (float(spearmanr(score[pick], words[pick]).statistic)
-                                            if pick.sum() > 2 and np.ptp(words[pick]) > 0 else float("nan"))
+            varied = pick.sum() > 2 and np.ptp(words[pick]) > 0 and np.ptp(score[pick]) > 0
+            bias[f"length rho ({name})"] = float(spearmanr(score[pick], words[pick]).statistic) if varied \
+                else float("nan")
+        # With one Match class (all right or all wrong) agreement beyond chance cannot be measured.
+        kappa = cohen_kappa(verdict, match) if 0 < match.sum() < len(match) else float("nan")
         rows.append({"domain": domain, "n": len(g), "Match-right": int(match.sum()),
-                     "accuracy": float((verdict == match).mean()), "kappa": cohen_kappa(verdict, match),
+                     "accuracy": float((verdict == match).mean()), "kappa": kappa,
                      "kappa low": lo_k, "kappa high": hi_k, "AUC": auc(score, match), "AUC low": lo_a,
                      "AUC high": hi_a, **bias})
     return pd.DataFrame(rows)
@@ -276,5 +279,6 @@ def weak_domains(agreement: pd.DataFrame) -> dict[str, str]:
     """Domains whose kappa against Match is under KAPPA_FLOOR -> the reason shown on the chart."""
     if agreement is None or agreement.empty:
         return {}
-    return {r["domain"]: f"judge kappa vs Match {r['kappa']:.2f} < {KAPPA_FLOOR}"
+    return {r["domain"]: (f"judge kappa vs Match {r['kappa']:.2f} < {KAPPA_FLOOR}" if r["kappa"] == r["kappa"] else
+                          "judge agreement with Match not measurable here (one Match class)")
             for _, r in agreement.iterrows() if r["domain"] != "all" and not r["kappa"] >= KAPPA_FLOOR}

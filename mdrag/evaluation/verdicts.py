@@ -127,3 +127,19 @@ def attach_verdicts(answers: pd.DataFrame, verdicts: pd.DataFrame, judge: str | 
     out.loc[judged, "judge"] = str(mine["judge_name"].iloc[0]) if len(mine) else chosen
     out.loc[judged, "judge_id"] = chosen
     return out
+
+
+def judge_trace(trace, judge, levels: int = 2) -> None:
+    """The judge's verdict on each answer of a trace with a gold answer, stored on the answer (VariantAnswer
+    .verdict). A judge failure is recorded there too, never raised: the answers are already shown."""
+    if not trace.gold_answers or not trace.answers:
+        return
+    names = list(trace.answers)
+    try:
+        found = judge.judge_many([(trace.query, gold_text(trace.gold_answers), trace.answers[n].text)
+                                  for n in names], levels=levels)
+    except Exception as err:  # the answers stay; the card says why there is no verdict
+        found = [Verdict(None, error=f"judge {type(err).__name__}: {err}") for _ in names]
+    for name, verdict in zip(names, found, strict=True):
+        trace.answers[name].verdict = {"judge": judge.name, "weak": bool(getattr(judge, "weak", False)),
+                                       "score": verdict.score, "mass": verdict.mass, "error": verdict.error}

@@ -1,0 +1,144 @@
+"""Verdicts kept apart from answers: the schema-3 -> 4 upgrade, judging a store without the generator,
+resuming, and reading one judge's verdicts back."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from mdrag.evaluation.judge import PROMPT_VERSION, Verdict, get_judge
+from mdrag.evaluation.store import LEGACY_PROMPT, ResultsStore, answer_id, answer_key
+from mdrag.evaluation.verdicts import judge_store
+
+SAMPLE = Path(__file__).parent / "data" / "store-schema3-sample.sqlite"  # rows of the shipped schema-3 store
+
+
+def test_a_schema_3_store_upgrades_in_place_keeping_every_row_and_verdict(tmp_path):
+    path = tmp_path / "copy.sqlite"
+    shutil.copy(SAMPLE, path)
+    old = sqlite3.connect(SAMPLE)
+    old_rows = old.execute("SELECT key, run_id, domain, query_id, variant, setting, retriever, prompt_hash, question, "
+                           "gold, answer, judge, judge_score, judge3_score, metrics FROM results").fetchall()
+    configs = {r: json.loads(c) for r, c in old.execute("SELECT run_id, config FROM runs")}
+    before = path.read_bytes()
+    read = ResultsStore(path, read_only=True)  # read-only: upgraded in memory, the file untouched
+    assert len(read.answers_frame()) == len(old_rows) and path.read_bytes() == before
+
+    store = ResultsStore(path)
+    assert store.version == "4" and "upgraded to schema 4" in store.upgrade_notes[0]
+    assert "kept their old key" not in store.upgrade_notes[0]  # every shipped key reproduced
+    assert store.db.execute("SELECT value FROM mdrag_meta WHERE name='schema'").fetchone()[0] == "4"
+    verdicts = store.verdict_frame()
+    for key, run, domain, qid, variant, setting, retriever, prompt, question, gold, answer, judge, s2, s3, \
+            metrics in old_rows:
+        config = configs[run]
+        # the key a new run computes for the same answer (no judge in it): the row is found, not regenerated
+        new = answer_key(domain=domain, query=qid, setting=setting, prompt=prompt, variant=variant,
+                         adapter=config["adapters"][variant], max_new_tokens=config["max_new_tokens"],
+                         generation=config.get("generation") or {"generator": config["generator_fingerprint"],
+                                                                  "dtype": config["dtype"]}, retriever=retriever)
+        row = store.get(new)
+        assert row is not None and new != key and row["answer"] == answer and row["metrics"] == json.loads(metrics)
+        aid = answer_id(question, json.loads(gold), answer)
+        mine = verdicts[(verdicts.answer_id == aid) & (verdicts.judge == judge)].set_index("levels")
+        assert set(mine["prompt_version"]) == {LEGACY_PROMPT}
+        assert {mine.loc[2, "score"], mine.loc[3, "score"]} <= {s2, s3} | {
+            v for (v,) in old.execute("SELECT judge_score FROM results WHERE question=? AND answer=?",
+                                      (question, answer))} | {
+            v for (v,) in old.execute("SELECT judge3_score FROM results WHERE question=? AND answer=?",
+                                      (question, answer))}
+    assert ResultsStore(path).upgrade_notes == []  # opening again changes nothing
+    frame = ResultsStore(path, read_only=True).frame()
+    assert frame["judge_score"].notna().all() and "135M stand-in" in frame["judge"].iloc[0]
+
+
+@pytest.fixture
+def judged_grid(tmp_path, tiny_generator_dir):
+    from test_evaluation_runner import QUERIES, register
+
+    from mdrag.data.domains import DOMAINS
+    from mdrag.evaluation.runner import Grid, evaluate
+
+    register(tmp_path)
+    store = ResultsStore(tmp_path / "r.sqlite")
+    evaluate(Grid(["evaltiny"], ["vanilla"], ["retrieved", "oracle"], retrievers=["bm25"], reranker="none",
+                  generator_path=str(tiny_generator_dir), n_distractors=2), store, show_progress=False)
+    yield store, len(QUERIES)
+    DOMAINS.pop("evaltiny", None)
+
+
+def test_judging_a_store_never_touches_the_generator_and_resumes(judged_grid, tiny_generator_dir, monkeypatch,
+                                                                 capsys):
+    import mdrag.generation.generator as generator
+    import mdrag.generation.model as model
+    from mdrag.cli import main
+    from mdrag.pipeline import RagPipeline
+
+    store, _ = judged_grid
+    calls = []
+
+    def forbidden(*a, **k):
+        calls.append(a)
+        raise AssertionError("the generator was called")
+
+    for target, name in ((RagPipeline, "answer"), (generator.Generator, "generate"), (model, "_load_generator")):
+        monkeypatch.setattr(target, name, forbidden)
+    answers = store.db.execute("SELECT COUNT(DISTINCT answer_id) FROM results").fetchone()[0]
+    rows_before = store.db.execute("SELECT key, answer FROM results ORDER BY key").fetchall()
+    spec = f"hf:{tiny_generator_dir}"
+    assert main(["judge", "--store", str(store.path), "--judge", spec, "--limit", "3"]) == 0
+    assert "3 verdicts written" in capsys.readouterr().out
+    assert main(["judge", "--store", str(store.path), "--judge", spec, "--levels", "2,3"]) == 2
+    assert "no 3-level form" in capsys.readouterr().err  # the tiny tokenizer has no 'Partially'
+    assert main(["judge", "--store", str(store.path), "--judge", spec]) == 0
+    assert f"{answers - 3} verdicts written, 0 failed" in capsys.readouterr().out
+    assert main(["judge", "--store", str(store.path), "--judge", spec]) == 0
+    assert "0 verdicts written" in capsys.readouterr().out  # idempotent
+    assert calls == [] and store.db.execute("SELECT key, answer FROM results ORDER BY key").fetchall() == rows_before
+    verdicts = store.verdict_frame()
+    assert verdicts["key"].is_unique and len(verdicts) == answers
+    assert set(verdicts["prompt_version"]) == {PROMPT_VERSION}
+    judge = get_judge(spec)
+    frame = store.frame(judge.fingerprint)
+    assert frame["judge_score"].notna().all()
+    assert set(frame["judge"]) == {judge.name} and frame["judge_mass"].between(0, 1).all()
+    first = frame.iloc[0]
+    want = judge.judge_many([(first["question"], "Paris", first["answer"])])[0]
+    assert first["judge_score"] == pytest.approx(want.score, abs=1e-6)
+
+
+class Broken:
+    name, fingerprint, weak = "broken", "broken-judge", False
+
+    def __init__(self, fail: bool = True):
+        self.fail = fail
+
+    def judge_many(self, items, levels=2, batch_size=8):
+        if self.fail:
+            raise RuntimeError("out of memory (simulated)")
+        return [Verdict(0.9, 0.9, 0.1, mass=1.0) for _ in items]
+
+
+def test_a_failing_judge_loses_nothing_and_is_retried(judged_grid):
+    store, _ = judged_grid
+    counts = judge_store(store, Broken(), show_progress=False)
+    assert counts["judged"] == 0 and counts["failed"] > 0
+    errors = store.verdict_frame()["error"]
+    assert errors.str.contains("RuntimeError: out of memory").all()
+    again = judge_store(store, Broken(fail=False), show_progress=False)
+    assert again["judged"] == counts["failed"] and store.verdict_frame()["error"].isna().all()
+    assert judge_store(store, Broken(), show_progress=False)["failed"] == 0  # good verdicts are never redone
+
+
+def test_adding_a_judge_after_the_answers_regenerates_nothing(judged_grid, tiny_generator_dir):
+    from mdrag.evaluation.runner import Grid, evaluate
+
+    store, n = judged_grid
+    grid = Grid(["evaltiny"], ["vanilla"], ["retrieved", "oracle"], retrievers=["bm25"], reranker="none",
+                generator_path=str(tiny_generator_dir), n_distractors=2)
+    counts = evaluate(grid, store, judge=Broken(fail=False), show_progress=False)
+    assert counts["generated"] == 0 and counts["cached"] == 2 * n and counts["judged"] > 0
