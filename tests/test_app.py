@@ -137,8 +137,8 @@ def test_llmeval_names_its_judge_shows_its_validity_and_greys_domains_it_cannot_
     assert "judge: flaky" in bars.layout.title.text and "LLMEval judge: flaky" in summary
     df = dashboard.load_results(tiny_store, "flaky-judge")
     want = against_match(df).set_index("domain")
-    assert validity.set_index("domain").loc["evaltiny", "kappa"] == pytest.approx(want.loc["evaltiny", "kappa"], nan_ok=True,
-                                                                                  abs=1e-3)
+    got = validity.set_index("domain").loc["evaltiny", "kappa"]
+    assert got == pytest.approx(want.loc["evaltiny", "kappa"], nan_ok=True, abs=1e-3)
     # the flaky judge answers 0.25 whatever the answer and the tiny model never matches: its agreement with
     # Match cannot be measured (kappa NaN, not >= 0.4), so its bars are greyed with the reason
     assert not want.loc["evaltiny", "kappa"] >= 0.4

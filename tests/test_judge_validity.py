@@ -80,8 +80,7 @@ def test_the_sanity_set_is_deterministic_and_expects_what_it_says():
 
 def test_human_agreement_counts_ties_half_and_reports_pearson(tmp_path):
     rows = []
-    for k, (s1, s2, labels) in enumerate([(0.2, 0.9, (2, 1)), (0.8, 0.1, (-1, -2)), (0.5, 0.5, (1, 1)),
-                                          (0.9, 0.3, (1, 0))]):
+    for k, labels in enumerate([(2, 1), (-1, -2), (1, 1), (1, 0)]):
         for label in labels:
             rows.append({"query": f"q{k}", "gt_answer": "g", "dataset": "d", "correctness_label": label,
                          "model1": str({"model_name": "m1", "response": f"a{k}"}),
@@ -91,7 +90,7 @@ def test_human_agreement_counts_ties_half_and_reports_pearson(tmp_path):
     store = ResultsStore(tmp_path / "s.sqlite")
     items = human_items(path)
     store.put_items(items)
-    scores = {("a0"): 0.2, "b0": 0.9, "a1": 0.8, "b1": 0.1, "a2": 0.5, "b2": 0.5, "a3": 0.9, "b3": 0.3}
+    scores = {"a0": 0.2, "b0": 0.9, "a1": 0.8, "b1": 0.1, "a2": 0.5, "b2": 0.5, "a3": 0.9, "b3": 0.3}
     store.put_verdicts([{"answer_id": answer_id(i["question"], i["gold"], i["answer"]), "judge": "j",
                          "judge_name": "J", "prompt_version": "v", "levels": 2, "score": scores[i["answer"]],
                          "mass": 1.0} for i in items])
