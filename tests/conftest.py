@@ -105,6 +105,19 @@ def tiny_domain(tmp_path):
         yield domain
 
 
+@pytest.fixture
+def float32_generation():
+    """Generation in float32 for this test, whatever the CPU's default (bfloat16 where it is native): a test
+    that compares generated text across code paths must not depend on bf16 rounding, which changes with batch
+    composition."""
+    from mdrag.config import LIMITS
+
+    before = LIMITS.dtype
+    object.__setattr__(LIMITS, "dtype", "float32")  # Limits is frozen for everyone else
+    yield
+    object.__setattr__(LIMITS, "dtype", before)
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _isolated_cache(tmp_path_factory):
     """Derived files of the tests go to a tmp cache unless MDRAG_CACHE is set (CI reuses one)."""

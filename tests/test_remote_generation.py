@@ -36,7 +36,7 @@ def grid_args(tmp_path, tiny_generator_dir):
     DOMAINS.pop("evaltiny", None)
 
 
-def test_endpoint_answers_equal_local_answers(server, grid_args, tmp_path):
+def test_endpoint_answers_equal_local_answers(float32_generation, server, grid_args, tmp_path):
     local = ResultsStore(tmp_path / "local.sqlite")
     remote = ResultsStore(tmp_path / "remote.sqlite")
     evaluate(Grid(**grid_args), local, show_progress=False)

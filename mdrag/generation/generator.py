@@ -47,11 +47,11 @@ class Generation:
 
 class Generator:
     def __init__(self, loaded: LoadedModel, max_new_tokens: int = LIMITS.max_new_tokens, fast: bool = True,
-                 dtype: str = LIMITS.dtype):
+                 dtype: str | None = None):
         self.loaded = loaded
         self.max_new_tokens = max_new_tokens
         self.fast = fast
-        self.dtype = dtype
+        self.dtype = dtype or LIMITS.dtype  # read when built, not at import: a test may pin float32
 
     @property
     def tokenizer(self):
