@@ -1,0 +1,50 @@
+"""The packaged 1.5B judge on real benchmark questions (joined and converted on first use). Marked slow."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from mdrag.data.benchmark import load_domain
+from mdrag.evaluation.judge import get_judge, gold_text
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def judge():
+    return get_judge()  # the default: the packaged Qwen2.5-Coder-1.5B-Instruct
+
+
+def _questions(n: int = 20, seed: int = 0) -> list:
+    """A seeded sample of short-answer test questions from the four short-answer domains, each with a wrong
+    answer: another sampled question's gold."""
+    pool = [q for d in ("nq_open", "pubmedqa", "covidqa", "tatqa") for q in load_domain(d).split("test")
+            if q.answers and q.answer_type in ("short", "yes-no")]
+    chosen = random.Random(seed).sample(pool, n)
+    out = []
+    for i, q in enumerate(chosen):
+        wrong = next(o.answers[0] for o in chosen[i + 1:] + chosen[:i]
+                     if o.answers[0].lower() not in {a.lower() for a in q.answers})
+        out.append((q, wrong))
+    return out
+
+
+def test_the_packaged_judge_scores_the_gold_answer_above_a_wrong_one(judge):
+    assert "Qwen2.5-Coder-1.5B" in judge.name and not judge.weak and judge.levels == (2, 3)
+    cases = _questions()
+    items = [(q.text, gold_text(q.answers), a) for q, wrong in cases for a in (q.answers[0], wrong)]
+    verdicts = judge.judge_many(items)
+    right = [(verdicts[2 * i].score, verdicts[2 * i + 1].score) for i in range(len(cases))]
+    wins = sum(g > w for g, w in right)
+    assert wins >= 18, right
+    assert all(v.mass > 0.5 for v in verdicts)  # it answers with Yes/No, not something else
+
+
+def test_the_prefix_cache_changes_no_verdict_beyond_rounding(judge):
+    cases = _questions(6, seed=1)
+    items = [(q.text, gold_text(q.answers), q.answers[0]) for q, _ in cases]
+    cached, plain = judge.judge_many(items), judge.judge_many(items, prefix_cache=False, batch_size=1)
+    for a, b in zip(cached, plain, strict=True):
+        assert a.score == pytest.approx(b.score, abs=0.05)  # bf16 on native-bf16 CPUs: ~1e-2 differences
