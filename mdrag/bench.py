@@ -45,13 +45,14 @@ class Sizes:
     train_steps: int = 2
     train_variants: tuple[str, ...] = ("full", "qk_att", "att", "mlp")  # each beside updating all weights
     domains: int = 5  # domains whose indexes the memory section loads
+    judge_answers: int = 48  # shipped answers judged by each contender (judge section)
 
 
 FULL = Sizes()
 QUICK = Sizes(prompt=160, new=12, turns=1, ingest=(200,), ingest_native_bf16=(), attention=(300,),
               attention_tries=1, queries=3,
               index_sample=16, grid_prompts=1, grid_variants=2, train_tokens=96, train_steps=1,
-              train_variants=("qk_att",), domains=1)
+              train_variants=("qk_att",), domains=1, judge_answers=8)
 
 
 def _row(section: str, what: str, ours: float, base: float | None, unit: str, target: str = "",
@@ -552,6 +553,76 @@ def bench_memory(size: Sizes) -> None:
          got["app"], got["plain"], "MB", "< 3,000 MB")
 
 
+def _judge_items(n: int) -> list[tuple[str, str, str]]:
+    """n shipped answers (seeded, every answer type and domain), as the judge reads them."""
+    from mdrag.evaluation.dashboard import SHIPPED_STORE
+    from mdrag.evaluation.judge import gold_text
+    from mdrag.evaluation.store import ResultsStore
+
+    df = ResultsStore(SHIPPED_STORE, read_only=True).answers_frame().drop_duplicates("answer_id")
+    sample = df.sample(n=min(n, len(df)), random_state=7)
+    return [(r.question, gold_text(r.gold), r.answer) for r in sample.itertuples()]
+
+
+_JUDGE_CHILD = r"""
+import json
+from mdrag.bench import peak_memory_mb
+import app  # noqa: F401  (what `python app.py` imports)
+from mdrag.evaluation.judge import get_judge, gold_text
+from mdrag.generation.generator import Generator
+from mdrag.generation.model import load_generator
+from mdrag.pipeline import RagPipeline
+# The Ask screen with verdicts: one domain's indexes, six variants answer, then the judge reads every answer.
+pipe = RagPipeline.for_domain("nq_open")
+q = pipe.domain.split("test")[0]
+text, bench = pipe.resolve_query(None, q.id)
+trace = pipe.make_trace(text, bench, pipe.retrieve(text, set(bench.gold_ids), {}), "retrieved")
+gens = Generator(load_generator(), max_new_tokens=8).generate(trace.prompt_ids, ["vanilla", "full", "qk_att", "att",
+                                                                                 "mlp", "full_skd"])
+judge = get_judge()
+judge.judge_many([(text, gold_text(q.answers), g.text) for g in gens])
+print(json.dumps({"peak_mb": peak_memory_mb()}))
+"""
+
+
+def bench_judge(size: Sizes) -> None:
+    """Verdicts per minute of the packaged judge (batches of similar lengths over the KV cache of the prompt
+    prefix every judge prompt shares) vs naive one-at-a-time judging with plain transformers, on the same
+    shipped answers, weights and dtype; and peak memory with the generator and the judge both loaded."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from mdrag.evaluation.judge import get_judge, judge_messages
+
+    judge = get_judge()
+    items = _judge_items(size.judge_answers)
+    plain = AutoModelForCausalLM.from_pretrained(judge.folder, dtype=getattr(torch, judge.dtype),
+                                                 attn_implementation="sdpa").eval()
+    yes, no = judge.ids["yes"], judge.ids["no"]
+
+    def naive() -> None:
+        for item in items:
+            ids = judge.tokenizer.apply_chat_template(judge_messages(*item), add_generation_prompt=True,
+                                                      tokenize=True, return_dict=True)["input_ids"]
+            with torch.inference_mode():
+                probs = torch.softmax(plain(input_ids=torch.tensor([ids])).logits[0, -1].float(), -1)
+            float(probs[yes].sum() / (probs[yes].sum() + probs[no].sum()))
+
+    ours, base = _interleaved_medians([lambda: judge.judge_many(items), naive], repeats=1 if size is QUICK else 2,
+                                      warm=False)
+    no_prefix = _median_time(lambda: judge.judge_many(items, prefix_cache=False), repeats=1, warm=False)
+    n = len(items)
+    _row("judge", f"verdicts per minute, {n} shipped answers, batches of 8 + shared-prefix KV cache vs one at a "
+         "time with plain transformers", 60 * n / ours, 60 * n / base, "verdicts/min", ">= 2x",
+         higher_is_better=True)
+    _row("judge", "seconds per verdict (ours; target <= 1.0 s with native bf16)", ours / n, base / n, "s")
+    _row("judge", "seconds per verdict: batches without the prefix cache vs with it", no_prefix / n, ours / n, "s")
+    out = subprocess.run([sys.executable, "-c", _JUDGE_CHILD], capture_output=True, text=True, check=True)
+    peak = json.loads(out.stdout.strip().splitlines()[-1])["peak_mb"]
+    _row("judge", f"peak RSS, generator (6 variants) and judge ({judge.dtype}) both loaded", peak, None, "MB",
+         "< 6,000 MB")
+
+
 def growth_figure(rows: list[dict]):
     """One panel per growth measurement: our series and the baseline's against size (plotly)."""
     import plotly.graph_objects as go
@@ -603,7 +674,7 @@ def write_figure(fig, path: str) -> None:
 
 SECTIONS = {"decode": bench_decode, "variants": bench_variants, "ask": bench_ask, "ingest": bench_ingest,
             "attention": bench_attention, "ablation": bench_ablation, "retrieval": bench_retrieval,
-            "evaluation": bench_evaluation, "train": bench_train, "memory": bench_memory}
+            "evaluation": bench_evaluation, "train": bench_train, "memory": bench_memory, "judge": bench_judge}
 
 
 def main(argv: list[str] | None = None) -> int:
