@@ -328,6 +328,10 @@ def _cmd_report(args) -> int:
     from mdrag.evaluation.store import ResultsStore
     from mdrag.training.retriever import adaptation_table
 
+    if args.store is None:  # ./results.sqlite when there is one, else the shipped store
+        from mdrag.evaluation.dashboard import SHIPPED_STORE
+
+        args.store = "results.sqlite" if Path("results.sqlite").is_file() else str(SHIPPED_STORE)
     if not Path(args.store).is_file():
         raise MdragError(f"No results store at {args.store}: run python -m mdrag evaluate first")
     store = ResultsStore(Path(args.store), read_only=True)
@@ -497,7 +501,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=_cmd_serve)
 
     s = sub.add_parser("report", help="paper-style tables from a results store (markdown; CSV with --csv)")
-    s.add_argument("--store", default="results.sqlite")
+    s.add_argument("--store", help="default: ./results.sqlite if it exists, else the shipped store")
     s.add_argument("--csv", help="folder for CSV tables")
     s.add_argument("--domains", default="all", help="only these domains (comma-separated)")
     s.add_argument("--judge", help="whose verdicts the LLMEval figures show: a judge name or id (default: the best "

@@ -40,8 +40,19 @@ def test_ask_text_shows_scores_gold_mark_prompt_and_timings(tiny_generator_dir):
     (["attention-summary", "--store", "/nonexistent/r.sqlite"], "No results store"),
     (["evaluate", "--domains", "nq_open", "--variants", "vanilla", "--settings", "sideways", "--store",
       "/tmp/never.sqlite"], "Unknown setting 'sideways'"),
+    (["evaluate", "--domains", "nq_open", "--variants", "vanilla", "--judge", "openai:model", "--store",
+      "/tmp/never.sqlite"], "write openai:MODEL@BASE_URL"),
+    (["judge", "--store", "/nonexistent/r.sqlite"], "No results store"),
+    (["report", "--judge", "no-such-judge", "--domains", "nq_open"], "no verdicts from judge 'no-such-judge'"),
 ])
 def test_errors_are_one_readable_line_and_exit_2(args, match):
     res = run_cli(*args)
     assert res.returncode == 2
     assert match in res.stderr and "Traceback" not in res.stderr
+
+
+def test_report_without_a_store_reads_the_shipped_one_and_names_its_judge(tmp_path):
+    res = subprocess.run([sys.executable, "-m", "mdrag", "report", "--domains", "nq_open"], capture_output=True,
+                         text=True, timeout=300, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.startswith("LLMEval figures: judge ") and "## Judge validity" in res.stdout
