@@ -105,6 +105,15 @@ def tiny_domain(tmp_path):
         yield domain
 
 
+@pytest.fixture(scope="session")
+def packaged_judge_dir() -> Path:
+    """The packaged 1.5B judge joined and converted into this run's cache before a test needs it (about two
+    minutes once per cache), so no test's own time limit pays for the conversion."""
+    from mdrag.generation.split_gguf import QWEN_JUDGE
+
+    return QWEN_JUDGE.converted_dir()
+
+
 @pytest.fixture
 def float32_generation():
     """Generation in float32 for this test, whatever the CPU's default (bfloat16 where it is native): a test

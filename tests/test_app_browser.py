@@ -30,7 +30,7 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
+def server(tmp_path_factory, packaged_judge_dir):
     tmp = tmp_path_factory.mktemp("app")
     (tmp / "p.jsonl").write_text("\n".join(json.dumps(r) for r in [
         {"id": "x1", "title": "<script>alert(3)</script>France", "text": PAYLOAD_PASSAGE},
@@ -103,6 +103,9 @@ def test_every_screen_end_to_end(server, chromium, shots):
     answers = _ask_and_wait(page, 2)
     assert len(answers) == 2
     assert page.locator("#passages tr").count() >= 6 and "GOLD" in page.locator("#passages").inner_text()
+    # a benchmark question with a gold answer: each card gets the packaged judge's verdict after the answers
+    verdicts = page.locator("#answers .mdrag-verdict").all_inner_texts()
+    assert len(verdicts) == 2 and all("LLMEval" in v and "judge: Qwen2.5-Coder-1.5B" in v for v in verdicts)
     page.screenshot(path=str(shots / "ask.png"))
 
     _tab(page, "Attention")
@@ -122,6 +125,7 @@ def test_every_screen_end_to_end(server, chromium, shots):
     _tab(page, "Dashboards")
     page.click("#dashboard-button")
     page.locator("#dashboard-bars .js-plotly-plot").wait_for()
+    page.locator('#judge-validity [data-testid="cell-0-0"]').wait_for()  # the judge's validity beside the bars
     page.screenshot(path=str(shots / "dashboards.png"))
 
     _tab(page, "Failures")

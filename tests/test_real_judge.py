@@ -13,7 +13,7 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def judge():
+def judge(packaged_judge_dir):
     return get_judge()  # the default: the packaged Qwen2.5-Coder-1.5B-Instruct
 
 
