@@ -142,3 +142,32 @@ def test_adding_a_judge_after_the_answers_regenerates_nothing(judged_grid, tiny_
                 generator_path=str(tiny_generator_dir), n_distractors=2)
     counts = evaluate(grid, store, judge=Broken(fail=False), show_progress=False)
     assert counts["generated"] == 0 and counts["cached"] == 2 * n and counts["judged"] > 0
+
+
+def test_with_no_judge_named_the_one_that_agrees_with_match_is_shown(tmp_path):
+    """Two judges' verdicts on the same answers: the frame shows the one with the higher kappa against Match
+    (a registry stand-in loses to it), names it, and either can be chosen by id."""
+    import random
+
+    store = ResultsStore(tmp_path / "s.sqlite")
+    rng = random.Random(0)
+    rows = []
+    for i in range(60):
+        right = i % 2
+        rows.append({"key": f"k{i}", "run_id": "r", "domain": "d", "query_id": f"q{i}", "variant": "vanilla",
+                     "setting": "retrieved", "retriever": "splade>minilm", "answer_type": "short",
+                     "question": f"q{i}", "gold": ["g"], "answer": f"a{i}", "metrics": {"match": right},
+                     "retrieval": {}, "passages": []})
+    store.put_many(rows)
+    good = [{"answer_id": r["answer_id"], "judge": "good", "judge_name": "Good judge", "prompt_version": "v",
+             "levels": 2, "score": 0.9 if r["metrics"]["match"] else 0.1, "mass": 1.0} for r in rows]
+    noise = [{**v, "judge": "smollm2-135m-x", "judge_name": "SmolLM2 (135M stand-in)", "score": rng.random()}
+             for v in good]
+    store.put_verdicts(good + noise)
+    shown = store.frame()
+    assert set(shown["judge"]) == {"Good judge"} and shown["judge_id"].iloc[0] == "good"
+    assert store.frame("smollm2-135m-x")["judge"].iloc[0] == "SmolLM2 (135M stand-in)"
+    from mdrag.evaluation import dashboard
+
+    assert dashboard.judge_choices(store.path)[0][1] == "good"
+    assert dashboard.load_results(store.path, "a judge of another store")["judge_id"].iloc[0] == "good"

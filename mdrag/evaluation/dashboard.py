@@ -27,9 +27,13 @@ def open_store(path: str | Path | None = None) -> ResultsStore:
 
 
 def load_results(path: str | Path | None = None, judge: str | None = None) -> pd.DataFrame:
-    """The store's rows as a frame (shipped store by default) with one judge's verdicts (default: the best
-    present, by agreement with Match). A missing file is a clear error."""
-    return open_store(path).frame(judge or None)
+    """The store's rows as a frame (shipped store by default) with one judge's verdicts (default, or a judge
+    this store has no verdicts from: the best present, by agreement with Match). A missing file is a clear
+    error."""
+    store = open_store(path)
+    if judge and judge not in {j["judge"] for j in store.judges()}:
+        judge = None
+    return store.frame(judge or None)
 
 
 def judge_choices(path: str | Path | None = None) -> list[tuple[str, str]]:
