@@ -63,7 +63,10 @@ def test_hf_judge_reads_first_token_probabilities(tiny_generator_dir, prefix_cac
     model = AutoModelForCausalLM.from_pretrained(tiny_generator_dir, dtype=torch.float32).eval()
     tok = judge.tokenizer
     assert judge.ids["yes"] and judge.ids["no"] and not set(judge.ids["yes"]) & set(judge.ids["no"])
-    items = [("q", "a", "p"), ("who wrote <b>it</b>?", "Ann (also accepted: A. N.)", "Ann, in 1901")]
+    items = [("q", "a", "p"), ("who wrote <b>it</b>?", "Ann (also accepted: A. N.)", "Ann, in 1901"),
+             # answers to one question share its cached question + gold prefix
+             ("who wrote <b>it</b>?", "Ann (also accepted: A. N.)", "Bob"),
+             ("who wrote <b>it</b>?", "Ann (also accepted: A. N.)", "")]
     for levels in (2, 3):
         found = judge.judge_many(items, levels=levels, prefix_cache=prefix_cache)
         for item, verdict in zip(items, found, strict=True):
@@ -179,7 +182,9 @@ def test_hf_judge_batch_equals_one_at_a_time(tiny_generator_dir):
     are judged once."""
     judge = get_judge(f"hf:{tiny_generator_dir}", dtype="float32")
     items = [("who wrote it", "Ann", "Ann wrote it"), ("q", "a", "p"), ("who wrote it", "Ann", "Ann wrote it"),
-             ("a much longer question about the <b>document</b>", "42 kg", "forty-two")]
+             ("a much longer question about the <b>document</b>", "42 kg", "forty-two"),
+             ("who wrote it", "Ann", "Bob wrote it, in a much longer answer than the others"),
+             ("who wrote it", "Ann", "nobody"), ("who wrote it", "Ann", "Ann")]
     batched = judge.judge_many(items, batch_size=3)
     for item, verdict in zip(items, batched, strict=True):
         alone = judge.judge_many([item], prefix_cache=False)[0]

@@ -132,21 +132,33 @@ class HFJudge:
         return self.tokenizer.apply_chat_template(judge_messages(*item, levels), add_generation_prompt=True,
                                                   tokenize=True, return_dict=True)["input_ids"]
 
+    def _common_prefix(self, a: list[int], b: list[int]) -> list[int]:
+        """The tokens two renderings share, one short: the next text's first word may merge with the last."""
+        n = next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
+        return a[: max(n - 1, 0)]
+
     def _shared_prefix(self, levels: int) -> tuple[list[int], object]:
         """The token prefix every judge prompt of `levels` starts with, and its KV cache (batch 1)."""
         if levels not in self._prefix:
-            import torch
-
-            a, b = self.prompt_ids(("a", "b", "c"), levels), self.prompt_ids(("x y", "z w", "u v"), levels)
-            n = next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
-            prefix = a[: max(n - 1, 0)]  # one token short: a question's first word may merge with the last one
-            with torch.inference_mode():
-                cache = self.model(input_ids=torch.tensor([prefix]), use_cache=True).past_key_values
-            self._prefix[levels] = (prefix, cache)
+            prefix = self._common_prefix(self.prompt_ids(("a", "b", "c"), levels),
+                                         self.prompt_ids(("x y", "z w", "u v"), levels))
+            self._prefix[levels] = (prefix, self._extend(None, prefix, 0))
         return self._prefix[levels]
 
+    def _extend(self, cache, ids: list[int], past: int):
+        """A copy of `cache` (batch 1, `past` tokens; None: empty) with `ids` appended."""
+        import copy
+
+        import torch
+
+        kv = copy.deepcopy(cache) if cache is not None else None
+        with torch.inference_mode():
+            out = self.model.get_decoder()(input_ids=torch.tensor([ids]), past_key_values=kv, use_cache=True,
+                                           attention_mask=torch.ones(1, past + len(ids), dtype=torch.long))
+        return out.past_key_values
+
     def _last_logits(self, suffixes: list[list[int]], cache) -> object:
-        """Logits at each row's last real token: (batch, vocab). Rows right-padded after the shared prefix:
+        """Logits at each row's last real token: (batch, vocab). Rows right-padded after the cached prefix:
         padding after a row's last real token cannot change that token's logits under causal attention."""
         import copy
 
@@ -170,29 +182,49 @@ class HFJudge:
 
     def judge_many(self, items: list[tuple[str, str, str]], levels: int = 2, batch_size: int = 8,
                    prefix_cache: bool = True) -> list[Verdict]:
-        """Verdicts for (question, golden answer text, prediction) triples. Identical triples are judged once;
-        prompts are sorted by length and batched (little padding)."""
+        """Verdicts for (question, golden answer text, prediction) triples. Identical triples are judged once.
+
+        With `prefix_cache`, prompts are computed on top of cached prefixes at two levels: the system prompt
+        and instruction every judge prompt shares (~80 of ~150 tokens), and, for answers to the same question
+        (a store holds every variant's answer in every setting: ~5-18 per question), the question and gold
+        answer they share; only each answer's own tokens are computed per verdict. Rows are sorted by length
+        and batched (little padding)."""
         import torch
 
         if levels == 3 and not self.ids["partially"]:
             return [Verdict(None, error=f"judge {self.name} has no token for Partially") for _ in items]
         unique = list(dict.fromkeys(items))
         prefix, cache = self._shared_prefix(levels) if prefix_cache else ([], None)
-        jobs = []
+        by_question: dict[tuple[str, str], list[tuple[tuple, list[int]]]] = {}
+        alone = []  # (item, ids) computed from scratch: no cache, or a prompt that does not start with it
         for item in unique:
             ids = self.prompt_ids(item, levels)
-            shared = bool(prefix) and ids[: len(prefix)] == prefix
-            jobs.append((item, ids[len(prefix):] if shared else ids, shared))
-        jobs.sort(key=lambda j: (not j[2], len(j[1])))
+            if prefix and ids[: len(prefix)] == prefix:
+                by_question.setdefault(item[:2], []).append((item, ids))
+            else:
+                alone.append((item, ids))
+        batches: list[tuple[list[tuple[tuple, list[int]]], object]] = []  # (item, uncached ids), their cache
+        singles = []
+        for (question, gold), members in by_question.items():
+            grouped = self._common_prefix(self.prompt_ids((question, gold, "a"), levels),
+                                          self.prompt_ids((question, gold, "x y"), levels))
+            fits = [m for m in members if m[1][: len(grouped)] == grouped]
+            if len(fits) < 2 or len(grouped) <= len(prefix):
+                singles += [(item, ids[len(prefix):]) for item, ids in members]
+                continue
+            singles += [(item, ids[len(prefix):]) for item, ids in members if (item, ids) not in fits]
+            kv = self._extend(cache, grouped[len(prefix):], len(prefix))  # question + gold, once for the group
+            fits.sort(key=lambda m: len(m[1]))
+            batches += [([(item, ids[len(grouped):]) for item, ids in fits[at: at + batch_size]], kv)
+                        for at in range(0, len(fits), batch_size)]
+        for rows, kv in ((singles, cache), (alone, None)):
+            rows.sort(key=lambda r: len(r[1]))
+            batches += [(rows[at: at + batch_size], kv) for at in range(0, len(rows), batch_size)]
         verdicts: dict[tuple, Verdict] = {}
-        for at in range(0, len(jobs), batch_size):
-            chunk = jobs[at: at + batch_size]
-            for group, kv in (([j for j in chunk if j[2]], cache), ([j for j in chunk if not j[2]], None)):
-                if not group:
-                    continue
-                probs = torch.softmax(self._last_logits([j[1] for j in group], kv), dim=-1)  # (batch, vocab)
-                for (item, _, _), row in zip(group, probs, strict=True):
-                    verdicts[item] = score_mass({w: float(row[self.ids[w]].sum()) for w in LEVELS[levels]})
+        for rows, kv in batches:
+            probs = torch.softmax(self._last_logits([ids for _, ids in rows], kv), dim=-1)  # (batch, vocab)
+            for (item, _), row in zip(rows, probs, strict=True):
+                verdicts[item] = score_mass({w: float(row[self.ids[w]].sum()) for w in LEVELS[levels]})
         return [verdicts[item] for item in items]
 
     def judge(self, question: str, answer: str, prediction: str, levels: int = 2) -> Verdict:

@@ -291,8 +291,7 @@ class ResultsStore:
 
     def unjudged(self, judge: str, prompt_version: str, levels: int, source: str = "results") -> list[dict]:
         """Distinct answers (answer_id, question, gold, answer) of `source` (results: generated answers;
-        judge_items: judge probes) with no good verdict from `judge` at `levels` under `prompt_version`;
-        shortest prompts first, so batches hold similar lengths."""
+        judge_items: judge probes) with no good verdict from `judge` at `levels` under `prompt_version`."""
         if source not in ("results", "judge_items"):
             raise StoreError(f"unknown answer source {source}")
         found = self.db.execute(
@@ -302,8 +301,10 @@ class ResultsStore:
             (judge, int(levels), prompt_version)).fetchall()
         out = [{"answer_id": a, "question": q, "gold": json.loads(g) if isinstance(g, str) else g, "answer": t}
                for a, q, g, t in found]
-        return sorted(out, key=lambda r: (len(r["question"]) + len(r["answer"]) + len(json.dumps(r["gold"])),
-                                          r["answer_id"]))
+        # Answers to one question together (the judge caches their shared question + gold once), groups of
+        # similar length together, shortest first.
+        return sorted(out, key=lambda r: (len(r["question"]) + len(json.dumps(r["gold"])), r["question"],
+                                          json.dumps(r["gold"]), len(r["answer"]), r["answer_id"]))
 
     def verdict_frame(self, levels: int | None = None):
         import pandas as pd
