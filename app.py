@@ -167,6 +167,8 @@ def ask(question: str, domain: str, query_id: str | None, setting: str, retrieve
         yield error_html(err), "", "", None, "", gr.update(), gr.update()
         return
     link = case_link(domain, text, trace.query_id, setting, variants)
+    judging = bool(with_judge and trace.gold_answers)  # finished cards say a verdict is coming
+
     def choices() -> dict:  # a fresh update per output: Gradio consumes the dict it is given
         return gr.update(choices=variants, value=variants[:2])
 
@@ -196,8 +198,8 @@ def ask(question: str, domain: str, query_id: str | None, setting: str, retrieve
             if time.monotonic() - shown_at < STREAM_EVERY:
                 continue
         shown_at = time.monotonic()
-        yield answers_html(trace, variants, partial), gr.update(), gr.update(), None, link, gr.update(), gr.update()
-    judging = bool(with_judge and trace.gold_answers)
+        yield answers_html(trace, variants, partial, judging), gr.update(), gr.update(), None, link, gr.update(), \
+            gr.update()
     yield answers_html(trace, variants, judging=judging), gr.update(), gr.update(), trace, link, choices(), choices()
     if judging:
         from mdrag.evaluation.verdicts import judge_trace
