@@ -41,11 +41,12 @@ def _ci_cell(values: pd.Series) -> str:
 def cluster_table(df: pd.DataFrame, setting: str = "retrieved", by: str = "cluster") -> pd.DataFrame:
     """Mean [95% CI] of LLMEval (2- and 3-level), Match and Recall per `by` (cluster or domain) and variant."""
     sub = df[df["setting"] == setting]
+    three = "judge3_score" in sub and sub["judge3_score"].notna().any()  # the judge's 3-level verdicts, if any
     rows = []
     for (group, variant), g in sub.groupby([by, "variant"], sort=True):
         rows.append({by: group, "variant": variant, "n": len(g),
                      "LLMEval": _ci_cell(g["judge_score"]) if "judge_score" in g else "–",
-                     "LLMEval-3": _ci_cell(g["judge3_score"]) if "judge3_score" in g else "–",
+                     **({"LLMEval-3": _ci_cell(g["judge3_score"])} if three else {}),
                      "Match": _ci_cell(g["m_match"]), "Recall": _ci_cell(g["m_recall"])})
     return pd.DataFrame(rows)
 
@@ -165,7 +166,9 @@ def tables(df: pd.DataFrame) -> dict[str, pd.DataFrame]:
     out = {"clusters": cluster_table(df), "domains": cluster_table(df, by="domain"),
            "clusters_oracle": cluster_table(df, "oracle"), "settings": setting_table(df),
            "settings_llmeval": setting_table(df, "judge_score") if df["judge_score"].notna().any() else None,
-           "paired_match": paired_table(df), "longform": longform_table(df), "retrieval": retrieval_table(df)}
+           "paired_match": paired_table(df),
+           "paired_llmeval": paired_table(df, "judge_score") if df["judge_score"].notna().any() else None,
+           "longform": longform_table(df), "retrieval": retrieval_table(df)}
     if "retriever" in everything and everything["retriever"].nunique() > 1:
         out["retrievers"] = retriever_table(everything)
         out["retriever_vs_adapter"] = retriever_vs_adapter(everything)
@@ -179,6 +182,7 @@ TITLES = {
     "settings": "Match by setting, and noise robustness (noisy / oracle)",
     "settings_llmeval": "LLMEval by setting",
     "paired_match": "Paired differences in Match (A - B over the same questions, 95% bootstrap CI)",
+    "paired_llmeval": "Paired differences in LLMEval (A - B over the same questions, 95% bootstrap CI)",
     "longform": "Long-form answers (retrieved; length in words, Recall)",
     "retrieval": "Retrieval quality per domain (test queries of this run)",
     "retrievers": "Per domain, retriever and variant, retrieved passages (retrieval metrics after reranking)",
@@ -251,7 +255,7 @@ def report(df: pd.DataFrame, csv_dir: Path | None = None, adapted: pd.DataFrame 
     for name in ("domains",):  # the judge's own agreement decides whether a domain's LLMEval can be read
         if name in found and weak:
             table = found[name].copy()
-            for col in ("LLMEval", "LLMEval-3"):
+            for col in [c for c in ("LLMEval", "LLMEval-3") if c in table]:
                 table[col] = [f"{v} (unreliable: {weak[d]})" if d in weak and v != "–" else v
                               for d, v in zip(table["domain"], table[col], strict=True)]
             found[name] = table

@@ -159,7 +159,7 @@ class ResultsStore:
 
     def _create_items(self) -> None:
         self.db.execute(f"CREATE TABLE IF NOT EXISTS judge_items ({', '.join(ITEM_COLUMNS)}, "
-                        "PRIMARY KEY (answer_id, suite, item))")
+                        "PRIMARY KEY (suite, item, kind))")
 
     def _upgrade(self) -> None:
         """Schema 2 or 3 -> 4 in one transaction: nothing lands unless every row made it."""
