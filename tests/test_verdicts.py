@@ -171,3 +171,32 @@ def test_with_no_judge_named_the_one_that_agrees_with_match_is_shown(tmp_path):
 
     assert dashboard.judge_choices(store.path)[0][1] == "good"
     assert dashboard.load_results(store.path, "a judge of another store")["judge_id"].iloc[0] == "good"
+
+
+class Interrupted(Broken):
+    """Stops the process (Ctrl-C) on its third call, like a kill between two chunks' transactions."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def judge_many(self, items, levels=2, batch_size=8):
+        self.calls += 1
+        if self.calls == 3:
+            raise KeyboardInterrupt
+        return [Verdict(0.9, 0.9, 0.1, mass=1.0) for _ in items]
+
+
+def test_a_judging_run_stopped_between_chunks_resumes_without_duplicates_or_loss(judged_grid, monkeypatch):
+    import mdrag.evaluation.verdicts as verdicts
+
+    store, _ = judged_grid
+    monkeypatch.setattr(verdicts, "CHUNK", 2)
+    answers = store.db.execute("SELECT COUNT(DISTINCT answer_id) FROM results").fetchone()[0]
+    assert answers > 4
+    with pytest.raises(KeyboardInterrupt):
+        judge_store(store, Interrupted(), show_progress=False)
+    assert len(store.verdict_frame()) == 4  # two whole chunks landed, nothing of the third
+    again = judge_store(store, Broken(fail=False), show_progress=False)
+    assert again["judged"] == answers - 4 and again["already"] == 4
+    found = store.verdict_frame()
+    assert len(found) == answers and found["answer_id"].is_unique and found["error"].isna().all()
