@@ -145,7 +145,7 @@ def judge_summary(df: pd.DataFrame) -> str:
     weak = any("stand-in" in n or "135m" in n.lower() for n in str(agree["judge"]).split(", "))
     return (f"LLMEval judge: {agree['judge']}{' (a weak stand-in)' if weak else ''}. On {agree['n']} rows its "
             f"verdict (score > 0.5) agrees with Match {agree['accuracy_vs_match']:.1%} of the time, Cohen's kappa "
-            f"{agree['kappa_vs_match']:.3f} (near 0: the judge adds little beyond chance). Its validity is below.")
+            f"{agree['kappa_vs_match']:.3f} (0: chance, 1: perfect agreement). Its validity is below.")
 
 
 def human_summary(human: dict) -> str:
