@@ -77,13 +77,14 @@ def verdict_key(answer: str, judge: str, prompt_version: str, levels: int) -> st
 
 
 def answer_key(*, domain: str, query: str, setting: str, prompt: str, variant: str, adapter: str,
-               max_new_tokens: int, generation: dict, retriever: str) -> str:
+               max_new_tokens: int, generation: dict, retriever: str, **legacy: Any) -> str:
     """The key of one answer row: everything that determines the answer, nothing about how it was judged.
     The retriever is left out for oracle rows (gold passages: the same prompt whatever the retriever) and for
-    the paper's pipeline (rows stored before the retriever dimension keep their keys)."""
+    the paper's pipeline (rows stored before the retriever dimension keep their keys). `legacy`: parts older
+    keys also held (schema <= 3: the judge), to recompute those keys on upgrade."""
     by = {} if setting == "oracle" or retriever == DEFAULT_RETRIEVAL else {"retriever": retriever}
     return row_key(domain=domain, query=query, setting=setting, prompt=prompt, variant=variant, adapter=adapter,
-                   max_new_tokens=max_new_tokens, **generation, **by)
+                   max_new_tokens=max_new_tokens, **generation, **by, **legacy)
 
 
 def _run_generation(config: dict) -> dict:
@@ -191,10 +192,7 @@ class ResultsStore:
                      "adapter": config.get("adapters", {}).get(row["variant"]),
                      "max_new_tokens": config.get("max_new_tokens"), "generation": _run_generation(config),
                      "retriever": row["retriever"]}
-            by = {} if row["setting"] == "oracle" or row["retriever"] == DEFAULT_RETRIEVAL else \
-                {"retriever": row["retriever"]}
-            old = row_key(**{k: v for k, v in parts.items() if k not in ("generation", "retriever")},
-                          judge=row["judge"], **parts["generation"], **by)
+            old = answer_key(**parts, judge=row["judge"])
             if old == row["key"]:  # reproducible: the same key as a new run computes for the same answer
                 row["key"] = answer_key(**parts)
             else:
