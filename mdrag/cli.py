@@ -166,10 +166,11 @@ def _base_config(generator: str | None):
 def _cmd_variants(args) -> int:
     from mdrag.training.lora import budget_table
 
-    print("| variant | modules | rank | trainable | vs full | labels |\n|---|---|---|---|---|---|")
+    print("| variant | modules | rank | alpha | scaling | trainable | vs full | labels | passage order |\n"
+          "|---|---|---|---|---|---|---|---|---|")
     for r in budget_table(_base_config(args.generator)):
-        print(f"| {r['variant']} | {r['modules']} | {r['rank']} | {r['trainable']:,} | {r['vs_full']:.3f} | "
-              f"{r['labels']} |")
+        print(f"| {r['variant']} | {r['modules']} | {r['rank']} | {r['alpha']:g} | {r['scaling']:.2f} | "
+              f"{r['trainable']:,} | {r['vs_full']:.3f} | {r['labels']} | {r['order']} |")
     return 0
 
 
@@ -207,7 +208,7 @@ def _cmd_train(args) -> int:
     teacher_labels = None
     labels = args.labels or get_variant(args.variant).labels
     if labels == "teacher":
-        teacher = get_teacher(args.teacher)
+        teacher = get_teacher(args.teacher or get_variant(args.variant).teacher or "qwen2.5-coder-1.5b")
         path = labels_path(teacher, f"{spec.domain}-{spec.key()}")
         teacher_labels = read_labels(path)
         missing = [e["query_id"] for e in examples if e["query_id"] not in teacher_labels]
@@ -230,8 +231,7 @@ def _cmd_evaluate(args) -> int:
 
     grid = Grid(args.domains.split(","), args.variants.split(","), args.settings.split(","), split=args.split,
                 limit=args.limit, retrievers=args.retrievers.split(","), reranker=args.reranker,
-                generator_path=args.generator,
-                endpoint=args.endpoint)
+                generator_path=args.generator, endpoint=args.endpoint, sample=args.sample, seed=args.seed)
     judge = None if args.judge == "none" else get_judge(args.judge)
     store = ResultsStore(Path(args.store))
     counts = evaluate(grid, store, judge)
@@ -435,16 +435,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     judge_help = ("default (the packaged Qwen2.5-Coder-1.5B judge), smollm2-135m (weak stand-in), hf:<dir>, "
                   "openai:<model>@<base_url>")
-    teacher_help = "self-distill (default), hf:<local dir>, or openai:<model>@<base_url>"
+    teacher_help = ("qwen2.5-coder-1.5b (default: the packaged 1.5B model, paper prompt, no gold), self-distill "
+                    "(135M shown the gold; weak), hf:<local dir>, or openai:<model>@<base_url>")
     s = sub.add_parser("distill", help="teacher labels for the training examples (SKD)")
-    s.add_argument("--teacher", default="self-distill", help=teacher_help)
+    s.add_argument("--teacher", default="qwen2.5-coder-1.5b", help=teacher_help)
     s.add_argument("--examples", type=int, default=128, help="number of general-domain training questions")
     s.set_defaults(func=_cmd_distill)
 
     s = sub.add_parser("train", help="train one LoRA variant (resumes a killed run)")
     s.add_argument("--variant", required=True)
     s.add_argument("--labels", choices=["gold", "teacher"], help="default: the variant's registry entry")
-    s.add_argument("--teacher", default="self-distill", help=teacher_help)
+    s.add_argument("--teacher", help="default: the variant's registry teacher. " + teacher_help)
     s.add_argument("--examples", type=int, default=128)
     s.add_argument("--max-steps", type=int, default=-1, help="stop early (-1: one epoch)")
     s.add_argument("--examples-only", action="store_true", help="only retrieve and cache the training examples")
@@ -457,6 +458,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--settings", default="retrieved")
     s.add_argument("--split", default="test")
     s.add_argument("--limit", type=int, help="queries per domain")
+    s.add_argument("--sample", default="stratified", choices=["stratified", "file"],
+                   help="which questions --limit takes: a seeded order stratified by answer type and spread over "
+                        "source documents (default; raising --limit keeps the earlier questions), or file order")
+    s.add_argument("--seed", type=int, default=0, help="seed of the stratified order")
     s.add_argument("--retrievers", "--retriever", default="splade",
                    help="comma-separated first stages, a grid dimension (e.g. splade,dense-ft: each domain's "
                         "adapted encoder; dense-ft:nq_open: the one adapted on nq_open)")

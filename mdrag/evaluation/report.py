@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from mdrag.evaluation.stats import bootstrap_ci, cohen_kappa
+from mdrag.evaluation.stats import bootstrap_ci, cohen_kappa, paired_power
 from mdrag.evaluation.store import DEFAULT_RETRIEVAL
 from mdrag.generation.variants import VARIANTS
 
@@ -51,13 +51,22 @@ def cluster_table(df: pd.DataFrame, setting: str = "retrieved", by: str = "clust
     return pd.DataFrame(rows)
 
 
-# The paper's comparisons: QK-Att vs Full-LoRA, SKD vs short-label Full-LoRA, fine-tuning vs none.
-PAIRS = [("qk_att", "full"), ("full_skd", "full"), ("full", "vanilla"), ("qk_att", "vanilla")]
+# The paper's comparisons: QK-Att vs Full-LoRA, SKD vs short-label Full-LoRA, fine-tuning vs none; then the
+# controls (issue #22): QK-Att vs Full under equal and rank-stabilised scaling, the 1.5B teacher vs the weak
+# self-distillation teacher, and shuffled-order training vs rerank order.
+PAIRS = [("qk_att", "full"), ("full_skd", "full"), ("full", "vanilla"), ("qk_att", "vanilla"),
+         ("qk_att_eq", "full"), ("qk_att_rs", "full_rs"), ("full_skd", "full_skd_self"), ("full_skd_self", "full"),
+         ("full_shuf", "full"), ("qk_att_shuf", "qk_att")]
+# The paper's effects are 0.01-0.08 (Match / LLMEval): a comparison that cannot detect 0.05 at 80% power
+# cannot confirm or contradict them.
+PAPER_EFFECT = 0.05
 
 
 def paired_table(df: pd.DataFrame, metric: str = "m_match", pairs: list[tuple[str, str]] = PAIRS) -> pd.DataFrame:
     """Per setting and pair (A, B): mean of A - B over the queries both answered, with a bootstrap CI of the
-    paired differences (pairing removes the between-question variance that dominates a small sample)."""
+    paired differences (pairing removes the between-question variance that dominates a small sample), the
+    share of discordant pairs, and the smallest difference detectable at 80% power (MDE); a comparison whose
+    MDE exceeds PAPER_EFFECT is marked underpowered."""
     rows = []
     for setting, sub in df.groupby("setting", sort=True):
         wide = sub.pivot_table(index=["domain", "query_id"], columns="variant", values=metric, aggfunc="first")
@@ -65,9 +74,13 @@ def paired_table(df: pd.DataFrame, metric: str = "m_match", pairs: list[tuple[st
             if a not in wide or b not in wide:
                 continue
             diff = (wide[a] - wide[b]).dropna()
+            if diff.empty:
+                continue
             mean, lo, hi = bootstrap_ci(diff.tolist())
+            power = paired_power(diff.tolist())
             rows.append({"setting": setting, "A - B": f"{a} - {b}", "n": len(diff), "mean": mean,
-                         "CI low": lo, "CI high": hi})
+                         "CI low": lo, "CI high": hi, "discordant": power["discordant"], "MDE (80%)": power["mde"],
+                         "power": "underpowered" if not power["mde"] <= PAPER_EFFECT else "ok"})
     return pd.DataFrame(rows)
 
 
@@ -181,8 +194,11 @@ TITLES = {
     "clusters_oracle": "Per cluster and variant, oracle passages",
     "settings": "Match by setting, and noise robustness (noisy / oracle)",
     "settings_llmeval": "LLMEval by setting",
-    "paired_match": "Paired differences in Match (A - B over the same questions, 95% bootstrap CI)",
-    "paired_llmeval": "Paired differences in LLMEval (A - B over the same questions, 95% bootstrap CI)",
+    "paired_match": "Paired differences in Match (A - B over the same questions, 95% bootstrap CI; discordant: "
+                    "share of questions where A and B differ; MDE: smallest difference detectable at 80% power, "
+                    f"underpowered when above {PAPER_EFFECT}, the scale of the paper's effects)",
+    "paired_llmeval": "Paired differences in LLMEval (A - B over the same questions, 95% bootstrap CI, discordant, "
+                      "MDE at 80% power)",
     "longform": "Long-form answers (retrieved; length in words, Recall)",
     "retrieval": "Retrieval quality per domain (test queries of this run)",
     "retrievers": "Per domain, retriever and variant, retrieved passages (retrieval metrics after reranking)",

@@ -26,6 +26,7 @@ from tqdm import tqdm
 from mdrag.config import LIMITS
 from mdrag.data.domains import DOMAINS, resolve_domain
 from mdrag.evaluation.retrieval_metrics import RETRIEVAL_METRICS
+from mdrag.evaluation.sampling import SAMPLES, sample
 from mdrag.evaluation.store import ResultsStore, answer_key, retrieval_id
 from mdrag.evaluation.verdicts import judge_store
 from mdrag.generation.model import load_generator
@@ -48,6 +49,8 @@ class Grid:
     generator_path: str | None = None
     n_distractors: int = 4
     endpoint: str | None = None  # generate on an OpenAI-compatible server (vLLM multi-LoRA) instead of locally
+    sample: str = "stratified"  # evaluation/sampling.py; "file": the split's first questions (the first grids)
+    seed: int = 0
 
     def __post_init__(self) -> None:
         self.domains = [resolve_domain(d).name for d in (list(DOMAINS) if self.domains == ["all"] else self.domains)]
@@ -58,6 +61,10 @@ class Grid:
                 from mdrag.errors import UnknownNameError
 
                 raise UnknownNameError(f"Unknown setting '{s}'. Known: {', '.join(SETTINGS)}")
+        if self.sample not in SAMPLES:
+            from mdrag.errors import UnknownNameError
+
+            raise UnknownNameError(f"Unknown sample '{self.sample}'. Known: {', '.join(SAMPLES)}")
         for r, d in itertools.product(self.retrievers, self.domains):
             check_retriever_available(r, d)
 
@@ -108,7 +115,8 @@ def evaluate(grid: Grid, store: ResultsStore, judge=None, show_progress: bool = 
     pipes = {(d, r): RagPipeline.for_domain(d, retriever=r, reranker=grid.reranker,
                                             generator_path=grid.generator_path, endpoint=grid.endpoint)
              for d in grid.domains for r in grid.retrievers}
-    per_domain = [[(d, q) for q in pipes[d, grid.retrievers[0]].domain.split(grid.split)[: grid.limit] if q.gold_ids]
+    per_domain = [[(d, q) for q in sample([q for q in pipes[d, grid.retrievers[0]].domain.split(grid.split)
+                                           if q.gold_ids], grid.limit, grid.sample, grid.seed)]
                   for d in grid.domains]
     # Domains interleaved (query 1 of each domain, then query 2, ...): a run stopped early still covers
     # every domain evenly, and its partial results are usable.

@@ -93,6 +93,15 @@ def _run_generation(config: dict) -> dict:
                                         "dtype": config.get("dtype")}
 
 
+def _key_parts(row: dict, config: dict) -> dict:
+    """What answer_key needs, from a stored row and its run's config."""
+    return {"domain": row["domain"], "query": row["query_id"], "setting": row["setting"],
+            "prompt": row["prompt_hash"], "variant": row["variant"],
+            "adapter": config.get("adapters", {}).get(row["variant"]),
+            "max_new_tokens": config.get("max_new_tokens"), "generation": _run_generation(config),
+            "retriever": row["retriever"]}
+
+
 class ResultsStore:
     def __init__(self, path: Path, read_only: bool = False):
         """`read_only`: for dashboards over a shipped or shared store; never writes, not even WAL files.
@@ -186,12 +195,7 @@ class ResultsStore:
         self._create_verdicts()
         kept_keys, answers, verdicts = 0, [], {}
         for row in rows:
-            config = configs.get(row["run_id"], {})
-            parts = {"domain": row["domain"], "query": row["query_id"], "setting": row["setting"],
-                     "prompt": row["prompt_hash"], "variant": row["variant"],
-                     "adapter": config.get("adapters", {}).get(row["variant"]),
-                     "max_new_tokens": config.get("max_new_tokens"), "generation": _run_generation(config),
-                     "retriever": row["retriever"]}
+            parts = _key_parts(row, configs.get(row["run_id"], {}))
             old = answer_key(**parts, judge=row["judge"])
             if old == row["key"]:  # reproducible: the same key as a new run computes for the same answer
                 row["key"] = answer_key(**parts)
@@ -220,6 +224,37 @@ class ResultsStore:
         self.upgrade_notes.append(f"upgraded to schema 4: {len(answers)} answers, {len(verdicts)} verdicts moved "
                                   "to their own table" + (f"; {kept_keys} rows kept their old key" if kept_keys
                                                           else ""))
+
+    def rename_variant(self, old: str, new: str, adapter: str) -> dict[str, int]:
+        """Rows of variant `old` made with the adapter whose fingerprint is `adapter` become rows of `new`,
+        under the key a run of `new` with that adapter computes (so they are reused, never regenerated). For a
+        registry rename, e.g. the self-distilled SKD adapter once `full_skd` was retrained on another teacher.
+        Rows of `old` made with another adapter, and rows whose key cannot be reproduced, are left as they are."""
+        configs = {r: json.loads(c) for r, c in self.db.execute("SELECT run_id, config FROM runs")}
+        rows = [dict(zip(["key", "run_id", "domain", "query_id", "setting", "prompt_hash", "variant", "retriever"],
+                         r, strict=True))
+                for r in self.db.execute("SELECT key, run_id, domain, query_id, setting, prompt_hash, variant, "
+                                         "retriever FROM results WHERE variant=?", (old,))]
+        counts = {"renamed": 0, "other_adapter": 0, "key_not_reproduced": 0}
+        with self.db:
+            for run_id in {r["run_id"] for r in rows}:
+                config = configs.get(run_id, {})
+                if config.get("adapters", {}).get(old) == adapter:
+                    config["adapters"][new] = adapter
+                    self.db.execute("UPDATE runs SET config=? WHERE run_id=?", (json.dumps(config, sort_keys=True),
+                                                                               run_id))
+            for row in rows:
+                config = configs.get(row["run_id"], {})
+                parts = _key_parts(row, config)
+                if parts["adapter"] != adapter:
+                    counts["other_adapter"] += 1
+                elif answer_key(**parts) != row["key"]:
+                    counts["key_not_reproduced"] += 1
+                else:
+                    key = answer_key(**{**parts, "variant": new})
+                    self.db.execute("UPDATE results SET key=?, variant=? WHERE key=?", (key, new, row["key"]))
+                    counts["renamed"] += 1
+        return counts
 
     def add_run(self, run_id: str, config: dict) -> None:
         with self.db:

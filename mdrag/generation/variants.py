@@ -31,6 +31,12 @@ class VariantSpec:
     # A two-phase variant's independent-order twin: the same recipe trained on the base retriever's passages
     # (compared on the adapted retriever, the pair isolates what re-retrieving before training adds).
     one_phase: str | None = None
+    # Fairness controls (issue: position shortcut, scaling confound). `shuffle`: each training prompt's passages
+    # in a seeded random order, so the gold passage is not usually Document 1. `scaling`: a SCALINGS entry, how
+    # lora_alpha follows the rank (the paper fixes alpha 32, so alpha/r differs between budget-matched ranks).
+    shuffle: bool = False
+    scaling: str = "fixed"
+    teacher: str | None = None  # SKD label source (a training.teacher spec); None for gold labels
 
     @property
     def is_base(self) -> bool:
@@ -38,6 +44,34 @@ class VariantSpec:
 
 
 VARIANTS: dict[str, VariantSpec] = {}
+PAPER_ALPHA = 32  # paper: lora_alpha 32 for every variant
+
+
+@dataclass(frozen=True)
+class Scaling:
+    """A convention for LoRA's scaling factor. peft multiplies B @ A by alpha / r (alpha / sqrt(r) with rslora)."""
+
+    name: str
+    label: str
+    rslora: bool = False
+    alpha_per_rank: float | None = None  # alpha = alpha_per_rank * r (equal scaling across ranks); None: PAPER_ALPHA
+
+    def alpha(self, rank: int) -> int | float:
+        if self.alpha_per_rank is None:
+            return PAPER_ALPHA
+        alpha = self.alpha_per_rank * rank
+        return int(alpha) if float(alpha).is_integer() else alpha
+
+    def factor(self, rank: int) -> float:
+        return self.alpha(rank) / (rank**0.5 if self.rslora else rank)
+
+
+SCALINGS: dict[str, Scaling] = {s.name: s for s in [
+    Scaling("fixed", "alpha 32 for every rank (paper): alpha/r is 2.0 at r 16, 0.38 at r 85"),
+    # Full-LoRA's factor is 32/16 = 2.0; alpha = 2r gives every rank that factor.
+    Scaling("equal", "alpha = 2r: alpha/r = 2.0 for every rank (Full-LoRA's factor)", alpha_per_rank=2.0),
+    Scaling("rslora", "rank-stabilised (Kalajdzievski 2023): alpha/sqrt(r), alpha 32", rslora=True),
+]}
 
 
 def register_variant(spec: VariantSpec) -> VariantSpec:
@@ -51,13 +85,26 @@ for _v in [
     VariantSpec("qk_att", "QK-Att LoRA (q, k)", ("q_proj", "k_proj")),
     VariantSpec("att", "Att LoRA (q, k, v, o)", ("q_proj", "k_proj", "v_proj", "o_proj")),
     VariantSpec("mlp", "MLP LoRA (gate, up, down)", ("gate_proj", "up_proj", "down_proj")),
-    VariantSpec("full_skd", "Full-LoRA + SKD (teacher labels)", ALL_LINEAR, labels="teacher"),
+    # SKD teacher as in the paper: a stronger model answering from the same passages (the packaged 1.5B).
+    VariantSpec("full_skd", "Full-LoRA + SKD (1.5B teacher from the passages)", ALL_LINEAR, labels="teacher",
+                teacher="qwen2.5-coder-1.5b"),
+    # The earlier weak teacher, kept for comparison under a name that says what it is.
+    VariantSpec("full_skd_self", "Full-LoRA + self-distillation (135M base shown the gold; weak teacher)",
+                ALL_LINEAR, labels="teacher", teacher="self-distill"),
     # Two-phase order: adapt the retriever on the generator's training domain (nq_open), re-retrieve, then
     # train the generator on those passages (vs the independent order: qk_att / full on SPLADE passages).
     VariantSpec("qk_att_2p", "QK-Att LoRA, two-phase (trained on adapted-retriever passages)",
                 ("q_proj", "k_proj"), retriever="dense-ft:nq_open", one_phase="qk_att"),
     VariantSpec("full_2p", "Full-LoRA, two-phase (trained on adapted-retriever passages)", ALL_LINEAR,
                 retriever="dense-ft:nq_open", one_phase="full"),
+    # Controls (issue #22). Shuffled passage order in training: does the Document-1 shortcut go away?
+    VariantSpec("full_shuf", "Full-LoRA, shuffled passage order in training", ALL_LINEAR, shuffle=True),
+    VariantSpec("qk_att_shuf", "QK-Att LoRA, shuffled passage order in training", ("q_proj", "k_proj"),
+                shuffle=True),
+    # Equal scaling: QK-Att's budget-matched r 85 with alpha 32 damps its update 5x relative to Full.
+    VariantSpec("qk_att_eq", "QK-Att LoRA, alpha = 2r (Full's scaling)", ("q_proj", "k_proj"), scaling="equal"),
+    VariantSpec("qk_att_rs", "QK-Att LoRA, rank-stabilised scaling", ("q_proj", "k_proj"), scaling="rslora"),
+    VariantSpec("full_rs", "Full-LoRA, rank-stabilised scaling", ALL_LINEAR, scaling="rslora"),
 ]:
     register_variant(_v)
 

@@ -58,6 +58,23 @@ def rag_examples(spec: ExampleSpec | None = None, pipeline=None) -> list[dict]:
     return rows
 
 
+def shuffled_passages(examples: list[dict], seed: int = 0) -> list[dict]:
+    """The same examples with each prompt's passages (and their ids) in a seeded random order.
+
+    Why: in rerank order the gold passage is usually Document 1, and adapters trained so learn to answer from
+    Document 1 (the position probe shows it). Each example's order depends only on (seed, query_id), so the
+    shuffle is reproducible and does not change when examples are added or reordered."""
+    import random
+
+    out = []
+    for ex in examples:
+        order = list(range(len(ex["passages"])))
+        random.Random(f"{seed}:{ex['query_id']}").shuffle(order)
+        out.append({**ex, "passages": [ex["passages"][i] for i in order],
+                    "passage_ids": [ex["passage_ids"][i] for i in order]})
+    return out
+
+
 def sft_rows(examples: list[dict], labels: dict[str, str] | None = None) -> list[dict]:
     """Prompt-completion rows; `labels` maps query_id -> teacher answer (SKD), else the gold answer."""
     out = []

@@ -6,9 +6,18 @@ trains the same number of parameters as Full on the loaded base model (variants.
 
 from __future__ import annotations
 
-from mdrag.generation.variants import FULL_RANK, VARIANTS, VariantSpec, get_variant, lora_parameters, matched_rank
+from mdrag.generation.variants import (
+    FULL_RANK,
+    PAPER_ALPHA,
+    SCALINGS,
+    VARIANTS,
+    VariantSpec,
+    get_variant,
+    lora_parameters,
+    matched_rank,
+)
 
-LORA_ALPHA = 32
+LORA_ALPHA = PAPER_ALPHA
 LORA_DROPOUT = 0.1
 
 
@@ -24,7 +33,9 @@ def lora_config(variant: str, model_config):
     spec = get_variant(variant)
     if spec.is_base:
         raise ValueError(f"variant '{variant}' has no adapter to train")
-    return LoraConfig(r=variant_rank(spec, model_config), lora_alpha=LORA_ALPHA, lora_dropout=LORA_DROPOUT,
+    rank = variant_rank(spec, model_config)
+    scaling = SCALINGS[spec.scaling]
+    return LoraConfig(r=rank, lora_alpha=scaling.alpha(rank), lora_dropout=LORA_DROPOUT, use_rslora=scaling.rslora,
                       target_modules=list(spec.target_modules), bias="none", task_type="CAUSAL_LM")
 
 
@@ -38,5 +49,7 @@ def budget_table(model_config) -> list[dict]:
         r = variant_rank(spec, model_config)
         n = lora_parameters(model_config, spec.target_modules, r)
         rows.append({"variant": spec.name, "modules": ",".join(spec.target_modules), "rank": r,
-                     "trainable": n, "vs_full": n / full, "labels": spec.labels})
+                     "trainable": n, "vs_full": n / full, "labels": spec.labels,
+                     "alpha": SCALINGS[spec.scaling].alpha(r), "scaling": SCALINGS[spec.scaling].factor(r),
+                     "order": "shuffled" if spec.shuffle else "rerank"})
     return rows

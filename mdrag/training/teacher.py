@@ -3,8 +3,11 @@
 Paper: the student trains on a teacher's answers generated from the same 5 passages instead of short
 gold labels; this keeps long-form answers (recall .32 vs .05 with short labels on the 1B model).
 Teachers here:
-  - self-distill (default): the base 135M model, shown the gold answer and asked to answer from the
-    passages in its own words. A weak stand-in for the paper's Mistral-7B, labelled so everywhere.
+  - qwen2.5-coder-1.5b (default): the packaged 1.5B judge model (Qwen2.5-Coder-1.5B-Instruct) answering from
+    the retrieved passages with the paper's inference prompt, never shown the gold answer, as the paper's
+    teacher (Mistral-7B) does. Eleven times the student's size; still far smaller than the paper's teacher.
+  - self-distill: the base 135M model, shown the gold answer and asked to answer from the passages in its
+    own words. A weak stand-in kept for comparison (variant full_skd_self), labelled so everywhere.
   - hf:<dir>: any local HF causal LM, with the paper's inference prompt (no gold shown).
   - openai:<model>@<base_url>: an OpenAI-compatible chat endpoint (e.g. a vLLM server), greedy.
 Labels are appended to a JSONL file one row at a time, so a killed run resumes where it stopped.
@@ -38,34 +41,50 @@ class Teacher(Protocol):
 
 
 class _LocalTeacher:
+    """Loads its model on the first label, so naming a teacher (to find its labels file) costs nothing."""
+
     def __init__(self, generator_path: str | None, show_gold: bool):
+        from mdrag.generation.model import resolve_generator_dir
+
+        self.folder = resolve_generator_dir(generator_path)
+        self.show_gold = show_gold
+        self._generator = None
+
+    def label(self, question: str, passages: list[str], gold: str) -> str:
         from mdrag.generation.generator import Generator
         from mdrag.generation.model import load_generator
 
-        self.loaded = load_generator(generator_path)
-        self.generator = Generator(self.loaded, LIMITS.max_new_tokens)
-        self.show_gold = show_gold
-
-    def label(self, question: str, passages: list[str], gold: str) -> str:
+        if self._generator is None:
+            self._generator = Generator(load_generator(str(self.folder)), LIMITS.max_new_tokens)
         msgs = messages(question, passages)
         if self.show_gold:
             msgs[-1]["content"] += SELF_DISTILL_INSTRUCTION.format(gold=gold)
-        ids = self.loaded.tokenizer.apply_chat_template(msgs, tokenize=True, add_generation_prompt=True,
-                                                        return_dict=True)["input_ids"]
-        (gen,) = self.generator.generate(list(ids), ["vanilla"])
+        ids = self._generator.tokenizer.apply_chat_template(msgs, tokenize=True, add_generation_prompt=True,
+                                                           return_dict=True)["input_ids"]
+        (gen,) = self._generator.generate(list(ids), ["vanilla"])
         return gen.text
 
 
 class SelfDistillTeacher(_LocalTeacher):
     def __init__(self, generator_path: str | None = None):
         super().__init__(generator_path, show_gold=True)
-        self.name = f"self-distill:{self.loaded.name} (base model shown the gold answer; weak stand-in)"
+        self.name = f"self-distill:{self.folder.name} (base model shown the gold answer; weak stand-in)"
 
 
 class HFTeacher(_LocalTeacher):
     def __init__(self, path: str):
         super().__init__(path, show_gold=False)
         self.name = f"hf:{Path(path).name}"
+
+
+class PackagedTeacher(HFTeacher):
+    """The packaged 1.5B model (joined and converted once, like the judge) with the paper's prompt."""
+
+    def __init__(self):
+        from mdrag.generation.split_gguf import QWEN_JUDGE
+
+        super().__init__(str(QWEN_JUDGE.converted_dir()))
+        self.name = "qwen2.5-coder-1.5b (packaged 1.5B; paper prompt, retrieved passages, no gold)"
 
 
 class OpenAITeacher(ChatEndpoint):
@@ -79,7 +98,12 @@ class OpenAITeacher(ChatEndpoint):
             raise MdragError(f"Teacher {err}") from None
 
 
-def get_teacher(spec: str = "self-distill") -> Teacher:
+DEFAULT_TEACHER = "qwen2.5-coder-1.5b"
+
+
+def get_teacher(spec: str = DEFAULT_TEACHER) -> Teacher:
+    if spec in ("qwen2.5-coder-1.5b", "default"):
+        return PackagedTeacher()
     if spec in ("self-distill", "self"):
         return SelfDistillTeacher()
     if spec.startswith("hf:"):
@@ -87,7 +111,10 @@ def get_teacher(spec: str = "self-distill") -> Teacher:
     if spec.startswith("openai:") and "@" in spec:
         model, url = spec[len("openai:"):].split("@", 1)
         return OpenAITeacher(model, url)
-    raise UnknownNameError(f"Unknown teacher '{spec}'. Use self-distill, hf:<local dir> or openai:<model>@<base_url>.")
+    if spec.startswith("openai:"):
+        raise UnknownNameError(f"Teacher '{spec}' needs its server: openai:<model>@<base_url>.")
+    raise UnknownNameError(f"Unknown teacher '{spec}'. Use {DEFAULT_TEACHER}, self-distill, hf:<local dir> or "
+                           "openai:<model>@<base_url>.")
 
 
 def slug(name: str) -> str:

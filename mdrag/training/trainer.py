@@ -20,8 +20,8 @@ from mdrag.generation.model import resolve_generator_dir
 from mdrag.generation.variants import adapters_root, get_variant
 from mdrag.hashing import folder_fingerprint
 from mdrag.machine import versions
-from mdrag.training.examples import ExampleSpec, rag_examples, sft_rows
-from mdrag.training.lora import LORA_ALPHA, LORA_DROPOUT, lora_config
+from mdrag.training.examples import ExampleSpec, rag_examples, sft_rows, shuffled_passages
+from mdrag.training.lora import LORA_DROPOUT, lora_config
 from mdrag.training.saving import publish
 
 
@@ -61,8 +61,10 @@ def train_variant(variant: str, labels: str | None = None, spec: ExampleSpec | N
     base_dir = resolve_generator_dir(generator_path)
     base_fp = folder_fingerprint(base_dir)
     examples = examples if examples is not None else rag_examples(spec)
+    if vspec.shuffle:  # the control for the Document-1 shortcut: gold passage no longer usually first
+        examples = shuffled_passages(examples, settings.seed)
     rows = sft_rows(examples, teacher_labels if labels == "teacher" else None)
-    folder = run_dir(variant, labels, spec, base_fp)
+    folder = run_dir(variant, labels, spec, base_fp)  # variant name holds its order and scaling
     folder.mkdir(parents=True, exist_ok=True)
 
     torch.manual_seed(settings.seed)
@@ -90,7 +92,9 @@ def train_variant(variant: str, labels: str | None = None, spec: ExampleSpec | N
         "teacher": (teacher_labels or {}).get("__teacher__") if labels == "teacher" else None,
         "base_model": base_dir.name, "base_fingerprint": base_fp,
         "target_modules": list(vspec.target_modules), "rank": trainer.model.peft_config["default"].r,
-        "lora_alpha": LORA_ALPHA, "lora_dropout": LORA_DROPOUT,
+        "lora_alpha": trainer.model.peft_config["default"].lora_alpha, "lora_dropout": LORA_DROPOUT,
+        "use_rslora": trainer.model.peft_config["default"].use_rslora, "scaling": vspec.scaling,
+        "passage_order": "shuffled (seeded)" if vspec.shuffle else "rerank",
         "trainable_parameters": int(sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)),
         "data": {**spec.__dict__, "n": len(examples), "query_ids_sha256": _ids_hash(examples)}, "examples": len(rows),
         "tokens": tokens, "steps": int(trainer.state.global_step), "final_loss": losses[-1] if losses else None,
