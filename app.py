@@ -294,6 +294,19 @@ def attribution(trace, variants: list[str], bundle, progress=gr.Progress()):  # 
     return out["bars"], out["deletion"], out["top"], out["agreement"].round(3), changed.round(4)
 
 
+def position_probe(trace, variants: list[str], progress=gr.Progress()):  # noqa: B008
+    from analysis.views import position_probe_bundle
+
+    trace = _need_trace(trace)
+    variants = [v for v in (variants or list(trace.answers)) if v in trace.answers] or ["vanilla"]
+    progress(0.1, desc=f"position probe: {len(trace.passages)} prompts, {len(variants)} variants each")
+    try:
+        out = position_probe_bundle(trace, variants)
+    except MdragError as err:
+        raise gr.Error(str(err)) from err
+    return out["figure"], out["answers"], out["summary"]
+
+
 def sentences(trace, variant: str, passage: int, progress=gr.Progress()):  # noqa: B008
     from analysis.views import sentence_bundle
 
@@ -359,9 +372,11 @@ def dashboards(path: str, domains: list[str], variants: list[str], settings: lis
     summary = (f"{len(df)} rows, {df['query_id'].nunique()} questions. " + dashboard.judge_summary(df))
     compared = dashboard.retriever_comparison(dashboard.filtered(whole, domains, variants, settings,
                                                                  every_retriever), metric)
+    probe = dashboard.position_probe(path.strip() or DEFAULT_STORE, domains, variants)
     return (bars, by_setting, robust, longform, table, str(csv), esc(summary), compared.round(3),
             dashboard.adapted_retrievers().round(3), valid["against_match"].round(3), valid["settings"].round(3),
-            valid.get("sanity", pd.DataFrame()).round(3), esc(dashboard.human_summary(valid.get("human", {}))))
+            valid.get("sanity", pd.DataFrame()).round(3), esc(dashboard.human_summary(valid.get("human", {}))),
+            probe["figure"], probe["dependence"].round(3), esc(probe["summary"]))
 
 
 def _retrievers_in(path) -> list[str]:
@@ -478,6 +493,14 @@ def build_app() -> gr.Blocks:
                     attr_top = gr.Dataframe(label="top-attributed passage vs gold and top reranked")
                     attr_agree = gr.Dataframe(label="agreement: attention vs ablation (Spearman)")
                 attr_changed = gr.Dataframe(label="what changed between the first two variants")
+                with gr.Accordion("Position probe for this question: the gold passage moved through positions "
+                                  "1..k (one prompt per position, every chosen variant)", open=False):
+                    probe_btn = gr.Button("Run the position probe", elem_id="probe-button")
+                    probe_fig = gr.Plot(elem_id="probe-figure")
+                    probe_answers = gr.Dataframe(label="answers per position (✓ Match right, ✗ wrong)",
+                                                 elem_id="probe-answers")
+                    probe_table = gr.Dataframe(label="per variant and position: Match, log P(gold answer), "
+                                                     "attention on the gold passage")
                 with gr.Accordion("Sentences of one passage", open=False):
                     with gr.Row():
                         sent_variant = gr.Dropdown(available_variants(), value="vanilla", label="variant")
@@ -527,6 +550,12 @@ def build_app() -> gr.Blocks:
                     valid_settings = gr.Dataframe(label="sensitivity to the setting: LLMEval vs Match")
                     valid_sanity = gr.Dataframe(label="sanity set from the benchmark: pass rate per check")
                 valid_human = gr.Markdown()
+                gr.Markdown("### Position probe: does a variant answer from Document 1? (python -m mdrag probe "
+                            "position)")
+                probe_summary = gr.Markdown(elem_id="probe-summary")
+                probe_curves = gr.Plot(elem_id="probe-curves")
+                probe_dependence = gr.Dataframe(label="Match with the gold passage first minus at positions 2..k, "
+                                                      "per question; vs vanilla paired (95% CI); shortcut: CI above 0")
             with gr.Tab("Failures", id="failures"):
                 kinds = gr.CheckboxGroup(list(dashboard.FAILURE_KINDS), label="kinds (none = all)",
                                          info="; ".join(f"{k}: {v}" for k, v in dashboard.FAILURE_KINDS.items()))
@@ -551,11 +580,14 @@ def build_app() -> gr.Blocks:
         lora_btn.click(adapters, [trace_state, attention_state], [lora_fig, lora_table])
         attr_btn.click(attribution, [trace_state, attr_variants, attention_state],
                        [attr_bars, attr_curve, attr_top, attr_agree, attr_changed], concurrency_limit=2)
+        probe_btn.click(position_probe, [trace_state, attr_variants], [probe_fig, probe_answers, probe_table],
+                        concurrency_limit=1)
         sent_btn.click(sentences, [trace_state, sent_variant, sent_passage], sent_html, concurrency_limit=2)
         ig_btn.click(gradients, [trace_state, ig_variant, ig_first, ig_last], ig_html, concurrency_limit=1)
         dash_btn.click(dashboards, [store, f_domains, f_variants, f_settings, f_retrievers, metric, by, dash_judge],
                        [dash_bars, dash_settings, dash_robust, dash_long, dash_table, dash_csv, dash_summary,
-                        dash_retr, dash_adapted, valid_match, valid_settings, valid_sanity, valid_human])
+                        dash_retr, dash_adapted, valid_match, valid_settings, valid_sanity, valid_human,
+                        probe_curves, probe_dependence, probe_summary])
         fail_btn.click(failures, [store, kinds, dash_judge], fail_table)
         fail_table.select(load_case, fail_table, [domain, question, query_id, setting, variants, tabs]).then(
             ask, ask_inputs, ask_outputs, concurrency_limit=2)

@@ -121,3 +121,34 @@ def adapter_bundle(variants: list[str], attention: SegmentAttention | None = Non
                   for v in variants if v in have and v != "vanilla" and "vanilla" in have]
         out["shift"] = pd.concat(shifts, ignore_index=True) if shifts else pd.DataFrame()
     return out
+
+
+def position_probe_bundle(trace: RagTrace, variants: list[str]) -> dict:
+    """The position probe on this trace's benchmark question, live: every variant's answer with the gold
+    passage at each position 1..k (the trace's top-k distractors in rerank order), a figure of the gold
+    answer's log-probability per position and the table of answers."""
+    import plotly.graph_objects as go
+
+    from analysis.probes import PROBES, probe_question
+    from mdrag.errors import InvalidQueryError
+    from mdrag.evaluation.probe_tables import question_summary, question_table
+    from mdrag.pipeline import RagPipeline
+
+    if not trace.query_id or not trace.gold_answers or not trace.gold_ids:
+        raise InvalidQueryError("The position probe needs a benchmark question with a gold answer and gold passage: "
+                                "pick one from the domain's test questions in Ask.")
+    pipe = RagPipeline.for_domain(trace.domain)
+    query = pipe.domain.query_by_id[trace.query_id]
+    rows = probe_question(pipe, query, variants, PROBES["position"], k=max(2, len(trace.passages)))
+    if not rows:
+        raise InvalidQueryError("Too few non-gold passages were retrieved for this question to move the gold one.")
+    summary = question_summary(rows)
+    fig = go.Figure()
+    for variant, g in summary.groupby("variant", sort=False):
+        fig.add_trace(go.Scatter(x=g["position"], y=g["gold logprob"], mode="lines+markers", name=variant,
+                                 text=["right" if m else "wrong" for m in g["Match"]],
+                                 hovertemplate="position %{x}: log P(gold) %{y:.2f}, answer %{text}"))
+    fig.update_layout(title="This question: log P(gold answer) by gold passage position", height=340,
+                      xaxis_title="gold passage position", yaxis_title="log P(gold answer)",
+                      margin={"t": 50, "b": 40})
+    return {"figure": fig, "answers": question_table(rows), "summary": summary}

@@ -1,5 +1,5 @@
 """Command line: python -m mdrag {prepare, index, domains, ask, retrieval-eval, train-retriever, variants, distill,
-train, evaluate, serve, report, attention-summary}."""
+train, evaluate, judge, probe, serve, report, attention-summary, merge-store}."""
 
 from __future__ import annotations
 
@@ -276,6 +276,28 @@ def _cmd_judge(args) -> int:
     return 0
 
 
+def _cmd_probe(args) -> int:
+    from pathlib import Path
+
+    from analysis.probes import run_probe
+    from mdrag.evaluation.probe_tables import curves, position_dependence
+    from mdrag.evaluation.store import ResultsStore
+
+    store = ResultsStore(Path(args.store))
+    counts = run_probe(args.probe, _domains(args.domains), args.variants.split(","), store, args.limit, args.k,
+                       not args.no_attention, args.sample, args.seed, args.generator)
+    print(f"{args.store}: {counts}")
+    frame = store.probe_frame(args.probe)
+    if not frame.empty:
+        print(f"## Probe {args.probe}: Match per condition (mean [95% CI])")
+        print(curves(frame).to_markdown(index=False, floatfmt=".3f"))
+        dependence = position_dependence(frame) if args.probe == "position" else None
+        if dependence is not None and not dependence.empty:
+            print("\n## Position dependence: Match with the gold passage first minus at positions 2..k")
+            print(dependence.to_markdown(index=False, floatfmt=".3f"))
+    return 0
+
+
 def _cmd_attention_summary(args) -> int:
     from pathlib import Path
 
@@ -486,6 +508,20 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--sanity-per-domain", type=int, default=20, help="sanity-set questions per domain")
     s.add_argument("--human-pairs", type=int, help="a seeded sample of the 280 human-labelled pairs (default: all)")
     s.set_defaults(func=_cmd_judge)
+
+    s = sub.add_parser("probe", help="controlled prompt edits per question (position: the gold passage moved "
+                                     "through positions 1..k), every variant, into a results store (resumable)")
+    s.add_argument("probe", help="which probe: position (a registry entry of analysis/probes.py)")
+    s.add_argument("--domains", default="all")
+    s.add_argument("--variants", default="vanilla,full,qk_att")
+    s.add_argument("--limit", type=int, default=100, help="answerable test questions per domain")
+    s.add_argument("--k", type=int, default=5, help="passages in each prompt (the gold one + k-1 distractors)")
+    s.add_argument("--no-attention", action="store_true", help="skip the attention mass on the gold passage")
+    s.add_argument("--sample", default="stratified", choices=["stratified", "file"])
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--generator", help="local HF causal-LM directory (default: packaged SmolLM2-135M)")
+    s.add_argument("--store", default="results.sqlite")
+    s.set_defaults(func=_cmd_probe)
 
     s = sub.add_parser("attention-summary", help="attention on gold vs distractor passages by layer band, "
                                                  "per variant and setting, from a results store")

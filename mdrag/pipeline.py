@@ -111,8 +111,16 @@ class RagPipeline:
         """Passages for the setting and the exact prompt with its span map; no answers yet."""
         if setting not in SETTINGS:
             raise UnknownNameError(f"Unknown setting '{setting}'. Known: {', '.join(SETTINGS)}")
-        timings = dict(timings or {})
         passages = self.select(setting, [copy.copy(p) for p in ranked], bench_query, seed, n_distractors)
+        return self.trace_for_passages(text, bench_query, passages, setting, seed, timings)
+
+    def trace_for_passages(self, text: str, bench_query: Query | None, passages: list[RetrievedPassage],
+                           setting: str, seed: int = 0, timings: dict[str, float] | None = None) -> RagTrace:
+        """The trace of a prompt over exactly these passages in this order (a setting's selection, or a
+        probe's arrangement such as the gold passage moved to position 3); ranks follow the order."""
+        timings = dict(timings or {})
+        for rank, p in enumerate(passages, 1):
+            p.rank = rank
         t0 = time.perf_counter()
         loaded = load_generator(self.generator_path)
         timings["load_generator"] = time.perf_counter() - t0

@@ -14,7 +14,7 @@ from mdrag.errors import MissingModelError, UnknownNameError
 from mdrag.generation.adapters import AdapterError, attach_adapter, check_adapter, update_norms
 from mdrag.generation.generator import Generator
 from mdrag.generation.model import load_generator
-from mdrag.generation.variants import ALL_LINEAR, VARIANTS, get_variant, lora_parameters, matched_rank
+from mdrag.generation.variants import ALL_LINEAR, SCALINGS, VARIANTS, get_variant, lora_parameters, matched_rank
 from mdrag.hashing import folder_fingerprint
 from mdrag.training.lora import budget_table, lora_config, variant_rank
 from mdrag.training.trainer import TrainSettings, train_variant
@@ -67,7 +67,8 @@ def test_peft_trains_exactly_the_registry_count(spec, tiny_generator_dir):
     peft_model = get_peft_model(model, cfg)
     trainable = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
     assert trainable == lora_parameters(model.config, spec.target_modules, cfg.r)
-    assert cfg.lora_alpha == 32 and cfg.lora_dropout == 0.1
+    assert cfg.lora_alpha == SCALINGS[spec.scaling].alpha(cfg.r) and cfg.lora_dropout == 0.1
+    assert cfg.use_rslora == (spec.scaling == "rslora")
 
 
 def test_unknown_variant_lists_known_ones():

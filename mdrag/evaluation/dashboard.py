@@ -197,3 +197,27 @@ def failure_cases(df: pd.DataFrame) -> pd.DataFrame:
     out = out.sort_values(["kind", "query_id", "setting"], kind="stable").reset_index(drop=True)
     out["kind"] = out["kind"].astype(str)
     return out
+
+
+def position_probe(path: str | Path | None, domains: list[str] | None = None,
+                   variants: list[str] | None = None) -> dict:
+    """The position probe's curves (figure and table), its dependence table and a one-line summary naming
+    the variants flagged for a position shortcut; empty parts when the store has no probe rows."""
+    from mdrag.evaluation.probe_tables import curves, curves_figure, flagged, position_dependence
+
+    frame = open_store(path).probe_frame("position")
+    if not frame.empty and domains:
+        frame = frame[frame["domain"].isin(domains)]
+    if not frame.empty and variants:
+        frame = frame[frame["variant"].isin(set(variants) | {"vanilla"})]
+    if frame.empty:
+        return {"figure": None, "table": pd.DataFrame(), "dependence": pd.DataFrame(),
+                "summary": "No position-probe rows in this store for these filters (python -m mdrag probe position)."}
+    table, dependence = curves(frame), position_dependence(frame)
+    shortcut = flagged(dependence)
+    n = frame.groupby("domain")["query_id"].nunique()
+    summary = (f"Position probe over {int(n.sum())} questions ({', '.join(f'{d} {c}' for d, c in n.items())}). "
+               + (f"Position shortcut flagged (Match depends on the gold passage being first more than vanilla's, "
+                  f"95% CI above 0): {', '.join(shortcut)}." if shortcut else
+                  "No variant's Match depends on the gold position more than vanilla's at this n."))
+    return {"figure": curves_figure(table), "table": table, "dependence": dependence, "summary": summary}

@@ -257,6 +257,35 @@ def validity_section(store, df: pd.DataFrame) -> tuple[list[str], dict[str, pd.D
     return parts, csvs
 
 
+def probe_section(store) -> tuple[list[str], dict[str, pd.DataFrame]]:
+    """Markdown parts and CSV tables of the position probe, when the store holds its rows."""
+    from mdrag.evaluation.probe_tables import curves, flagged, position_dependence
+
+    frame = store.probe_frame("position")
+    if frame.empty:
+        return [], {}
+    table, dependence = curves(frame), position_dependence(frame)
+    logprob = position_dependence(frame, metric="gold_logprob")
+    n = frame.groupby("domain")["query_id"].nunique()
+    parts = ["## Position probe: the gold passage moved through positions 1..k (distractors keep their order)",
+             "Questions per domain: " + ", ".join(f"{d} {c}" for d, c in n.items()) + ". Match, the gold answer's "
+             "log-probability and the answer's attention on the gold passage (mean over layers and heads), per "
+             "position (95% bootstrap CI):", table.to_markdown(index=False, floatfmt=".3f")]
+    csvs = {"probe_position": table}
+    if not dependence.empty:
+        csvs["probe_position_dependence"] = dependence
+        parts += ["Dependence on the gold passage being first (per question: position 1 minus the mean of positions "
+                  "2..k; 'vs vanilla': the same minus vanilla's, paired):", dependence.to_markdown(index=False,
+                                                                                                  floatfmt=".3f")]
+        if not logprob.empty:
+            parts += ["The same on the gold answer's log-probability:", logprob.to_markdown(index=False,
+                                                                                          floatfmt=".3f")]
+        shortcut = flagged(dependence)
+        parts.append("Position shortcut (Match depends on the gold position more than vanilla's, CI above 0): "
+                     + (", ".join(shortcut) if shortcut else "none detected at this n") + ".")
+    return parts, csvs
+
+
 def report(df: pd.DataFrame, csv_dir: Path | None = None, adapted: pd.DataFrame | None = None,
            store=None) -> str:
     """The markdown report; `adapted`: the adapted retrievers' before/after table (retriever cards);
@@ -286,6 +315,10 @@ def report(df: pd.DataFrame, csv_dir: Path | None = None, adapted: pd.DataFrame 
                   f"accuracy {agreement['accuracy_vs_match']:.3f}, Cohen's kappa {agreement['kappa_vs_match']:.3f}."]
     if store is not None and agreement["n"]:
         extra, csvs = validity_section(store, df)
+        parts += extra
+        found.update(csvs)
+    if store is not None:
+        extra, csvs = probe_section(store)
         parts += extra
         found.update(csvs)
     if csv_dir is not None:

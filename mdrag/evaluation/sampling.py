@@ -40,7 +40,8 @@ def source_document(q: Query) -> str:
 def sample_order(queries: list[Query], seed: int = 0,
                  stratum: Callable[[Query], str] = lambda q: q.answer_type or "?") -> list[Query]:
     """All `queries` in a seeded order whose every prefix holds each stratum in proportion (largest-deficit
-    rule: the next pick comes from the stratum furthest below its share)."""
+    rule: the next pick comes from the stratum furthest below its share), after one question of every stratum
+    first, so that even a small sample holds every answer type present."""
     rng = random.Random(f"mdrag-sample:{seed}")
     strata: dict[str, list[Query]] = defaultdict(list)
     for q in sorted(queries, key=lambda q: q.id):  # independent of file order
@@ -52,7 +53,7 @@ def sample_order(queries: list[Query], seed: int = 0,
     while len(out) < total:
         n = len(out) + 1
         best = max((s for s in names if taken[s] < len(queues[s])),
-                   key=lambda s: (n * len(queues[s]) / total - taken[s], -names.index(s)))
+                   key=lambda s: (taken[s] == 0, n * len(queues[s]) / total - taken[s], -names.index(s)))
         out.append(queues[best][taken[best]])
         taken[best] += 1
     return out

@@ -41,6 +41,12 @@ VERDICT_COLUMNS = ["key", "answer_id", "judge", "judge_name", "prompt_version", 
 # Answers that are not generator outputs but probes of a judge (sanity checks, human-labelled pairs):
 # judged like any answer, read by evaluation/judge_validity.py.
 ITEM_COLUMNS = ["answer_id", "suite", "item", "kind", "expect", "domain", "question", "gold", "answer", "extra"]
+# Probe answers (analysis/probes.py): one row per (probe, condition, question, variant), keyed like answers (the
+# exact prompt, adapter, generation); what the probe measures beside the answer: the gold answer's
+# log-probability and the answer's attention mass on the gold passage.
+PROBE_COLUMNS = ["key", "run_id", "probe", "condition", "domain", "query_id", "variant", "answer_type", "question",
+                 "gold", "passages", "gold_position", "prompt_hash", "answer", "answer_id", "n_tokens", "seconds",
+                 "metrics", "gold_logprob", "gold_attention", "created"]
 LEGACY_COLUMNS = ["judge", "judge_score", "judge3_score", "judge_error"]  # schema <= 3, on the results rows
 V3_COLUMNS = [c for c in COLUMNS if c != "answer_id"] + LEGACY_COLUMNS  # a schema-3 results row
 LEGACY_PROMPT = "bergen-v1-first-alias"  # the judge prompt before schema 4: only the first gold alias shown
@@ -168,8 +174,11 @@ class ResultsStore:
         self.db.execute("CREATE INDEX verdicts_by_judge ON verdicts (judge, levels, answer_id)")
 
     def _create_items(self) -> None:
+        """Tables added within schema 4 (a store written before them simply has none of their rows)."""
         self.db.execute(f"CREATE TABLE IF NOT EXISTS judge_items ({', '.join(ITEM_COLUMNS)}, "
                         "PRIMARY KEY (suite, item, kind))")
+        cols = ", ".join(f"{c} {'TEXT PRIMARY KEY' if c == 'key' else ''}" for c in PROBE_COLUMNS)
+        self.db.execute(f"CREATE TABLE IF NOT EXISTS probe_rows ({cols})")
 
     def _upgrade(self) -> None:
         """Schema 2 or 3 -> 4 in one transaction: nothing lands unless every row made it."""
@@ -310,6 +319,37 @@ class ResultsStore:
         with self.db:
             self.db.executemany(f"INSERT OR REPLACE INTO judge_items VALUES ({', '.join('?' for _ in ITEM_COLUMNS)})",
                                 values)
+
+    def has_probe(self, key: str) -> bool:
+        return self.db.execute("SELECT 1 FROM probe_rows WHERE key=?", (key,)).fetchone() is not None
+
+    def put_probe_rows(self, rows: list[dict]) -> None:
+        """Probe rows (PROBE_COLUMNS) of one (question, condition) in one transaction: a killed probe run
+        resumes without duplicates or half-written conditions."""
+        values = []
+        for r in rows:
+            r = {**r, "answer_id": answer_id(r["question"], r["gold"], r["answer"])}
+            values.append(tuple(json.dumps(r[c], ensure_ascii=False) if c in _JSON else r.get(c)
+                                for c in PROBE_COLUMNS))
+        with self.db:
+            self.db.executemany(f"INSERT OR REPLACE INTO probe_rows VALUES ({', '.join('?' for _ in PROBE_COLUMNS)})",
+                                values)
+
+    def probe_frame(self, probe: str | None = None):
+        """Probe rows as a DataFrame (metrics expanded into m_ columns); empty when the store has none."""
+        import pandas as pd
+
+        exists = self.db.execute("SELECT 1 FROM sqlite_master WHERE name='probe_rows'").fetchone()
+        if not exists:
+            return pd.DataFrame(columns=PROBE_COLUMNS)
+        where, args = ("WHERE probe=?", (probe,)) if probe else ("", ())
+        df = pd.read_sql_query(f"SELECT {', '.join(PROBE_COLUMNS)} FROM probe_rows {where}", self.db, params=args)
+        for c in _JSON & set(PROBE_COLUMNS):
+            df[c] = [json.loads(v) if isinstance(v, str) else v for v in df[c]]
+        if len(df):
+            metrics = pd.json_normalize(df["metrics"].tolist()).add_prefix("m_")
+            df = pd.concat([df.reset_index(drop=True), metrics], axis=1)
+        return df
 
     def items_frame(self, suite: str | None = None):
         import pandas as pd

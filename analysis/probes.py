@@ -1,0 +1,212 @@
+"""Probes: controlled edits of one prompt that show what a variant's answer depends on.
+
+A probe takes a question's gold passage and its hardest distractors (the highest-reranked non-gold passages)
+and arranges them under named conditions; every variant answers every condition. Per (condition, variant) we
+record Match (and the other answer metrics), the log-probability of the gold answer (teacher-forced, so it
+moves even when the greedy answer does not), and the attention mass the answer puts on the gold passage.
+
+The position probe (issue #22) moves the gold passage through prompt positions 1..k while the distractors
+keep their rerank order: the adapters' training prompts come in rerank order with the gold passage usually
+first, and a variant that learned "answer from Document 1" shows a curve falling with the position that
+vanilla's does not. A new probe (passage count, a duplicated distractor, ...) is one more `register_probe`.
+
+Rows go into the results store's `probe_rows` table, keyed like answers (exact prompt, adapter, generation),
+one transaction per (question, condition): a killed run resumes without duplicates. Tables and figures of
+those rows: mdrag/evaluation/probe_tables.py (the report reads them without importing this module).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from tqdm import tqdm
+
+from mdrag.data.schema import Query
+from mdrag.trace import RagTrace, RetrievedPassage
+
+Arrange = Callable[[RetrievedPassage, list[RetrievedPassage], str], list[RetrievedPassage]]
+
+
+@dataclass(frozen=True)
+class Probe:
+    name: str
+    label: str
+    axis: str  # what the conditions vary, for figures
+    conditions: Callable[[int], list[str]]  # number of passages k -> condition names, in display order
+    arrange: Arrange  # (gold, distractors in rerank order, condition) -> the prompt's passages in order
+
+
+PROBES: dict[str, Probe] = {}
+
+
+def register_probe(probe: Probe) -> Probe:
+    PROBES[probe.name] = probe
+    return probe
+
+
+def get_probe(name: str) -> Probe:
+    if name not in PROBES:
+        from mdrag.errors import UnknownNameError
+
+        raise UnknownNameError(f"Unknown probe '{name}'. Known: {', '.join(PROBES)}")
+    return PROBES[name]
+
+
+def gold_at(gold: RetrievedPassage, distractors: list[RetrievedPassage], condition: str) -> list[RetrievedPassage]:
+    """The distractors in their order with the gold passage inserted at 1-based position `condition`."""
+    out = [copy.copy(p) for p in distractors]
+    out.insert(int(condition) - 1, copy.copy(gold))
+    return out
+
+
+register_probe(Probe("position", "Gold passage moved through positions 1..k (distractors keep their order)",
+                     "gold passage position", lambda k: [str(i) for i in range(1, k + 1)], gold_at))
+
+
+def probe_material(pipe, query: Query, ranked: list[RetrievedPassage], k: int
+                   ) -> tuple[RetrievedPassage, list[RetrievedPassage]] | None:
+    """The question's first gold passage and the k-1 highest-reranked non-gold passages; None when the
+    ranking holds fewer than k-1 non-gold passages."""
+    gold_id = query.gold_ids[0]
+    gold = next((p for p in ranked if p.id == gold_id), None)
+    if gold is None:  # not retrieved: the gold passage as the oracle setting shows it
+        p = pipe.domain.by_id[gold_id]
+        gold = RetrievedPassage(p.id, p.title, p.text, p.doc_id, 0, None, None, None, True)
+    distractors = [p for p in ranked if not p.is_gold][: k - 1]
+    return (gold, distractors) if len(distractors) == k - 1 else None
+
+
+def gold_logprobs(trace: RagTrace, variants: list[str], gold: str, generator_path: str | None = None,
+                  dtype: str | None = None) -> dict[str, float]:
+    """log P(gold answer tokens | prompt) per variant, all variants as rows of one forward pass."""
+    import torch
+
+    from mdrag.config import LIMITS
+    from mdrag.generation.generator import BASE, Generator, multi_lora_model
+    from mdrag.generation.model import load_generator
+
+    loaded = load_generator(generator_path)
+    fast = multi_lora_model(loaded, dtype or LIMITS.dtype)
+    names = Generator(loaded).ensure_adapters(variants)
+    for name in names:
+        if name != BASE and not fast.has(name):
+            fast.add_from_peft(loaded.model, name)
+    target = loaded.tokenizer(gold, add_special_tokens=False)["input_ids"]
+    if not target:
+        return dict.fromkeys(variants, float("nan"))
+    ids = torch.tensor([trace.prompt_ids + target] * len(variants))  # (V, prompt + gold)
+    with torch.inference_mode(), fast.rows(names):
+        logits = fast.model(input_ids=ids, logits_to_keep=len(target) + 1).logits[:, :-1]  # (V, gold, vocab)
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    picked = logp[:, torch.arange(len(target)), torch.tensor(target)].sum(dim=1)  # (V,)
+    return {v: float(x) for v, x in zip(variants, picked, strict=True)}
+
+
+def gold_attention(trace: RagTrace, variants: list[str], generator_path: str | None = None) -> dict[str, float]:
+    """Mean over layers, heads and answer tokens of the attention mass the answer puts on the gold passage."""
+    from analysis.attention import answer_attention
+
+    frame = answer_attention(trace, variants, generator_path).frame()
+    gold = {f"passage_{p.rank}" for p in trace.passages if p.is_gold}
+    on_gold = frame[frame["segment"].astype(str).isin(gold)].groupby(["variant", "layer", "head"])["mass"].sum()
+    return on_gold.groupby(level="variant").mean().reindex(variants).fillna(0.0).to_dict()
+
+
+def probe_key(probe: str, condition: str, domain: str, query: str, prompt: str, variant: str, adapter: str,
+              generation: dict, max_new_tokens: int) -> str:
+    from mdrag.evaluation.store import row_key
+
+    return row_key(probe=probe, condition=condition, domain=domain, query=query, prompt=prompt, variant=variant,
+                   adapter=adapter, max_new_tokens=max_new_tokens, **generation)
+
+
+def probe_question(pipe, query: Query, variants: list[str], probe: Probe, k: int = 5,
+                   attention: bool = True, done: Callable[[str, str, str], bool] | None = None,
+                   ranked: list[RetrievedPassage] | None = None) -> list[dict]:
+    """Every condition of `probe` for one question: a list of rows, one per condition and variant still to do
+    (`done(condition, variant, prompt_hash)` says which are stored already). Without a gold answer or enough
+    distractors, no rows."""
+    from mdrag.config import LIMITS
+
+    if not query.answers or not query.gold_ids:
+        return []
+    ranked = ranked if ranked is not None else pipe.retrieve(query.text, set(query.gold_ids), {})
+    material = probe_material(pipe, query, ranked, k)
+    if material is None:
+        return []
+    gold, distractors = material
+    rows = []
+    for condition in probe.conditions(k):
+        passages = probe.arrange(gold, distractors, condition)
+        trace = pipe.trace_for_passages(query.text, query, passages, f"probe:{probe.name}={condition}")
+        prompt_hash = hashlib.sha256(trace.prompt.encode()).hexdigest()[:16]
+        todo = [v for v in variants if done is None or not done(condition, v, prompt_hash)]
+        if not todo:
+            continue
+        pipe.answer(trace, todo)
+        logp = gold_logprobs(trace, todo, query.answers[0], pipe.generator_path)
+        att = gold_attention(trace, todo, pipe.generator_path) if attention else {}
+        for v in todo:
+            ans = trace.answers[v]
+            rows.append({"condition": condition, "domain": pipe.domain.name, "query_id": query.id, "variant": v,
+                         "answer_type": query.answer_type, "question": query.text, "gold": list(query.answers),
+                         "passages": [{"id": p.id, "rank": p.rank, "gold": p.is_gold} for p in trace.passages],
+                         "gold_position": trace.gold_in_prompt[0], "prompt_hash": prompt_hash, "answer": ans.text,
+                         "n_tokens": len(ans.token_ids), "seconds": ans.seconds, "metrics": ans.metrics,
+                         "gold_logprob": logp[v], "gold_attention": att.get(v), "created": time.time(),
+                         "max_new_tokens": LIMITS.max_new_tokens})
+    return rows
+
+
+def run_probe(probe_name: str, domains: list[str], variants: list[str], store, limit: int | None = 100,
+              k: int = 5, attention: bool = True, sample_how: str = "stratified", seed: int = 0,
+              generator_path: str | None = None, show_progress: bool = True) -> dict[str, int]:
+    """The probe over each domain's sample of answerable test questions, into `store` (resumable)."""
+    import itertools
+
+    from mdrag.config import LIMITS
+    from mdrag.data.domains import resolve_domain
+    from mdrag.evaluation.runner import adapter_fingerprint
+    from mdrag.evaluation.sampling import sample
+    from mdrag.generation.model import load_generator
+    from mdrag.pipeline import RagPipeline
+
+    probe = get_probe(probe_name)
+    loaded = load_generator(generator_path)
+    fps = {v: adapter_fingerprint(v) for v in variants}  # fails early on a missing adapter
+    made_by = {"generator": loaded.fingerprint, "dtype": LIMITS.dtype}
+    run_id = f"probe-{probe.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    store.add_run(run_id, {"probe": probe.name, "domains": domains, "variants": variants, "limit": limit, "k": k,
+                           "sample": sample_how, "seed": seed, "adapters": fps, "generation": made_by,
+                           "max_new_tokens": LIMITS.max_new_tokens})
+    pipes = {d: RagPipeline.for_domain(resolve_domain(d).name, generator_path=generator_path) for d in domains}
+    per_domain = [[(d, q) for q in sample([q for q in pipes[d].domain.split("test") if q.answers and q.gold_ids],
+                                          limit, sample_how, seed)] for d in domains]
+    work = [x for batch in itertools.zip_longest(*per_domain) for x in batch if x is not None]
+    counts = {"rows": 0, "questions": 0, "skipped": 0}
+    for domain, q in tqdm(work, desc=f"probe {probe.name}", unit="question", disable=not show_progress):
+        pipe = pipes[domain]
+
+        def key(condition: str, variant: str, prompt: str, domain=domain, q=q) -> str:
+            return probe_key(probe.name, condition, domain, q.id, prompt, variant, fps[variant], made_by,
+                             LIMITS.max_new_tokens)
+
+        ranked = pipe.retrieve(q.text, set(q.gold_ids), {})
+        if probe_material(pipe, q, ranked, k) is None:
+            counts["skipped"] += 1
+            continue
+        rows = probe_question(pipe, q, variants, probe, k, attention, ranked=ranked,
+                              done=lambda c, v, p, key=key: store.has_probe(key(c, v, p)))
+        by_condition: dict[str, list[dict]] = {}
+        for r in rows:
+            r.update(key=key(r["condition"], r["variant"], r["prompt_hash"]), run_id=run_id, probe=probe.name)
+            by_condition.setdefault(r["condition"], []).append(r)
+        for condition_rows in by_condition.values():
+            store.put_probe_rows(condition_rows)
+        counts["rows"] += len(rows)
+        counts["questions"] += 1
+    return counts

@@ -1,0 +1,101 @@
+"""Tables and figures of probe rows (analysis/probes.py writes them into the store's `probe_rows`): Match per
+condition with 95% bootstrap CIs, and for the position probe the per-question dependence of Match on the gold
+passage being first, relative to vanilla, which flags a position shortcut (issue #22: the adapters, trained on
+prompts in rerank order, learned to answer from Document 1)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from mdrag.evaluation.stats import bootstrap_ci
+
+
+def curves(frame: pd.DataFrame, by_domain: bool = False) -> pd.DataFrame:
+    """Per (domain,) variant and condition: n, Match mean [95% CI], mean gold log-probability and attention."""
+    if frame.empty:
+        return pd.DataFrame()
+    keys = (["domain"] if by_domain else []) + ["variant", "condition"]
+    rows = []
+    for group, g in frame.groupby(keys, sort=True):
+        group = group if isinstance(group, tuple) else (group,)
+        mean, lo, hi = bootstrap_ci(g["m_match"].dropna().tolist())
+        rows.append({**dict(zip(keys, group, strict=True)), "n": len(g), "Match": mean, "low": lo, "high": hi,
+                     "gold logprob": g["gold_logprob"].mean(),
+                     "gold attention": g["gold_attention"].mean() if g["gold_attention"].notna().any() else None})
+    out = pd.DataFrame(rows)
+    out["order"] = pd.to_numeric(out["condition"], errors="coerce")
+    return out.sort_values([*keys[:-1], "order"]).drop(columns="order").reset_index(drop=True)
+
+
+SHORTCUT_MARGIN = 0.0  # flagged when the lower CI bound of (variant's dependence - vanilla's) is above this
+
+
+def position_dependence(frame: pd.DataFrame, reference: str = "vanilla", metric: str = "m_match") -> pd.DataFrame:
+    """Per variant: `metric` (Match; or gold_logprob, which moves even when the greedy answer does not) with
+    the gold passage first minus its mean at positions 2..k, per question (paired), and the same difference
+    relative to `reference`'s on the same questions, with 95% bootstrap CIs. A variant whose dependence
+    exceeds the reference's (CI above 0) is flagged: a position shortcut."""
+    sub = frame[frame["probe"] == "position"] if "probe" in frame else frame
+    if sub.empty:
+        return pd.DataFrame()
+    sub = sub.assign(first=sub["condition"].astype(str) == "1")
+    per_q = sub.groupby(["domain", "query_id", "variant", "first"])[metric].mean().unstack("first")
+    if True not in per_q or False not in per_q:
+        return pd.DataFrame()
+    dep = (per_q[True] - per_q[False]).unstack("variant")  # (questions, variants)
+    rows = []
+    for v in dep.columns:
+        mean, lo, hi = bootstrap_ci(dep[v].dropna().tolist())
+        row = {"variant": v, "n": int(dep[v].notna().sum()), "first - rest": mean, "low": lo, "high": hi}
+        if reference in dep and v != reference:
+            rel = (dep[v] - dep[reference]).dropna()
+            rmean, rlo, rhi = bootstrap_ci(rel.tolist())
+            row.update({f"vs {reference}": rmean, "vs low": rlo, "vs high": rhi,
+                        "shortcut": bool(rlo > SHORTCUT_MARGIN)})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def flagged(dependence: pd.DataFrame) -> list[str]:
+    """Variants whose Match depends on the gold position more than the reference's (CI above 0)."""
+    if dependence.empty or "shortcut" not in dependence:
+        return []
+    return dependence.loc[dependence["shortcut"].fillna(False).astype(bool), "variant"].tolist()
+
+
+def curves_figure(table: pd.DataFrame, title: str = "Match by gold passage position"):
+    """Plotly lines: Match per position with 95% CI bars, one line per variant."""
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    for variant, g in table.groupby("variant", sort=True):
+        fig.add_trace(go.Scatter(x=g["condition"], y=g["Match"], mode="lines+markers", name=str(variant),
+                                 error_y={"type": "data", "symmetric": False,
+                                          "array": (g["high"] - g["Match"]).to_numpy(),
+                                          "arrayminus": (g["Match"] - g["low"]).to_numpy()}))
+    n = int(table["n"].min()) if len(table) else 0
+    fig.update_layout(title=f"{title} (n ≥ {n} questions per point, 95% CI)", xaxis_title="gold passage position",
+                      yaxis_title="Match", yaxis_range=[0, 1], height=380, margin={"t": 50, "b": 40})
+    return fig
+
+
+def question_table(rows: list[dict]) -> pd.DataFrame:
+    """One question's probe rows as a (variant x condition) table of answers marked right/wrong."""
+    if not rows:
+        return pd.DataFrame()
+    df = pd.DataFrame(rows)
+    df["cell"] = [f"{'✓' if m.get('match') else '✗'} {a[:60]}" for m, a in zip(df["metrics"], df["answer"],
+                                                                                  strict=True)]
+    return df.pivot(index="variant", columns="condition", values="cell").reset_index()
+
+
+def question_summary(rows: list[dict]) -> pd.DataFrame:
+    """Per variant and condition for one question: Match, gold log-probability, attention on gold."""
+    if not rows:
+        return pd.DataFrame()
+    df = pd.DataFrame(rows)
+    return pd.DataFrame({"variant": df["variant"], "position": df["condition"],
+                         "Match": [m.get("match") for m in df["metrics"]],
+                         "gold logprob": np.round(df["gold_logprob"].astype(float), 3),
+                         "gold attention": df["gold_attention"]})
