@@ -125,8 +125,8 @@ def adapter_bundle(variants: list[str], attention: SegmentAttention | None = Non
 
 def position_probe_bundle(trace: RagTrace, variants: list[str]) -> dict:
     """The position probe on this trace's benchmark question, live: every variant's answer with the gold
-    passage at each position 1..k (the trace's top-k distractors in rerank order), a figure of the gold
-    answer's log-probability per position and the table of answers."""
+    passage at each position 1..k among the trace's own non-gold passages in their order (what the user saw,
+    not a new retrieval), a figure of the gold answer's log-probability per position and the table of answers."""
     import plotly.graph_objects as go
 
     from analysis.probes import PROBES, probe_question
@@ -137,11 +137,13 @@ def position_probe_bundle(trace: RagTrace, variants: list[str]) -> dict:
     if not trace.query_id or not trace.gold_answers or not trace.gold_ids:
         raise InvalidQueryError("The position probe needs a benchmark question with a gold answer and gold passage: "
                                 "pick one from the domain's test questions in Ask.")
-    pipe = RagPipeline.for_domain(trace.domain)
+    pipe = RagPipeline.for_domain(trace.domain, retriever=trace.retriever)
     query = pipe.domain.query_by_id[trace.query_id]
-    rows = probe_question(pipe, query, variants, PROBES["position"], k=max(2, len(trace.passages)))
+    rows = probe_question(pipe, query, variants, PROBES["position"], k=max(2, len(trace.passages)),
+                          ranked=trace.passages)
     if not rows:
-        raise InvalidQueryError("Too few non-gold passages were retrieved for this question to move the gold one.")
+        raise InvalidQueryError("This prompt holds too few non-gold passages to move the gold one through: ask "
+                                "in the retrieved or noisy setting.")
     summary = question_summary(rows)
     fig = go.Figure()
     for variant, g in summary.groupby("variant", sort=False):

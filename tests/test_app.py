@@ -186,3 +186,42 @@ def test_missing_store_is_a_readable_error(tmp_path):
 
     with pytest.raises(gr.Error, match="No results store"):
         app.dashboards(str(tmp_path / "none.sqlite"), [], [], [], [], "Match", "domain")
+
+
+def test_position_probe_for_the_question_in_hand(tiny_env, make_tiny_trace, float32_generation):
+    trace = make_tiny_trace(["vanilla", "full"], top_k=3, max_answer_tokens=4)
+    fig, answers, summary = app.position_probe(trace, ["vanilla", "full"], progress=_progress)
+    assert {t.name for t in fig.data} == {"vanilla", "full"}
+    assert list(answers.columns) == ["variant", "1", "2", "3"] and len(answers) == 2
+    assert sorted(summary["position"].unique()) == ["1", "2", "3"]
+    assert all(c[0] in "✓✗" for c in answers[["1", "2", "3"]].to_numpy().ravel())
+
+
+def test_position_probe_needs_a_benchmark_question(make_tiny_trace):
+    trace = make_tiny_trace(["vanilla"], max_answer_tokens=2)
+    trace.query_id = None
+    with pytest.raises(app.gr.Error, match="benchmark question"):
+        app.position_probe(trace, ["vanilla"], progress=_progress)
+
+
+def test_dashboards_show_the_position_probe_and_flag_a_shortcut(tiny_store):
+    *_, curves_fig, dependence, summary = app.dashboards(str(tiny_store), [], [], [], [], "Match", "domain")
+    assert curves_fig is None and dependence.empty and "No position-probe rows" in summary
+    from mdrag.evaluation.store import PROBE_COLUMNS, ResultsStore
+
+    store = ResultsStore(tiny_store)
+    rows = []
+    for q in range(40):
+        for v, right_first, right_rest in (("vanilla", 1, 1), ("full", 1, 0)):  # full only right when gold is first
+            for c in ("1", "2", "3"):
+                right = right_first if c == "1" else right_rest
+                rows.append({c_: None for c_ in PROBE_COLUMNS} | {
+                    "key": f"{q}-{v}-{c}", "probe": "position", "condition": c, "domain": "evaltiny",
+                    "query_id": f"q{q}", "variant": v, "question": f"q{q}", "gold": ["a"], "passages": [],
+                    "answer": "a" if right else "b", "metrics": {"match": float(right)}, "gold_logprob": -1.0})
+    store.put_probe_rows(rows)
+    store.close()
+    *_, curves_fig, dependence, summary = app.dashboards(str(tiny_store), [], [], [], [], "Match", "domain")
+    assert {t.name for t in curves_fig.data} == {"vanilla", "full"}
+    assert "flagged" in summary and "full" in summary and "40 questions" in summary
+    assert dependence.set_index("variant").loc["full", "shortcut"]

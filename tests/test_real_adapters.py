@@ -10,10 +10,11 @@ from mdrag.generation.adapters import attach_adapter, update_norms
 from mdrag.generation.generator import Generator
 from mdrag.generation.model import load_generator, resolve_generator_dir
 from mdrag.generation.prompts import build_prompt
+from mdrag.generation.variants import SCALINGS, get_variant
 from mdrag.hashing import folder_fingerprint
 
 pytestmark = pytest.mark.slow
-SHIPPED = ["full", "qk_att", "att", "mlp", "full_skd"]
+SHIPPED = ["full", "qk_att", "att", "mlp", "full_skd", "full_skd_self", "qk_att_eq"]
 PASSAGES = ["List of Nobel laureates in Physics: The first Nobel Prize in Physics was awarded in 1901 to Wilhelm "
             "Conrad Röntgen, of Germany."]
 
@@ -25,7 +26,12 @@ def test_shipped_adapter_has_a_card_for_this_base(variant):
     assert card["variant"] == variant and card["base_fingerprint"] == folder_fingerprint(resolve_generator_dir())
     for key in ("rank", "examples", "steps", "final_loss", "wall_seconds_this_run", "versions", "labels", "tokens"):
         assert card[key] is not None
-    assert card["labels"] == ("teacher" if variant == "full_skd" else "gold")
+    spec = get_variant(variant)
+    assert card["labels"] == spec.labels
+    assert card["lora_alpha"] == SCALINGS[spec.scaling].alpha(card["rank"])  # the registry's scaling convention
+    assert card.get("passage_order", "rerank").startswith("shuffled" if spec.shuffle else "rerank")
+    if spec.teacher:
+        assert card["teacher"].startswith(spec.teacher)
     assert len(update_norms(folder)) > 0
 
 
@@ -49,7 +55,7 @@ def test_shipped_adapter_changes_logits_and_merged_equals_unmerged(variant):
     assert isinstance(model, PeftModel)
 
 
-def test_all_shipped_adapters_answer_in_one_batch_like_alone():
+def test_all_shipped_adapters_answer_in_one_batch_like_alone(float32_generation):
     loaded = load_generator()
     gen = Generator(loaded, max_new_tokens=24)
     prompt = build_prompt(loaded.tokenizer, "who got the first nobel prize in physics", PASSAGES).input_ids
