@@ -164,7 +164,8 @@ def probe_question(pipe, query: Query, variants: list[str], probe: Probe, k: int
 
 def run_probe(probe_name: str, domains: list[str], variants: list[str], store, limit: int | None = 100,
               k: int = 5, attention: bool = True, sample_how: str = "stratified", seed: int = 0,
-              generator_path: str | None = None, show_progress: bool = True) -> dict[str, int]:
+              generator_path: str | None = None, show_progress: bool = True, retriever: str = "splade",
+              reranker: str = "minilm") -> dict[str, int]:
     """The probe over each domain's sample of answerable test questions, into `store` (resumable)."""
     import itertools
 
@@ -182,8 +183,9 @@ def run_probe(probe_name: str, domains: list[str], variants: list[str], store, l
     run_id = f"probe-{probe.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     store.add_run(run_id, {"probe": probe.name, "domains": domains, "variants": variants, "limit": limit, "k": k,
                            "sample": sample_how, "seed": seed, "adapters": fps, "generation": made_by,
-                           "max_new_tokens": LIMITS.max_new_tokens})
-    pipes = {d: RagPipeline.for_domain(resolve_domain(d).name, generator_path=generator_path) for d in domains}
+                           "max_new_tokens": LIMITS.max_new_tokens, "retriever": retriever, "reranker": reranker})
+    pipes = {d: RagPipeline.for_domain(resolve_domain(d).name, retriever=retriever, reranker=reranker,
+                                       generator_path=generator_path) for d in domains}
     per_domain = [[(d, q) for q in sample([q for q in pipes[d].domain.split("test") if q.answers and q.gold_ids],
                                           limit, sample_how, seed)] for d in domains]
     work = [x for batch in itertools.zip_longest(*per_domain) for x in batch if x is not None]

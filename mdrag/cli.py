@@ -285,7 +285,8 @@ def _cmd_probe(args) -> int:
 
     store = ResultsStore(Path(args.store))
     counts = run_probe(args.probe, _domains(args.domains), args.variants.split(","), store, args.limit, args.k,
-                       not args.no_attention, args.sample, args.seed, args.generator)
+                       not args.no_attention, args.sample, args.seed, args.generator, retriever=args.retriever,
+                       reranker=args.reranker)
     print(f"{args.store}: {counts}")
     frame = store.probe_frame(args.probe)
     if not frame.empty:
@@ -517,6 +518,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--limit", type=int, default=100, help="answerable test questions per domain")
     s.add_argument("--k", type=int, default=5, help="passages in each prompt (the gold one + k-1 distractors)")
     s.add_argument("--no-attention", action="store_true", help="skip the attention mass on the gold passage")
+    s.add_argument("--retriever", default="splade", help="first stage that finds the distractors")
+    s.add_argument("--reranker", default="minilm")
     s.add_argument("--sample", default="stratified", choices=["stratified", "file"])
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--generator", help="local HF causal-LM directory (default: packaged SmolLM2-135M)")

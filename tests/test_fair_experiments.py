@@ -330,3 +330,26 @@ def test_renaming_a_variant_rekeys_its_rows_so_a_run_of_the_new_name_reuses_them
     assert counts["generated"] == 0 and counts["cached"] == 2
     assert set(store.frame()["variant"]) == {"full_shuf"}
     assert json.loads(store.db.execute("SELECT config FROM runs").fetchone()[0])["adapters"]["full_shuf"] == fp
+
+
+def test_probe_cli_writes_rows_and_report_prints_the_probe_section(probe_domain, tiny_generator_dir, tmp_path,
+                                                                  monkeypatch, capsys, float32_generation):
+    from mdrag.cli import main
+    from mdrag.evaluation.report import report
+    from mdrag.evaluation.runner import Grid, evaluate
+
+    monkeypatch.setenv("MDRAG_GENERATOR", str(tiny_generator_dir))
+    path = tmp_path / "s.sqlite"
+    args = ["probe", "position", "--domains", "probetiny", "--variants", "vanilla,full", "--limit", "2", "--k", "3",
+            "--retriever", "bm25", "--reranker", "none", "--no-attention", "--store", str(path)]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "'rows': 12" in out and "Position dependence" in out
+    assert main(args) == 0 and "'rows': 0" in capsys.readouterr().out  # resumed: nothing left to do
+    assert main(["probe", "passages", "--domains", "probetiny", "--store", str(path)]) == 2
+    assert "Unknown probe 'passages'" in capsys.readouterr().err
+    store = ResultsStore(path)
+    evaluate(Grid(["probetiny"], ["vanilla"], ["retrieved"], retrievers=["bm25"], reranker="none",
+                  generator_path=str(tiny_generator_dir)), store, show_progress=False)
+    text = report(store.frame(), store=store)
+    assert "## Position probe" in text and "probetiny 2" in text and "Position shortcut" in text
