@@ -185,7 +185,7 @@ def _examples(args):
 
 
 def _cmd_distill(args) -> int:
-    from mdrag.training.teacher import distill, get_teacher, label_report, labels_path
+    from mdrag.training.teacher import distill, get_teacher, label_report, labels_path, teacher_comparison
 
     spec, examples = _examples(args)
     teacher = get_teacher(args.teacher)
@@ -193,6 +193,8 @@ def _cmd_distill(args) -> int:
     labels = distill(examples, teacher, path)
     print(f"teacher labels: {path}")
     print(json.dumps(label_report(examples, labels), indent=2))
+    print(teacher_comparison(examples, path.parent, f"{spec.domain}-{spec.key()}").to_markdown(index=False,
+                                                                                          floatfmt=".2f"))
     return 0
 
 

@@ -102,3 +102,18 @@ def test_label_report_counts_lengths_and_containment():
     rep = label_report(EXAMPLES[:2], labels)
     assert rep["gold_contained_in_teacher"] == 0.5
     assert rep["teacher_words"]["max"] == 8 and rep["gold_words"]["mean"] == 4
+
+
+def test_teacher_comparison_has_one_row_per_teacher_file_and_the_gold_labels(tmp_path):
+    from mdrag.training.teacher import teacher_comparison
+
+    for name, answer in (("weak", "no idea"), ("strong", "It is {gold} for sure")):
+        with (tmp_path / f"key-{name}.jsonl").open("w") as f:
+            for e in EXAMPLES[:2]:
+                f.write(json.dumps({"query_id": e["query_id"], "gold": e["gold"], "teacher": name,
+                                    "teacher_answer": answer.format(gold=e["gold"])}) + "\n")
+    (tmp_path / "other-x.jsonl").write_text("")  # other examples' labels are not compared
+    table = teacher_comparison(EXAMPLES[:2], tmp_path, "key").set_index("teacher")
+    assert list(table.index) == ["strong", "weak", "(gold labels)"]
+    assert table.loc["strong", "gold contained"] == 1.0 and table.loc["weak", "gold contained"] == 0.0
+    assert table.loc["weak", "mean words"] == 2 and table.loc["(gold labels)", "labelled"] == 2

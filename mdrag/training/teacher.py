@@ -178,3 +178,26 @@ def label_report(examples: list[dict], labels: dict[str, str]) -> dict:
     return {"examples": len(teach), "gold_words": lengths(gold), "teacher_words": lengths(teach),
             "gold_contained_in_teacher": contained / len(teach) if teach else 0.0,
             "teacher": labels.get("__teacher__", "?")}
+
+
+def teacher_comparison(examples: list[dict], folder: Path, examples_key: str):
+    """One row per teacher whose labels for these examples are in `folder`: label length (words) and how often
+    the gold answer is contained, beside the gold labels themselves (SKD wants longer labels that keep the
+    answer)."""
+    import pandas as pd
+
+    rows = []
+    for path in sorted(folder.glob(f"{examples_key}-*.jsonl")):
+        labels = read_labels(path)
+        teacher = next((json.loads(line).get("teacher") for line in path.read_text(encoding="utf-8").splitlines()[:1]),
+                       path.stem)
+        found = label_report(examples, {**labels, "__teacher__": teacher})
+        rows.append({"teacher": teacher, "labelled": found["examples"],
+                     "mean words": found["teacher_words"]["mean"], "median words": found["teacher_words"]["median"],
+                     "max words": found["teacher_words"]["max"],
+                     "gold contained": found["gold_contained_in_teacher"]})
+    gold = label_report(examples, {e["query_id"]: e["gold"] for e in examples})
+    rows.append({"teacher": "(gold labels)", "labelled": gold["examples"], "mean words": gold["gold_words"]["mean"],
+                 "median words": gold["gold_words"]["median"], "max words": gold["gold_words"]["max"],
+                 "gold contained": 1.0})
+    return pd.DataFrame(rows)
