@@ -353,3 +353,19 @@ def test_probe_cli_writes_rows_and_report_prints_the_probe_section(probe_domain,
                   generator_path=str(tiny_generator_dir)), store, show_progress=False)
     text = report(store.frame(), store=store)
     assert "## Position probe" in text and "probetiny 2" in text and "Position shortcut" in text
+
+
+def test_gold_position_table_splits_noisy_rows_by_where_the_gold_passage_sat():
+    from mdrag.evaluation.report import gold_position_table
+
+    rows = []
+    for q in range(30):
+        at = 1 if q % 3 == 0 else 3  # a third of the prompts have the gold passage first
+        passages = [{"id": f"p{i}", "rank": i, "gold": i == at} for i in range(1, 6)]
+        for v, right in (("vanilla", True), ("full", at == 1)):
+            rows.append({"setting": "noisy", "variant": v, "passages": passages, "m_match": float(right)})
+    rows.append({"setting": "oracle", "variant": "full", "passages": [{"rank": 1, "gold": True}], "m_match": 0.0})
+    table = gold_position_table(pd.DataFrame(rows)).set_index("variant")
+    assert table.loc["full", "n first"] == 10 and table.loc["full", "n elsewhere"] == 20
+    assert table.loc["full", "first - elsewhere"] == 1.0 and table.loc["vanilla", "first - elsewhere"] == 0.0
+    assert table.loc["full", "Match, gold first"].startswith("1.000")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from mdrag.evaluation.stats import bootstrap_ci, cohen_kappa, paired_power
@@ -81,6 +82,32 @@ def paired_table(df: pd.DataFrame, metric: str = "m_match", pairs: list[tuple[st
             rows.append({"setting": setting, "A - B": f"{a} - {b}", "n": len(diff), "mean": mean,
                          "CI low": lo, "CI high": hi, "discordant": power["discordant"], "MDE (80%)": power["mde"],
                          "power": "underpowered" if not power["mde"] <= PAPER_EFFECT else "ok"})
+    return pd.DataFrame(rows)
+
+
+def gold_position_table(df: pd.DataFrame, setting: str = "noisy") -> pd.DataFrame:
+    """Match by where the (first) gold passage sat in the stored prompts of `setting` (noisy: seeded random
+    positions), per variant: with the gold passage first vs anywhere else, and the difference, with 95%
+    bootstrap CIs. An observational view of the position effect; the position probe is the controlled one."""
+    sub = df[df["setting"] == setting]
+    if sub.empty or "passages" not in sub:
+        return pd.DataFrame()
+    first = [next((p["rank"] for p in ps if p.get("gold")), None) == 1 for ps in sub["passages"]]
+    sub = sub.assign(gold_first=first)
+    rows = []
+    for variant, g in sub.groupby("variant", sort=True):
+        a, b = g.loc[g["gold_first"], "m_match"].dropna(), g.loc[~g["gold_first"], "m_match"].dropna()
+        if a.empty or b.empty:
+            continue
+        ma, la, ha = bootstrap_ci(a.tolist())
+        mb, lb, hb = bootstrap_ci(b.tolist())
+        rng = np.random.default_rng(0)
+        diffs = [rng.choice(a.to_numpy(), a.size).mean() - rng.choice(b.to_numpy(), b.size).mean()
+                 for _ in range(1000)]
+        rows.append({"variant": variant, "n first": a.size, "Match, gold first": f"{ma:.3f} [{la:.3f}, {ha:.3f}]",
+                     "n elsewhere": b.size, "Match, gold elsewhere": f"{mb:.3f} [{lb:.3f}, {hb:.3f}]",
+                     "first - elsewhere": ma - mb, "CI low": float(np.quantile(diffs, 0.025)),
+                     "CI high": float(np.quantile(diffs, 0.975))})
     return pd.DataFrame(rows)
 
 
@@ -181,6 +208,7 @@ def tables(df: pd.DataFrame) -> dict[str, pd.DataFrame]:
            "settings_llmeval": setting_table(df, "judge_score") if df["judge_score"].notna().any() else None,
            "paired_match": paired_table(df),
            "paired_llmeval": paired_table(df, "judge_score") if df["judge_score"].notna().any() else None,
+           "gold_position": gold_position_table(df),
            "longform": longform_table(df), "retrieval": retrieval_table(df)}
     if "retriever" in everything and everything["retriever"].nunique() > 1:
         out["retrievers"] = retriever_table(everything)
@@ -199,6 +227,8 @@ TITLES = {
                     f"underpowered when above {PAPER_EFFECT}, the scale of the paper's effects)",
     "paired_llmeval": "Paired differences in LLMEval (A - B over the same questions, 95% bootstrap CI, discordant, "
                       "MDE at 80% power)",
+    "gold_position": "Match by where the gold passage sat in the noisy prompts (seeded random positions): first vs "
+                     "elsewhere (95% bootstrap CIs; observational: the position probe is the controlled test)",
     "longform": "Long-form answers (retrieved; length in words, Recall)",
     "retrieval": "Retrieval quality per domain (test queries of this run)",
     "retrievers": "Per domain, retriever and variant, retrieved passages (retrieval metrics after reranking)",
