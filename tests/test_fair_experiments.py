@@ -369,3 +369,17 @@ def test_gold_position_table_splits_noisy_rows_by_where_the_gold_passage_sat():
     assert table.loc["full", "n first"] == 10 and table.loc["full", "n elsewhere"] == 20
     assert table.loc["full", "first - elsewhere"] == 1.0 and table.loc["vanilla", "first - elsewhere"] == 0.0
     assert table.loc["full", "Match, gold first"].startswith("1.000")
+
+
+def test_abstention_is_reported_where_a_sample_holds_unanswerable_questions():
+    from mdrag.evaluation.report import abstention_table
+
+    rows = [{"domain": "clap", "setting": "retrieved", "variant": "full", "answer_type": t, "answer": a}
+            for t, a in [("unanswerable", "The documents do not mention it."), ("unanswerable", "Paris"),
+                         ("long", "Paris is the capital."), ("long", "I don't know.")]]
+    rows.append({"domain": "nq", "setting": "retrieved", "variant": "full", "answer_type": "short", "answer": "x"})
+    table = abstention_table(pd.DataFrame(rows))
+    assert list(table["domain"]) == ["clap"]  # only domains with unanswerable questions
+    assert table.loc[0, "abstains when unanswerable"].startswith("0.500")
+    assert table.loc[0, "abstains when answerable"].startswith("0.500")
+    assert abstention_table(pd.DataFrame(rows[-1:])).empty

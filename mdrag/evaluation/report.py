@@ -111,6 +111,25 @@ def gold_position_table(df: pd.DataFrame, setting: str = "noisy") -> pd.DataFram
     return pd.DataFrame(rows)
 
 
+def abstention_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Per domain, setting and variant where a sample holds unanswerable questions: how often the answer
+    abstains on them (right) and on the answerable questions of the same domain (wrong), 95% bootstrap CIs."""
+    from mdrag.evaluation.answer_metrics import abstained
+
+    if "answer_type" not in df or not (df["answer_type"] == "unanswerable").any():
+        return pd.DataFrame()
+    sub = df[df["domain"].isin(df.loc[df["answer_type"] == "unanswerable", "domain"].unique())]
+    sub = sub.assign(abstains=[abstained(a or "") for a in sub["answer"]],
+                     unanswerable=sub["answer_type"] == "unanswerable")
+    rows = []
+    for (domain, setting, variant), g in sub.groupby(["domain", "setting", "variant"], sort=True):
+        un, ans = g.loc[g["unanswerable"], "abstains"], g.loc[~g["unanswerable"], "abstains"]
+        rows.append({"domain": domain, "setting": setting, "variant": variant, "n unanswerable": len(un),
+                     "abstains when unanswerable": _ci_cell(un), "n answerable": len(ans),
+                     "abstains when answerable": _ci_cell(ans)})
+    return pd.DataFrame(rows)
+
+
 def retrieval_table(df: pd.DataFrame) -> pd.DataFrame:
     """Retrieval quality per domain over distinct queries (the retrieved setting's ranking)."""
     cols = [c for c in df.columns if c.startswith("r_")]
@@ -208,7 +227,7 @@ def tables(df: pd.DataFrame) -> dict[str, pd.DataFrame]:
            "settings_llmeval": setting_table(df, "judge_score") if df["judge_score"].notna().any() else None,
            "paired_match": paired_table(df),
            "paired_llmeval": paired_table(df, "judge_score") if df["judge_score"].notna().any() else None,
-           "gold_position": gold_position_table(df),
+           "gold_position": gold_position_table(df), "abstention": abstention_table(df),
            "longform": longform_table(df), "retrieval": retrieval_table(df)}
     if "retriever" in everything and everything["retriever"].nunique() > 1:
         out["retrievers"] = retriever_table(everything)
@@ -229,6 +248,8 @@ TITLES = {
                       "MDE at 80% power)",
     "gold_position": "Match by where the gold passage sat in the noisy prompts (seeded random positions): first vs "
                      "elsewhere (95% bootstrap CIs; observational: the position probe is the controlled test)",
+    "abstention": "Abstention: how often answers decline (right on unanswerable questions, wrong on answerable "
+                  "ones of the same domain; 95% bootstrap CIs)",
     "longform": "Long-form answers (retrieved; length in words, Recall)",
     "retrieval": "Retrieval quality per domain (test queries of this run)",
     "retrievers": "Per domain, retriever and variant, retrieved passages (retrieval metrics after reranking)",
