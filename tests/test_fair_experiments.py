@@ -383,3 +383,29 @@ def test_abstention_is_reported_where_a_sample_holds_unanswerable_questions():
     assert table.loc[0, "abstains when unanswerable"].startswith("0.500")
     assert table.loc[0, "abstains when answerable"].startswith("0.500")
     assert abstention_table(pd.DataFrame(rows[-1:])).empty
+
+
+def _claim_rows(diff_by_question, n=200, seed=0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    rows = []
+    for q in range(n):
+        base = float(rng.random() < 0.5)
+        for v, value in (("qk_att", min(1.0, max(0.0, base + diff_by_question(q)))), ("full", base)):
+            rows.append({"domain": "d", "query_id": f"q{q}", "variant": v, "setting": "oracle",
+                         "answer_type": "short", "m_match": value, "judge_score": None})
+    return pd.DataFrame(rows)
+
+
+@pytest.mark.parametrize("shift, n, verdict", [(lambda q: 1.0 if q % 3 == 0 else 0.0, 300, "reproduced"),
+                                                (lambda q: -1.0 if q % 3 == 0 else 0.0, 300, "contradicted"),
+                                                (lambda q: [1.0, -1.0, 0.0][q % 3], 300, "inconclusive"),
+                                                (lambda q: [1.0, -1.0, 0.0][q % 3], 12,
+                                                 "inconclusive (underpowered)")])
+def test_claims_are_called_reproduced_contradicted_or_inconclusive_by_their_paired_ci(shift, n, verdict):
+    from mdrag.evaluation.claims import CLAIMS, claims_table
+
+    claim = next(c for c in CLAIMS if c.a == ("qk_att", "oracle"))
+    table = claims_table(_claim_rows(shift, n), claims=[claim])
+    assert list(table["metric"]) == ["Match"]  # no verdicts: no LLMEval row
+    assert table.loc[0, "verdict"] == verdict and table.loc[0, "n"] == n
+    assert table.loc[0, "CI low"] <= table.loc[0, "diff"] <= table.loc[0, "CI high"]

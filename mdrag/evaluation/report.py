@@ -236,6 +236,8 @@ def tables(df: pd.DataFrame) -> dict[str, pd.DataFrame]:
 
 
 TITLES = {
+    "claims": "The paper's claims on this store: paired A - B over the same questions, 95% bootstrap CI, MDE at "
+              "80% power; reproduced / contradicted when the CI excludes 0, else inconclusive",
     "clusters": "Per cluster and variant, retrieved passages (mean [95% bootstrap CI])",
     "domains": "Per domain and variant, retrieved passages",
     "clusters_oracle": "Per cluster and variant, oracle passages",
@@ -337,6 +339,22 @@ def probe_section(store) -> tuple[list[str], dict[str, pd.DataFrame]]:
     return parts, csvs
 
 
+def claims_section(df: pd.DataFrame) -> pd.DataFrame:
+    """The paper's claims tested on this selection, LLMEval rows with the judge's agreement with Match."""
+    from mdrag.evaluation.claims import claims_table
+    from mdrag.evaluation.judge_validity import against_match
+
+    validity = {}
+    if "judge_score" in df and df["judge_score"].notna().any():
+        overall = against_match(df)
+        overall = overall[overall["domain"] == "all"]
+        if not overall.empty:
+            row = overall.iloc[0]
+            validity["judge_score"] = (f"judge kappa vs Match {row['kappa']:.2f}, AUC {row['AUC']:.2f} "
+                                       f"(n {int(row['n'])})")
+    return claims_table(df, PAPER_EFFECT, validity)
+
+
 def report(df: pd.DataFrame, csv_dir: Path | None = None, adapted: pd.DataFrame | None = None,
            store=None) -> str:
     """The markdown report; `adapted`: the adapted retrievers' before/after table (retriever cards);
@@ -358,6 +376,9 @@ def report(df: pd.DataFrame, csv_dir: Path | None = None, adapted: pd.DataFrame 
     if "retriever" in df and df["retriever"].nunique() > 1:
         parts.append(f"Main retriever: {main_retriever(df)} (the others are compared in the last tables; "
                      "oracle rows hold gold passages and serve every retriever).")
+    claims = claims_section(df)
+    if not claims.empty:
+        found["claims"] = claims
     for name, table in found.items():
         parts += [f"## {TITLES[name]}", table.to_markdown(index=False, floatfmt=".3f")]
     agreement = judge_agreement(df)
