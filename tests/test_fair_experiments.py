@@ -402,7 +402,7 @@ def _flip_every_third(q, base):  # discordant both ways, exactly balanced: mean 
 
 @pytest.mark.parametrize("shift, n, verdict", [(lambda q, b: 1.0 if q % 3 == 0 else b, 300, "reproduced"),
                                                 (lambda q, b: 0.0 if q % 3 == 0 else b, 300, "contradicted"),
-                                                (_flip_every_third, 300, "inconclusive"),
+                                                (_flip_every_third, 3000, "inconclusive"),
                                                 (_flip_every_third, 12, "inconclusive (underpowered)")])
 def test_claims_are_called_reproduced_contradicted_or_inconclusive_by_their_paired_ci(shift, n, verdict):
     from mdrag.evaluation.claims import CLAIMS, claims_table
