@@ -309,7 +309,7 @@ def _cmd_attention_summary(args) -> int:
 
     if not Path(args.store).is_file():
         raise MdragError(f"No results store at {args.store}: run python -m mdrag evaluate first")
-    df = ResultsStore(Path(args.store)).frame()
+    df = ResultsStore(Path(args.store), read_only=True).frame()  # reads only: never writes a store it summarises
     domains = _domains(args.domains)
     frames = [gold_attention_rows(df, d, args.variants.split(","), args.settings.split(","), args.limit)
               for d in domains]

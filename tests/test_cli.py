@@ -56,3 +56,21 @@ def test_report_without_a_store_reads_the_shipped_one_and_names_its_judge(tmp_pa
                          text=True, timeout=300, cwd=tmp_path)
     assert res.returncode == 0, res.stderr
     assert res.stdout.startswith("LLMEval figures: judge ") and "## Judge validity" in res.stdout
+
+
+@pytest.mark.slow
+def test_attention_summary_only_reads_the_store(tmp_path):
+    import hashlib
+    import shutil
+
+    from mdrag.config import ASSETS_DIR
+
+    store = tmp_path / "shipped.sqlite"
+    shutil.copy(ASSETS_DIR / "results" / "results.sqlite", store)
+    before = hashlib.sha256(store.read_bytes()).hexdigest()
+    res = run_cli("attention-summary", "--store", str(store), "--domains", "nq_open", "--variants", "vanilla",
+                  "--settings", "noisy", "--limit", "1")
+    assert res.returncode == 0, res.stderr
+    assert "gold share" in res.stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["shipped.sqlite"]  # no -wal / -shm written beside it
+    assert hashlib.sha256(store.read_bytes()).hexdigest() == before

@@ -200,3 +200,27 @@ def test_a_judging_run_stopped_between_chunks_resumes_without_duplicates_or_loss
     assert again["judged"] == answers - 4 and again["already"] == 4
     found = store.verdict_frame()
     assert len(found) == answers and found["answer_id"].is_unique and found["error"].isna().all()
+
+
+def test_the_shipped_store_is_sealed_so_reading_it_writes_nothing_beside_it(tmp_path):
+    import shutil
+
+    from mdrag.config import ASSETS_DIR
+
+    shipped = ASSETS_DIR / "results" / "results.sqlite"
+    assert shipped.read_bytes()[18:20] == b"\x01\x01"  # rollback-journal mode, not WAL: seal() it before shipping
+    copy = tmp_path / "r.sqlite"
+    shutil.copy(shipped, copy)
+    store = ResultsStore(copy, read_only=True)
+    assert len(store.frame()) > 0
+    store.close()
+    assert [p.name for p in tmp_path.iterdir()] == ["r.sqlite"]
+
+
+def test_seal_leaves_wal_mode_and_keeps_every_row(tmp_path):
+    store = ResultsStore(tmp_path / "s.sqlite")
+    store.add_run("r", {"x": 1})
+    store.seal()
+    assert (tmp_path / "s.sqlite").read_bytes()[18:20] == b"\x01\x01"
+    assert not (tmp_path / "s.sqlite-wal").exists()
+    assert ResultsStore(tmp_path / "s.sqlite", read_only=True).runs()[0]["run_id"] == "r"

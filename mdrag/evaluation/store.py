@@ -110,7 +110,8 @@ def _key_parts(row: dict, config: dict) -> dict:
 
 class ResultsStore:
     def __init__(self, path: Path, read_only: bool = False):
-        """`read_only`: for dashboards over a shipped or shared store; never writes, not even WAL files.
+        """`read_only`: for dashboards over a shipped or shared store; never writes to the store (a store left in
+        WAL mode still gets SQLite's -shm / -wal files beside it when read: `seal` a store before shipping it).
         An older schema opened read-only is upgraded on an in-memory copy."""
         self.path = Path(path)
         self.read_only = read_only
@@ -444,4 +445,15 @@ class ResultsStore:
                 for r in self.db.execute("SELECT * FROM runs ORDER BY created")]
 
     def close(self) -> None:
+        self.db.close()
+
+    def seal(self) -> None:
+        """Checkpoint and leave WAL mode, then close: the file alone holds everything, and read-only opens
+        (dashboards, report, attention-summary) of a store in rollback-journal mode create no -wal / -shm files
+        beside it. Run on a store before shipping it; opening it for writing again turns WAL back on."""
+        if self.read_only:
+            raise StoreError("A read-only store cannot be sealed.")
+        with self.db:
+            self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        self.db.execute("PRAGMA journal_mode=DELETE")
         self.db.close()
