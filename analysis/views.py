@@ -72,15 +72,29 @@ def attribution_bundle(trace: RagTrace, variants: list[str], attention: SegmentA
         if not table.empty:
             agree.append(table.assign(variant=v))
         best = attr.features[max(range(len(attr.scores)), key=attr.scores.__getitem__)]
-        top_rerank = f"passage_{min(range(len(trace.passages)), key=lambda i: trace.passages[i].rank) + 1}"
+        top_rerank = top_reranked(trace)
         top.append({"variant": v, "top attributed": best, "is gold": best in gold,
-                    "top reranked": top_rerank, "same as top reranked": best == top_rerank})
+                    "top reranked": top_rerank or "– (no rerank scores)",
+                    "same as top reranked": best == top_rerank if top_rerank else None})
+    needs_attention = pd.DataFrame({"note": ["Compute attention first (Attention tab) to compare it with ablation "
+                                             "here."]})
     out = {"attributions": attrs, "bars": figures.attribution_bars([a.frame() for a in attrs.values()], gold),
            "deletion": figures.deletion_figure(curves), "top": pd.DataFrame(top),
-           "agreement": pd.concat(agree, ignore_index=True) if agree else pd.DataFrame()}
+           "agreement": pd.concat(agree, ignore_index=True) if agree else needs_attention}
     if attention is not None and len(variants) >= 2:
         out["changed"] = what_changed(trace, variants[0], variants[1], attention, attrs)
+    else:
+        out["changed"] = (needs_attention if attention is None else
+                          pd.DataFrame({"note": ["Pick two variants to see what changed between them."]}))
     return out
+
+
+def top_reranked(trace: RagTrace) -> str | None:
+    """The prompt segment of the passage the reranker scored highest. Not the first prompt position: in the
+    noisy setting the gold passage sits at a seeded random position, and in the oracle setting nothing was
+    reranked (None when no passage in the prompt has a rerank score)."""
+    scored = [(p.rerank_score, i) for i, p in enumerate(trace.passages) if p.rerank_score is not None]
+    return f"passage_{max(scored)[1] + 1}" if scored else None
 
 
 def _shade(score: float, bound: float) -> str:

@@ -225,3 +225,18 @@ def test_dashboards_show_the_position_probe_and_flag_a_shortcut(tiny_store):
     assert {t.name for t in curves_fig.data} == {"vanilla", "full"}
     assert "flagged" in summary and "full" in summary and "40 questions" in summary
     assert dependence.set_index("variant").loc["full", "shortcut"]
+
+
+def test_attribution_without_attention_says_so_and_top_reranked_follows_rerank_scores(tiny_env, make_tiny_trace):
+    trace = make_tiny_trace(["vanilla", "full"], top_k=3, max_answer_tokens=3)
+    # a noisy-like prompt: the reranker liked the third passage best, whatever its position in the prompt
+    for score, p in zip([0.1, 0.2, 0.9], trace.passages, strict=True):
+        p.rerank_score = score
+    _, _, top, agree, changed = app.attribution(trace, ["vanilla", "full"], None, progress=_progress)
+    assert set(top["top reranked"]) == {"passage_3"}
+    assert list(agree.columns) == ["note"] and "Compute attention first" in agree.iloc[0, 0]
+    assert list(changed.columns) == ["note"]
+    for p in trace.passages:
+        p.rerank_score = None  # oracle prompts are not reranked
+    _, _, top, _, _ = app.attribution(trace, ["vanilla"], None, progress=_progress)
+    assert top.loc[0, "top reranked"].startswith("–") and top.loc[0, "same as top reranked"] is None
