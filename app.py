@@ -44,7 +44,10 @@ CSS = """
 .mdrag-highlight span {border-radius: 3px}
 """
 STREAM_EVERY = 0.25  # seconds between redraws of streaming answers (each redraw ships the cards' HTML)
-DEFAULT_STORE: Path | None = None  # set by --store; None = the shipped store
+# The results stores the dashboards may open: those the server was started with (--store, repeatable) and the
+# shipped one, by label. A browser picks a label, never a path: the server opens no file it was not given.
+STORES: dict[str, Path] = {}
+_DOWNLOADS: Path | None = None  # one folder for every CSV this process offers, removed at exit
 JUDGE_SPEC = "default"  # set by --judge: the judge of the Ask cards
 
 
@@ -334,23 +337,60 @@ def gradients(trace, variant: str, first: int, last: int, progress=gr.Progress()
 # ---------------------------------------------------------------------------------------- Dashboards
 
 
-def _store_frame(path: str, judge: str | None = None) -> pd.DataFrame:
+def offer_stores(paths: list[Path | str]) -> dict[str, Path]:
+    """The stores the dashboards offer: `paths` (labelled as given), then the shipped store."""
+    STORES.clear()
+    for p in paths:
+        STORES[str(p)] = Path(p)
+    STORES.setdefault("shipped results (assets/results/results.sqlite)", dashboard.SHIPPED_STORE)
+    return STORES
+
+
+def _store_path(label: str) -> Path:
+    """The offered store behind a label; anything else (a path typed into a request) is refused."""
+    if label not in STORES:
+        raise gr.Error("Unknown results store. This server offers: " + "; ".join(STORES) + " (start it with "
+                       "--store PATH to add one).")
+    return STORES[label]
+
+
+def _store_frame(label: str, judge: str | None = None) -> pd.DataFrame:
     try:
-        return dashboard.load_results(path.strip() or DEFAULT_STORE, judge)
+        return dashboard.load_results(_store_path(label), judge)
     except MdragError as err:
-        raise gr.Error(str(err)) from None
+        raise gr.Error(str(err)) from err
 
 
-def _judges_in(path) -> list[tuple[str, str]]:
+def _judges_in(label: str) -> list[tuple[str, str]]:
     try:
-        return dashboard.judge_choices(path)
-    except MdragError:
+        return dashboard.judge_choices(_store_path(label))
+    except (MdragError, gr.Error):
         return []
 
 
-def dashboards(path: str, domains: list[str], variants: list[str], settings: list[str], retrievers: list[str],
+def _download(table: pd.DataFrame, name: str) -> str:
+    """A CSV of `table` in this process's download folder, named by its content: the same table clicked twice
+    is one file, and the folder goes when the app stops (no temporary file left behind per click)."""
+    import atexit
+    import hashlib
+
+    global _DOWNLOADS
+    if _DOWNLOADS is None:
+        _DOWNLOADS = Path(tempfile.mkdtemp(prefix="mdrag-downloads-"))
+        atexit.register(remove_downloads)
+    text = table.to_csv(index=False)
+    path = _DOWNLOADS / f"{name}-{hashlib.sha256(text.encode()).hexdigest()[:12]}.csv"
+    if not path.exists():
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(path)
+    return str(path)
+
+
+def dashboards(label: str, domains: list[str], variants: list[str], settings: list[str], retrievers: list[str],
                metric: str, by: str, judge: str | None = None):
-    whole = _store_frame(path, judge)
+    path = _store_path(label)
+    whole = _store_frame(label, judge)
     every_retriever = dashboard.retriever_choices(whole)
     # grouping by retriever compares them all unless some are picked
     df = dashboard.filtered(whole, domains, variants, settings,
@@ -360,35 +400,50 @@ def dashboards(path: str, domains: list[str], variants: list[str], settings: lis
     from mdrag.evaluation.judge_validity import weak_domains
 
     judge_name = ", ".join(sorted(set(df["judge"].dropna())))
-    valid = dashboard.validity_tables(path.strip() or DEFAULT_STORE, whole)
+    valid = dashboard.validity_tables(path, whole)
     bars = dashboard.metric_bars(df, metric, by, judge_name, weak_domains(valid["against_match"]))
     by_setting = dashboard.metric_bars(df, metric, "setting", judge_name)
     robust = dashboard.noise_robustness(df, metric).round(3)
     longform = dashboard.longform(df).round(2)
     table = dashboard.means_with_ci(df, metric, [by, "variant", "setting"]).round(3)
-    with tempfile.NamedTemporaryFile("w", prefix="mdrag-dashboard-", suffix=".csv", delete=False) as f:
-        table.to_csv(f, index=False)
-    csv = f.name
+    csv = _download(table, "dashboard")
     summary = (f"{len(df)} rows, {df['query_id'].nunique()} questions. " + dashboard.judge_summary(df))
     compared = dashboard.retriever_comparison(dashboard.filtered(whole, domains, variants, settings,
                                                                  every_retriever), metric)
-    probe = dashboard.position_probe(path.strip() or DEFAULT_STORE, domains, variants)
+    probe = dashboard.position_probe(path, domains, variants)
     return (bars, by_setting, robust, longform, table, str(csv), esc(summary), compared.round(3),
             dashboard.adapted_retrievers().round(3), valid["against_match"].round(3), valid["settings"].round(3),
             valid.get("sanity", pd.DataFrame()).round(3), esc(dashboard.human_summary(valid.get("human", {}))),
             probe["figure"], probe["dependence"].round(3), esc(probe["summary"]))
 
 
-def _retrievers_in(path) -> list[str]:
-    """Retrievers present in the store the dashboards open with (none if it cannot be read yet)."""
+def _retrievers_in(label: str) -> list[str]:
+    """Retrievers present in an offered store (none if it cannot be read yet)."""
     try:
-        return dashboard.retriever_choices(dashboard.load_results(path))
-    except MdragError:
+        return dashboard.retriever_choices(dashboard.load_results(_store_path(label)))
+    except (MdragError, gr.Error):
         return []
 
 
-def failures(path: str, kinds: list[str], judge: str | None = None):
-    cases = dashboard.failure_cases(_store_frame(path, judge))
+def remove_downloads() -> None:
+    """Remove this process's download folder (registered to run when the app stops)."""
+    import shutil
+
+    global _DOWNLOADS
+    if _DOWNLOADS is not None:
+        shutil.rmtree(_DOWNLOADS, ignore_errors=True)
+        _DOWNLOADS = None
+
+
+def store_changed(label: str):
+    """A newly picked store: its judges and retrievers as the selectors' choices."""
+    judges = _judges_in(label)
+    return (gr.Dropdown(choices=judges, value=judges[0][1] if judges else None),
+            gr.CheckboxGroup(choices=_retrievers_in(label), value=[]))
+
+
+def failures(label: str, kinds: list[str], judge: str | None = None):
+    cases = dashboard.failure_cases(_store_frame(label, judge))
     if kinds:
         cases = cases[cases["kind"].isin(kinds)]
     return cases.reset_index(drop=True)
@@ -516,17 +571,19 @@ def build_app() -> gr.Blocks:
                     ig_html = gr.HTML()
             with gr.Tab("Dashboards", id="dashboards"):
                 with gr.Row():
-                    store = gr.Textbox(str(DEFAULT_STORE or dashboard.SHIPPED_STORE), label="results store")
+                    offered = list(STORES or offer_stores([]))
+                    store = gr.Dropdown(offered, value=offered[0], label="results store (the server's --store "
+                                        "files and the shipped one)", elem_id="store-choice")
                     metric = gr.Dropdown(list(dashboard.METRICS), value="Match", label="metric")
                     by = gr.Radio(["domain", "cluster", "retriever"], value="domain", label="group by")
-                    judges = _judges_in(DEFAULT_STORE or dashboard.SHIPPED_STORE)
+                    judges = _judges_in(offered[0])
                     dash_judge = gr.Dropdown(judges, value=judges[0][1] if judges else None,
                                              label="LLMEval judge (its verdicts; validity below)")
                 with gr.Row():
                     f_domains = gr.CheckboxGroup(list(DOMAINS), label="domains (none = all)")
                     f_variants = gr.CheckboxGroup(list(VARIANTS), label="variants (none = all)")
                     f_settings = gr.CheckboxGroup(list(SETTINGS), label="settings (none = all)")
-                    f_retrievers = gr.CheckboxGroup(_retrievers_in(DEFAULT_STORE or dashboard.SHIPPED_STORE),
+                    f_retrievers = gr.CheckboxGroup(_retrievers_in(offered[0]),
                                                     label="retrievers (none = the main one, splade>minilm)")
                 dash_btn = gr.Button("Show", variant="primary", elem_id="dashboard-button")
                 dash_summary = gr.Markdown()
@@ -589,6 +646,7 @@ def build_app() -> gr.Blocks:
                         dash_retr, dash_adapted, valid_match, valid_settings, valid_sanity, valid_human,
                         probe_curves, probe_dependence, probe_summary])
         fail_btn.click(failures, [store, kinds, dash_judge], fail_table)
+        store.change(store_changed, store, [dash_judge, f_retrievers])
         fail_table.select(load_case, fail_table, [domain, question, query_id, setting, variants, tabs]).then(
             ask, ask_inputs, ask_outputs, concurrency_limit=2)
         demo.load(from_url, None, [domain, question, query_id, setting, variants]).then(
@@ -597,16 +655,17 @@ def build_app() -> gr.Blocks:
 
 
 def main() -> None:
-    global DEFAULT_STORE, JUDGE_SPEC
+    global JUDGE_SPEC
     parser = argparse.ArgumentParser(description="mdrag web app")
     parser.add_argument("--host", default="127.0.0.1", help="bind address (default: 127.0.0.1, local only)")
     parser.add_argument("--port", type=int, default=7860)
     parser.add_argument("--share", action="store_true", help="create a public Gradio link (off by default)")
-    parser.add_argument("--store", help="results store for the dashboards (default: the shipped one)")
+    parser.add_argument("--store", action="append", default=[], help="a results store the dashboards may open "
+                        "(repeatable; the shipped one is always offered)")
     parser.add_argument("--judge", default="default", help="judge of the Ask cards' LLMEval verdicts: default (the "
                         "packaged Qwen2.5-Coder-1.5B), smollm2-135m (weak stand-in), hf:DIR, openai:MODEL@URL")
     args = parser.parse_args()
-    DEFAULT_STORE = Path(args.store) if args.store else None
+    offer_stores(args.store)
     JUDGE_SPEC = args.judge
     # The queue runs heavy events at most 2 at a time (2 cores); other users' events wait their turn
     # instead of blocking the whole app.

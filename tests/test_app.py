@@ -95,7 +95,9 @@ def tiny_store(request, tmp_path, tiny_generator_dir, tiny_adapters_root, monkey
     evaluate(Grid(["evaltiny"], ["vanilla", "full"], ["retrieved", "oracle", "noisy"], retrievers=request.param,
                   reranker="none", generator_path=str(tiny_generator_dir), n_distractors=2, limit=4),
              ResultsStore(path), judge=FlakyJudge(), show_progress=False)
+    app.offer_stores([path])  # as `python app.py --store PATH` does
     yield path
+    app.offer_stores([])
     DOMAINS.pop("evaltiny", None)
 
 
@@ -184,8 +186,37 @@ def test_failure_cases_and_loading_one(tiny_store):
 def test_missing_store_is_a_readable_error(tmp_path):
     import gradio as gr
 
-    with pytest.raises(gr.Error, match="No results store"):
-        app.dashboards(str(tmp_path / "none.sqlite"), [], [], [], [], "Match", "domain")
+    app.offer_stores([tmp_path / "none.sqlite"])
+    try:
+        with pytest.raises(gr.Error, match="No results store"):
+            app.dashboards(str(tmp_path / "none.sqlite"), [], [], [], [], "Match", "domain")
+    finally:
+        app.offer_stores([])
+
+
+@pytest.mark.parametrize("typed", ["/etc/passwd", "results.sqlite", "../assets/results/results.sqlite", ""])
+def test_dashboards_open_only_the_stores_the_server_offers(tiny_store, typed):
+    import gradio as gr
+
+    for handler in (lambda: app.dashboards(typed, [], [], [], [], "Match", "domain"),
+                    lambda: app.failures(typed, [])):
+        with pytest.raises(gr.Error) as err:
+            handler()
+        message = str(err.value)
+        assert "Unknown results store" in message and "passwd" not in message  # nothing about the typed file
+    assert app._judges_in(typed) == [] and app._retrievers_in(typed) == []
+    assert list(app.STORES) == [str(tiny_store), "shipped results (assets/results/results.sqlite)"]
+
+
+def test_dashboard_downloads_are_one_file_per_table_and_go_when_the_app_stops(tiny_store):
+    first = app.dashboards(str(tiny_store), [], [], [], [], "Match", "domain")[5]
+    again = app.dashboards(str(tiny_store), [], [], [], [], "Match", "domain")[5]
+    other = app.dashboards(str(tiny_store), [], ["full"], [], [], "Match", "domain")[5]
+    assert first == again and other != first
+    folder = Path(first).parent
+    assert sorted(p.name for p in folder.iterdir()) == sorted({Path(first).name, Path(other).name})
+    app.remove_downloads()  # registered with atexit: runs when the app stops
+    assert not folder.exists()
 
 
 def test_position_probe_for_the_question_in_hand(tiny_env, make_tiny_trace, float32_generation):
