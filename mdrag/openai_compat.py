@@ -38,4 +38,4 @@ class ChatEndpoint:
             with urllib.request.urlopen(req, timeout=self.timeout) as resp:
                 return json.loads(resp.read())["choices"][0]
         except (OSError, KeyError, IndexError, TypeError, json.JSONDecodeError) as err:
-            raise EndpointError(f"endpoint {self.base_url} failed: {err}") from None
+            raise EndpointError(f"endpoint {self.base_url} failed: {err}") from err

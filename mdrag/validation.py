@@ -27,7 +27,7 @@ def clean_query(query: str | bytes, max_chars: int | None = None) -> str:
         try:
             query = query.decode("utf-8")
         except UnicodeDecodeError as err:
-            raise InvalidQueryError(f"The query is not valid UTF-8 (byte {err.start}). Send UTF-8 text.") from None
+            raise InvalidQueryError(f"The query is not valid UTF-8 (byte {err.start}). Send UTF-8 text.") from err
     if not isinstance(query, str):
         raise InvalidQueryError(f"The query must be text, got {type(query).__name__}.")
     if any(0xD800 <= ord(c) <= 0xDFFF for c in query):  # lone surrogates: invalid UTF-8 smuggled in a str

@@ -57,3 +57,16 @@ def test_an_unknown_dtype_is_refused_with_the_known_ones():
 
     with pytest.raises(MdragError, match="bfloat16"):
         generation_dtype("fp8")
+
+
+def test_errors_keep_their_cause(tmp_path):
+    """A clear message for the user, and the underlying error chained for whoever debugs it."""
+    from mdrag.generation.adapters import AdapterError, read_card
+
+    with pytest.raises(InvalidQueryError) as err:
+        clean_query(b"caf\xe9")
+    assert isinstance(err.value.__cause__, UnicodeDecodeError)
+    (tmp_path / "card.json").write_text("{not json")
+    with pytest.raises(AdapterError, match="not valid JSON") as err:
+        read_card(tmp_path)
+    assert err.value.__cause__ is not None and not err.value.__suppress_context__

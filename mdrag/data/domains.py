@@ -98,7 +98,7 @@ def register_domains_file(path: Path) -> list[str]:
     except (OSError, ValueError, KeyError, TypeError) as err:
         from mdrag.errors import MdragError
 
-        raise MdragError(f"MDRAG_DOMAINS_FILE {path}: {err}") from None
+        raise MdragError(f"MDRAG_DOMAINS_FILE {path}: {err}") from err
     return names
 
 

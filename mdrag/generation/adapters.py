@@ -34,7 +34,7 @@ def read_card(folder: Path) -> dict:
     try:
         return json.loads(path.read_text())
     except json.JSONDecodeError as err:
-        raise AdapterError(f"Adapter card {path} is not valid JSON ({err}).") from None
+        raise AdapterError(f"Adapter card {path} is not valid JSON ({err}).") from err
 
 
 def check_adapter(folder: Path, base_model, base_fingerprint: str | None = None) -> dict:
@@ -61,7 +61,7 @@ def check_adapter(folder: Path, base_model, base_fingerprint: str | None = None)
         with safe_open(str(weights), framework="pt") as f:
             shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118 (safe_open API)
     except Exception as err:  # safetensors raises its own error types for truncated/corrupt headers
-        raise AdapterError(f"Adapter file {weights} is unreadable (truncated or not safetensors): {err}") from None
+        raise AdapterError(f"Adapter file {weights} is unreadable (truncated or not safetensors): {err}") from err
     for key, shape in shapes.items():
         # e.g. base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight -> model.layers.0.self_attn.q_proj
         name = key.removeprefix("base_model.model.").rsplit(".lora_", 1)[0]
@@ -96,7 +96,7 @@ def attach_adapter(model, name: str, folder: Path, base_fingerprint: str | None 
         except Exception as err:
             if isinstance(model, PeftModel) and name in model.peft_config:
                 model.delete_adapter(name)
-            raise AdapterError(f"Loading adapter {folder} failed: {err}") from None
+            raise AdapterError(f"Loading adapter {folder} failed: {err}") from err
         model.eval()
         return model
 

@@ -56,7 +56,7 @@ def minilm_encoder(path: Path | None = None):
     try:
         model.load_adapter(str(folder), use_safetensors=True)
     except Exception as err:
-        raise AdapterError(f"Loading the adapted encoder {folder} failed: {err}") from None
+        raise AdapterError(f"Loading the adapted encoder {folder} failed: {err}") from err
     from peft.tuners.lora import LoraLayer
 
     for module in model.modules():  # W + scaling * B A folded in once: encoding costs what the base costs

@@ -95,7 +95,7 @@ class OpenAITeacher(ChatEndpoint):
             choice = self.complete(messages(question, passages), max_tokens=LIMITS.max_new_tokens)
             return choice["message"]["content"].strip()
         except (EndpointError, KeyError, TypeError, AttributeError) as err:
-            raise MdragError(f"Teacher {err}") from None
+            raise MdragError(f"Teacher {err}") from err
 
 
 DEFAULT_TEACHER = "qwen2.5-coder-1.5b"
