@@ -69,4 +69,4 @@ def test_errors_keep_their_cause(tmp_path):
     (tmp_path / "card.json").write_text("{not json")
     with pytest.raises(AdapterError, match="not valid JSON") as err:
         read_card(tmp_path)
-    assert err.value.__cause__ is not None and not err.value.__suppress_context__
+    assert err.value.__cause__ is not None
