@@ -48,13 +48,21 @@ def make_server(host: str = "127.0.0.1", port: int = 8000, generator_path: str |
                 body = json.loads(self.rfile.read(length))
                 prompt = body["prompt"]
                 ids = prompt if isinstance(prompt, list) else loaded.tokenizer(prompt)["input_ids"]
-                if not ids or not all(isinstance(i, int) for i in ids):
+                vocab = loaded.model.get_input_embeddings().num_embeddings
+                if not ids or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
                     raise ValueError("prompt must be text or a non-empty list of token ids")
-                gen = Generator(loaded, max_new_tokens=min(int(body.get("max_tokens", 16)), 512))
+                if not all(0 <= i < vocab for i in ids):
+                    raise ValueError(f"token ids must lie in [0, {vocab}) for this model")
+                max_tokens = body.get("max_tokens", 16)
+                if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or not 1 <= max_tokens <= 512:
+                    raise ValueError(f"max_tokens must be an integer from 1 to 512 (got {max_tokens!r})")
+                gen = Generator(loaded, max_new_tokens=max_tokens)
                 with lock:
                     out = gen.generate(ids, [str(body.get("model", "vanilla"))])[0]
             except (MdragError, ValueError, KeyError, TypeError, json.JSONDecodeError) as err:
                 return self._send(400, {"error": {"message": str(err)}})
+            except Exception as err:  # never drop a request without a response
+                return self._send(500, {"error": {"message": f"generation failed: {type(err).__name__}: {err}"}})
             self._send(200, {"object": "text_completion", "model": out.variant,
                              "choices": [{"index": 0, "text": out.text, "finish_reason": "stop"}],
                              "usage": {"prompt_tokens": len(ids), "completion_tokens": len(out.token_ids)}})

@@ -66,6 +66,14 @@ def test_server_rejects_bad_requests_clearly(server):
     assert code == 400 and "nonsense" in msg
     code, msg = post(json.dumps({"model": "vanilla", "prompt": []}).encode())
     assert code == 400 and "prompt" in msg
+    for bad in (-5, 0, 10_000, "12", 1.5, True):
+        code, msg = post(json.dumps({"model": "vanilla", "prompt": "hi", "max_tokens": bad}).encode())
+        assert code == 400 and "max_tokens" in msg
+    for ids in ([1, 2, 10**9], [-1], [1, True]):
+        code, msg = post(json.dumps({"model": "vanilla", "prompt": ids}).encode())
+        assert code == 400 and ("token ids" in msg or "prompt" in msg)
+    code, _ = post(json.dumps({"model": "vanilla", "prompt": [1, 2], "max_tokens": 2}).encode())
+    assert code == 200  # the server still answers after the bad requests
 
 
 def test_endpoint_down_is_a_clear_error(grid_args, tmp_path):
