@@ -45,13 +45,20 @@ def _cmd_index(args) -> int:
 
 def _cmd_domains(args) -> int:
     from mdrag.data.benchmark import load_domain
-    from mdrag.data.domains import DOMAINS
+    from mdrag.data.domains import DOMAIN_ERRORS, DOMAINS
 
+    failed = dict(DOMAIN_ERRORS)
     for spec in DOMAINS.values():
-        d = load_domain(spec.name)
+        try:
+            d = load_domain(spec.name)
+        except MdragError as err:  # one bad domain never hides the others
+            failed[spec.name] = str(err)
+            continue
         print(f"{spec.name:10s} {spec.cluster:11s} {len(d.passages):6d} passages {len(d.queries):5d} queries  "
               f"{spec.description} [{spec.licence}]")
-    return 0
+    for name, err in failed.items():
+        print(f"{name:10s} ERROR: {err}")
+    return 2 if failed else 0
 
 
 def _print_trace(trace) -> None:

@@ -139,14 +139,14 @@ class Domain:
 @cache
 def load_domain(name: str, benchmark_dir: Path = BENCHMARK_DIR) -> Domain:
     spec = resolve_domain(name)
-    if spec.extra.get("passages"):
-        prow, qrow = _read_jsonl(spec.extra["passages"]), _read_jsonl(spec.extra["queries"])
-        passages = [Passage(r["id"], r.get("title", ""), r["text"], r.get("doc_id", r["id"])) for r in prow]
-        queries = [
-            Query(r["id"], r["text"], list(r.get("answers", [])), list(r.get("gold_ids", [])),
-                  r.get("answer_type", "short"), r.get("split", "test"), r.get("long_answer", ""), r.get("meta", {}))
-            for r in qrow
-        ]
+    if spec.extra.get("passages"):  # your own JSONL files, validated row by row (data/user_files.py)
+        from mdrag.data.user_files import read_jsonl_domain
+
+        passages, queries = read_jsonl_domain(spec.extra["queries"], spec.extra["passages"])
+    elif spec.extra.get("beir"):
+        from mdrag.data.user_files import read_beir_domain
+
+        passages, queries = read_beir_domain(spec.extra["beir"])
     else:
         folder = Path(spec.folder or benchmark_dir / spec.name)
         if not (folder / "passages.jsonl.gz").exists():

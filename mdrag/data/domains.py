@@ -79,26 +79,57 @@ def register_jsonl_domain(name: str, queries: Path, passages: Path, cluster: str
                                       folder=None, extra={"queries": Path(queries), "passages": Path(passages)}))
 
 
+def register_beir_domain(name: str, folder: Path, cluster: str = "custom", description: str = "",
+                         licence: str = "unknown") -> DomainSpec:
+    """Register a BEIR-layout folder (corpus.jsonl, queries.jsonl, qrels/<split>.tsv) as a domain."""
+    if not (Path(folder) / "qrels").is_dir():
+        raise FileNotFoundError(f"Domain '{name}': {folder} is not a BEIR folder (no qrels/)")
+    return register_domain(DomainSpec(name.strip().lower(), cluster, description or f"{name} (BEIR)", str(folder),
+                                      licence, folder=None, extra={"beir": Path(folder)}))
+
+
+# Entries of a domains file that could not be registered, by name: reported by `python -m mdrag domains`
+# instead of breaking every other domain.
+DOMAIN_ERRORS: dict[str, str] = {}
+
+
 def register_domains_file(path: Path) -> list[str]:
-    """Register every domain listed in a JSON file: [{"name", "queries", "passages", "cluster"?,
-    "description"?, "licence"?}, ...]; relative paths resolve against the file's folder. Used for
-    MDRAG_DOMAINS_FILE, so the app and the CLI pick up your own corpora without code."""
+    """Register every domain listed in a JSON file: [{"name", "queries", "passages", ...} or {"name", "beir":
+    folder, ...}, with "cluster"?, "description"?, "licence"?]; relative paths resolve against the file's
+    folder. Used for MDRAG_DOMAINS_FILE, so the app and the CLI pick up your own corpora without code. A bad
+    entry is recorded in DOMAIN_ERRORS and the others are registered."""
     import json
+
+    from mdrag.errors import MdragError
 
     path = Path(path)
     try:
         entries = json.loads(path.read_text(encoding="utf-8"))
-        names = []
-        for e in entries:
-            files = {k: (path.parent / e[k]) if not Path(e[k]).is_absolute() else Path(e[k])
-                     for k in ("queries", "passages")}
-            register_jsonl_domain(e["name"], files["queries"], files["passages"], e.get("cluster", "custom"),
-                                  e.get("description", ""), e.get("licence", "unknown"))
-            names.append(e["name"].strip().lower())
-    except (OSError, ValueError, KeyError, TypeError) as err:
-        from mdrag.errors import MdragError
-
+        if not isinstance(entries, list):
+            raise ValueError("the file must hold a JSON list of domains")
+    except (OSError, ValueError) as err:
         raise MdragError(f"MDRAG_DOMAINS_FILE {path}: {err}") from err
+
+    def where(value: str) -> Path:
+        return Path(value) if Path(value).is_absolute() else path.parent / value
+
+    names = []
+    for i, e in enumerate(entries):
+        name = str(e.get("name", f"entry {i + 1}")).strip().lower() if isinstance(e, dict) else f"entry {i + 1}"
+        try:
+            if not isinstance(e, dict) or "name" not in e:
+                raise ValueError("each entry needs a 'name'")
+            meta = (e.get("cluster", "custom"), e.get("description", ""), e.get("licence", "unknown"))
+            if "beir" in e:
+                register_beir_domain(e["name"], where(e["beir"]), *meta)
+            else:
+                missing = [k for k in ("queries", "passages") if k not in e]
+                if missing:
+                    raise ValueError(f"needs {' and '.join(missing)} (or 'beir': a BEIR folder)")
+                register_jsonl_domain(e["name"], where(e["queries"]), where(e["passages"]), *meta)
+            names.append(name)
+        except (OSError, ValueError, TypeError) as err:
+            DOMAIN_ERRORS[name] = f"{path} entry {i + 1}: {err}"
     return names
 
 
