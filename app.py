@@ -43,6 +43,19 @@ CSS = """
 .mdrag-error {color: #b00020; font-weight: bold}
 .mdrag-highlight span {border-radius: 3px}
 """
+# Every model-bound event (generation, attention, attribution, probes) shares one concurrency group: with
+# per-listener limits about fifteen such jobs could run at once on two cores. `--model-jobs` sets the limit.
+MODEL_JOBS = 1
+
+
+def _model_bound() -> dict:
+    return {"concurrency_id": "model", "concurrency_limit": MODEL_JOBS}
+
+
+class GenerationCancelled(Exception):
+    """Raised inside the decoding loop (from its per-token callback) once the request is gone."""
+
+
 STREAM_EVERY = 0.25  # seconds between redraws of streaming answers (each redraw ships the cards' HTML)
 # The results stores the dashboards may open: those the server was started with (--store, repeatable) and the
 # shipped one, by label. A browser picks a label, never a path: the server opens no file it was not given.
@@ -177,32 +190,47 @@ def ask(question: str, domain: str, query_id: str | None, setting: str, retrieve
 
     yield answers_html(trace, variants), passages_html(trace), trace.prompt, None, link, gr.update(), gr.update()
     arrived: queue.Queue = queue.Queue()
+    stop = threading.Event()  # set when this request ends for any reason: the decoding stops at its next token
+
+    def on_token(variant: str, text: str) -> None:
+        if stop.is_set():
+            raise GenerationCancelled
+        arrived.put((variant, text))
 
     def work() -> None:
         try:
-            pipe.answer(trace, variants, on_answer=arrived.put, on_token=lambda v, text: arrived.put((v, text)))
+            pipe.answer(trace, variants, on_answer=arrived.put, on_token=on_token)
             arrived.put(None)
+        except GenerationCancelled:
+            pass
         except Exception as err:  # shown in the page; the worker must never die silently
             arrived.put(err)
 
-    threading.Thread(target=work, daemon=True).start()
+    worker = threading.Thread(target=work, daemon=True, name="mdrag-ask")
+    worker.start()
     progress(0.4, desc=f"generating {len(variants)} variants in one batch")
     partial: dict[str, str] = {}
     shown_at = 0.0
-    while True:
-        item = arrived.get()
-        if item is None:
-            break
-        if isinstance(item, Exception):
-            yield error_html(item), passages_html(trace), trace.prompt, None, link, gr.update(), gr.update()
-            return
-        if isinstance(item, tuple):  # (variant, text so far): redraw at most every STREAM_EVERY seconds
-            partial[item[0]] = item[1]
-            if time.monotonic() - shown_at < STREAM_EVERY:
-                continue
-        shown_at = time.monotonic()
-        yield answers_html(trace, variants, partial, judging), gr.update(), gr.update(), None, link, gr.update(), \
-            gr.update()
+    try:
+        while True:
+            item = arrived.get()
+            if item is None:
+                break
+            if isinstance(item, Exception):
+                yield error_html(item), passages_html(trace), trace.prompt, None, link, gr.update(), gr.update()
+                return
+            if isinstance(item, tuple):  # (variant, text so far): redraw at most every STREAM_EVERY seconds
+                partial[item[0]] = item[1]
+                if time.monotonic() - shown_at < STREAM_EVERY:
+                    continue
+            shown_at = time.monotonic()
+            yield answers_html(trace, variants, partial, judging), gr.update(), gr.update(), None, link, \
+                gr.update(), gr.update()
+    finally:
+        # A closed tab, a re-submission or a cancel closes this generator (Gradio calls close()): stop the
+        # decoding and wait for the worker, so no thread outlives its request.
+        stop.set()
+        worker.join(timeout=60)
     yield answers_html(trace, variants, judging=judging), gr.update(), gr.update(), trace, link, choices(), choices()
     if judging:
         from mdrag.evaluation.verdicts import judge_trace
@@ -475,6 +503,7 @@ def from_url(request: gr.Request):
 
 def build_app() -> gr.Blocks:
     rerank_label = esc(get_reranker("minilm").label)
+    model = _model_bound()
     with gr.Blocks(title="mdrag") as demo:
         gr.Markdown(
             "# mdrag — multi-domain RAG with LoRA variants, looked at from the inside\n"
@@ -626,21 +655,20 @@ def build_app() -> gr.Blocks:
         domain.change(test_questions, domain, pick)
         pick.change(pick_question, [domain, pick], [question, gold_info]).then(lambda q: q, pick, query_id)
         question.input(lambda: None, None, query_id)  # typing a new question detaches it from the picked id
-        go_btn.click(ask, ask_inputs, ask_outputs, concurrency_limit=2)
-        question.submit(ask, ask_inputs, ask_outputs, concurrency_limit=2)
+        go_btn.click(ask, ask_inputs, ask_outputs, **model)
+        question.submit(ask, ask_inputs, ask_outputs, **model)
         att_btn.click(attention, [trace_state, att_variants, first_token, last_token],
-                      [fig_a, fig_b, fig_diff, att_note, attention_state], concurrency_limit=2)
+                      [fig_a, fig_b, fig_diff, att_note, attention_state], **model)
         head_layer.release(heads, [trace_state, attention_state, head_variant, head_layer], head_fig)
         head_variant.change(heads, [trace_state, attention_state, head_variant, head_layer], head_fig)
-        bv_btn.click(bertviz, [trace_state, bv_variant, bv_start, bv_end, bv_layers, bv_view], bv_html,
-                     concurrency_limit=2)
+        bv_btn.click(bertviz, [trace_state, bv_variant, bv_start, bv_end, bv_layers, bv_view], bv_html, **model)
         lora_btn.click(adapters, [trace_state, attention_state], [lora_fig, lora_table])
         attr_btn.click(attribution, [trace_state, attr_variants, attention_state],
-                       [attr_bars, attr_curve, attr_top, attr_agree, attr_changed], concurrency_limit=2)
+                       [attr_bars, attr_curve, attr_top, attr_agree, attr_changed], **model)
         probe_btn.click(position_probe, [trace_state, attr_variants], [probe_fig, probe_answers, probe_table],
-                        concurrency_limit=1)
-        sent_btn.click(sentences, [trace_state, sent_variant, sent_passage], sent_html, concurrency_limit=2)
-        ig_btn.click(gradients, [trace_state, ig_variant, ig_first, ig_last], ig_html, concurrency_limit=1)
+                        **model)
+        sent_btn.click(sentences, [trace_state, sent_variant, sent_passage], sent_html, **model)
+        ig_btn.click(gradients, [trace_state, ig_variant, ig_first, ig_last], ig_html, **model)
         dash_btn.click(dashboards, [store, f_domains, f_variants, f_settings, f_retrievers, metric, by, dash_judge],
                        [dash_bars, dash_settings, dash_robust, dash_long, dash_table, dash_csv, dash_summary,
                         dash_retr, dash_adapted, valid_match, valid_settings, valid_sanity, valid_human,
@@ -648,27 +676,30 @@ def build_app() -> gr.Blocks:
         fail_btn.click(failures, [store, kinds, dash_judge], fail_table)
         store.change(store_changed, store, [dash_judge, f_retrievers])
         fail_table.select(load_case, fail_table, [domain, question, query_id, setting, variants, tabs]).then(
-            ask, ask_inputs, ask_outputs, concurrency_limit=2)
+            ask, ask_inputs, ask_outputs, **model)
         demo.load(from_url, None, [domain, question, query_id, setting, variants]).then(
             test_questions, domain, pick)
     return demo
 
 
 def main() -> None:
-    global JUDGE_SPEC
+    global JUDGE_SPEC, MODEL_JOBS
     parser = argparse.ArgumentParser(description="mdrag web app")
     parser.add_argument("--host", default="127.0.0.1", help="bind address (default: 127.0.0.1, local only)")
     parser.add_argument("--port", type=int, default=7860)
     parser.add_argument("--share", action="store_true", help="create a public Gradio link (off by default)")
     parser.add_argument("--store", action="append", default=[], help="a results store the dashboards may open "
                         "(repeatable; the shipped one is always offered)")
+    parser.add_argument("--model-jobs", type=int, default=1, help="model-bound jobs (generation, attention, "
+                        "attribution) running at once across all users; more wait in the queue (default 1)")
     parser.add_argument("--judge", default="default", help="judge of the Ask cards' LLMEval verdicts: default (the "
                         "packaged Qwen2.5-Coder-1.5B), smollm2-135m (weak stand-in), hf:DIR, openai:MODEL@URL")
     args = parser.parse_args()
     offer_stores(args.store)
+    MODEL_JOBS = max(1, args.model_jobs)
     JUDGE_SPEC = args.judge
-    # The queue runs heavy events at most 2 at a time (2 cores); other users' events wait their turn
-    # instead of blocking the whole app.
+    # Model-bound events share the "model" group (MODEL_JOBS at once); the light ones (dashboards, tables)
+    # run at most 2 at a time each, so reading results never waits behind a generation.
     build_app().queue(default_concurrency_limit=2).launch(server_name=args.host, server_port=args.port,
                                                           share=args.share, css=CSS)
 

@@ -271,3 +271,52 @@ def test_attribution_without_attention_says_so_and_top_reranked_follows_rerank_s
         p.rerank_score = None  # oracle prompts are not reranked
     _, _, top, _, _ = app.attribution(trace, ["vanilla"], None, progress=_progress)
     assert top.loc[0, "top reranked"].startswith("–") and top.loc[0, "same as top reranked"] is None
+
+
+def test_a_closed_ask_stops_decoding_within_one_step_and_leaves_no_thread(tiny_env, monkeypatch):
+    import threading
+
+    from mdrag.pipeline import RagPipeline
+
+    calls = {"n": 0}
+    real = RagPipeline.answer
+
+    def counting(self, trace, variants, on_answer=None, on_token=None):
+        def count(v, text):
+            calls["n"] += 1
+            on_token(v, text)
+
+        return real(self, trace, variants, on_answer, count)
+
+    monkeypatch.setattr(RagPipeline, "answer", counting)
+    variants = ["vanilla", "full"]
+    before = set(threading.enumerate())
+    run = app.ask("who got the first nobel prize in physics", "tiny", None, "retrieved", "bm25", "none", 3,
+                  variants, False, progress=_progress)
+    next(run)  # passages and empty cards
+    next(run)  # the first streamed tokens
+    run.close()  # what Gradio does when the tab closes or the event is cancelled
+    at_close = calls["n"]
+    assert {t for t in threading.enumerate() if t.is_alive()} <= before  # no thread outlives the request
+    import time
+
+    time.sleep(1.0)
+    assert calls["n"] <= at_close + len(variants)  # at most the step in flight, then nothing
+    assert at_close < 100 * len(variants)  # far from the 128-token budget the random model would use
+
+
+@pytest.mark.parametrize("jobs", [1, 3])
+def test_every_model_bound_event_shares_one_concurrency_group(jobs, monkeypatch):
+    monkeypatch.setattr(app, "MODEL_JOBS", jobs)
+    demo = app.build_app()
+    fns = list(demo.fns.values()) if isinstance(demo.fns, dict) else list(demo.fns)
+    model_bound = {"ask", "attention", "bertviz", "attribution", "position_probe", "sentences", "gradients"}
+    seen = set()
+    for f in fns:
+        name = getattr(f.fn, "__name__", "")
+        if name in model_bound:
+            seen.add(name)
+            assert (f.concurrency_id, f.concurrency_limit) == ("model", jobs), name
+        else:
+            assert f.concurrency_id != "model", name  # reading results never waits behind a generation
+    assert seen == model_bound
