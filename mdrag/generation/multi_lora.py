@@ -142,26 +142,28 @@ class MultiLoraModel:
         """Within this block (and this thread), batch row i uses adapter names[i] ('__base__': none)."""
         import torch
 
-        unknown = [n for n in names if n not in self.slots]
+        with self._lock:  # a consistent view: another session may be adding an adapter with new targets
+            unknown = [n for n in names if n not in self.slots]
+            modules = {target: dict(entry.weights) for target, entry in self._modules.items()}
         if unknown:
             raise KeyError(f"Adapters not loaded: {unknown}")
         gathered = {}
-        for target, entry in self._modules.items():
+        for target, weights in modules.items():
             # Only the adapters of these rows that target this module (QK-Att alone: 2 of 7 modules), each at
             # its own rank. Concatenated once per set of rows, not per decode step.
-            used = [n for n in dict.fromkeys(names) if n in entry.weights]
+            used = [n for n in dict.fromkeys(names) if n in weights]
             if not used:
                 continue
             if len(used) == 1:
-                a, b = entry.weights[used[0]]
+                a, b = weights[used[0]]
             else:
-                a = torch.cat([entry.weights[n][0] for n in used], dim=1)  # (in, R)
-                b = torch.cat([entry.weights[n][1] for n in used])  # (R, out)
+                a = torch.cat([weights[n][0] for n in used], dim=1)  # (in, R)
+                b = torch.cat([weights[n][1] for n in used])  # (R, out)
             mask = None
             if any(n != used[0] for n in names):  # rows differ: each keeps its own block
                 blocks, start = {}, 0
                 for n in used:
-                    blocks[n] = slice(start, start + entry.weights[n][1].shape[0])
+                    blocks[n] = slice(start, start + weights[n][1].shape[0])
                     start = blocks[n].stop
                 mask = torch.zeros(len(names), 1, start, dtype=self.dtype)
                 for row, n in enumerate(names):

@@ -50,7 +50,13 @@ def read_card(folder: Path, kind: str) -> IndexCard | None:
 
 
 def write_card(folder: Path, card: IndexCard) -> None:
-    (folder / f"{card.kind}.json").write_text(json.dumps(card.__dict__, indent=2, sort_keys=True) + "\n")
+    """Whole or not at all: a temporary file renamed into place."""
+    import os
+
+    path = folder / f"{card.kind}.json"
+    tmp = folder / f".{card.kind}.json.tmp-{os.getpid()}"
+    tmp.write_text(json.dumps(card.__dict__, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
 
 
 class SparseIndex:

@@ -8,6 +8,7 @@ cosine similarity and says so in its label. Any local cross-encoder directory
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -33,6 +34,7 @@ class Reranker(Protocol):
 
 # passage content -> row of its saved MiniLM embedding, per prepared corpus fingerprint
 _KNOWN: dict[str, tuple[dict[str, int], np.ndarray]] = {}
+_KNOWN_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -45,11 +47,16 @@ class MiniLMRescorer:
         50 candidates per query (~3 s on 2 cores -> one query encoding, ~10 ms)."""
         from mdrag.retrieval.retrievers import saved_dense_embeddings
 
+        global _KNOWN
+
         key = domain.fingerprint()
         if key not in _KNOWN:
             emb = saved_dense_embeddings(domain)
             rows = {p.content: i for i, p in enumerate(domain.passages)} if emb is not None else {}
-            _KNOWN[key] = (rows, emb if emb is not None else np.zeros((0, 384), np.float32))
+            # A new mapping swapped in whole, never a dict changed in place: another session's `score` may be
+            # iterating the current one (a "dictionary changed size during iteration" race otherwise).
+            with _KNOWN_LOCK:
+                _KNOWN = {**_KNOWN, key: (rows, emb if emb is not None else np.zeros((0, 384), np.float32))}
 
     def score(self, query: str, texts: list[str]) -> np.ndarray:
         if not texts:
@@ -57,8 +64,9 @@ class MiniLMRescorer:
         q = encoders.minilm_embed([query])[0]  # (384,)
         emb = np.zeros((len(texts), q.shape[0]), dtype=np.float32)  # (n, 384)
         missing = []
+        known = list(_KNOWN.values())  # this call's snapshot: prepare() replaces the mapping, never edits it
         for i, text in enumerate(texts):
-            hit = next(((rows, m) for rows, m in _KNOWN.values() if text in rows), None)
+            hit = next(((rows, m) for rows, m in known if text in rows), None)
             if hit is None:
                 missing.append(i)
             else:

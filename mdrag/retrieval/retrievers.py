@@ -52,15 +52,31 @@ def load_existing(domain: Domain, kind: str, encoder_dir: Path, ext: str, loader
 
 
 def _load_or_build(domain: Domain, kind: str, encoder_dir: Path, ext: str, loader, builder, out: Path | None):
+    """The saved index, or one built once: under a lock beside it (two sessions or processes asking at once
+    build it once; the second loads the first's), written to a temporary file and renamed into place, its card
+    last, so a reader never sees half an index or a card naming a file that is not there yet."""
+    import os
+
+    from mdrag.cache_files import file_lock
+
     want = _card(domain, kind, encoder_dir)
     index = load_existing(domain, kind, encoder_dir, ext, loader)
     if index is not None:
         return index
-    index = builder()
     folder = out or index_folders(domain)[1]
     folder.mkdir(parents=True, exist_ok=True)
-    index.save(folder / f"{kind}{ext}")
-    write_card(folder, want)
+    with file_lock(folder / f".{kind}.lock"):
+        index = load_existing(domain, kind, encoder_dir, ext, loader)  # built by another while we waited
+        if index is not None:
+            return index
+        index = builder()
+        tmp = folder / f".{kind}.tmp-{os.getpid()}{ext}"
+        try:
+            index.save(tmp)
+            os.replace(tmp, folder / f"{kind}{ext}")
+        finally:
+            tmp.unlink(missing_ok=True)
+        write_card(folder, want)
     return index
 
 
