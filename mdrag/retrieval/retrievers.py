@@ -149,7 +149,7 @@ def adapted_dense(source: str | None) -> Callable[[Domain], DenseRetriever]:
     run; None: the domain being searched). Its passage index is built once into the cache."""
 
     def make(domain: Domain) -> DenseRetriever:
-        from mdrag.training.retriever import find_adapted, instruction_for, load_card
+        from mdrag.retrieval.adapted import find_adapted, instruction_for, load_card
 
         folder = find_adapted(source or domain.name)
         card = load_card(folder)
@@ -206,7 +206,7 @@ ADAPTED_PREFIX = "dense-ft:"  # dense-ft:<domain>[+<domain>...] = the encoder tr
 
 def retriever_names() -> list[str]:
     """Registered retrievers plus one dense-ft:<source> per adapted encoder found (cache or shipped)."""
-    from mdrag.training.retriever import available_adapted
+    from mdrag.retrieval.adapted import available_adapted
 
     return list(RETRIEVERS) + [ADAPTED_PREFIX + s for s in available_adapted()]
 
@@ -223,7 +223,7 @@ def check_retriever_available(name: str, domain: str) -> None:
     shipped, so a grid fails before its first cell rather than when it reaches that retriever."""
     check_retriever_name(name)
     if name == "dense-ft" or name.startswith(ADAPTED_PREFIX):
-        from mdrag.training.retriever import find_adapted, load_card
+        from mdrag.retrieval.adapted import find_adapted, load_card
 
         load_card(find_adapted(name.removeprefix(ADAPTED_PREFIX) if name != "dense-ft" else domain))
 

@@ -28,20 +28,22 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mdrag.config import ASSETS_DIR, MINILM, cache_dir
+from mdrag.config import MINILM, cache_dir
 from mdrag.data.benchmark import Domain, load_domain
-from mdrag.data.domains import DOMAINS
-from mdrag.errors import BenchmarkError, MissingModelError
+from mdrag.errors import BenchmarkError
 from mdrag.hashing import folder_fingerprint
+from mdrag.retrieval.adapted import (  # where retrieval finds what this module trains
+    SHIPPED_RETRIEVERS,
+    adapted_dir,
+    available_adapted,
+    find_adapted,
+    instruction_for,
+    load_card,
+)
 from mdrag.training.saving import publish, swap_in, write_card
 
 if TYPE_CHECKING:
     import pandas as pd
-
-INSTRUCTION = "Represent this {topic} question for retrieving passages: "
-TOPICS = {"general": "general-knowledge", "biomedical": "biomedical", "finance": "finance",
-          "long-form": "general-knowledge"}
-
 
 @dataclass
 class RetrieverSettings:
@@ -64,39 +66,6 @@ class RetrieverSettings:
         return self.learning_rate or (2e-4 if self.lora_rank else 2e-5)
 
 
-def instruction_for(domain: str, instruction: bool) -> str:
-    return INSTRUCTION.format(topic=TOPICS.get(DOMAINS[domain].cluster, "domain")) if instruction else ""
-
-
-SHIPPED_RETRIEVERS = ASSETS_DIR / "retrievers"
-
-
-def adapted_dir(source: str) -> Path:
-    """Where training writes the encoder adapted on `source` (a domain, or domains joined by '+')."""
-    return cache_dir() / "retrievers" / source
-
-
-def find_adapted(source: str) -> Path:
-    """The encoder adapted on `source`: trained on this machine (cache) first, else the shipped one."""
-    for folder in (adapted_dir(source), SHIPPED_RETRIEVERS / source):
-        if (folder / "card.json").exists():
-            return folder
-    return adapted_dir(source)  # missing: load_card says how to train it
-
-
-def available_adapted() -> list[str]:
-    """Sources with an adapted encoder here (trained on this machine or shipped)."""
-    roots = [cache_dir() / "retrievers", SHIPPED_RETRIEVERS]
-    return sorted({p.parent.name for root in roots if root.exists() for p in root.glob("*/card.json")})
-
-
-def load_card(folder: Path) -> dict:
-    card = folder / "card.json"
-    if not card.exists():
-        raise MissingModelError(
-            f"No adapted retriever at {folder}: train it with `python -m mdrag train-retriever --domain "
-            f"{folder.name.replace('+', ',')}`")
-    return json.loads(card.read_text())
 
 
 def training_pairs(domain: Domain, prefix: str, limit: int | None = None) -> list[dict]:

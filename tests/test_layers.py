@@ -1,0 +1,70 @@
+"""The dependency direction is one way (README, "How the code is laid out"): each module imports only from its
+own layer or the layers below. Checked on the source, imports inside functions included."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+# Lowest first. The metric and statistics modules are pure leaves (they import nothing of mdrag), so every
+# layer may score answers and compute intervals.
+LAYERS: list[tuple[str, tuple[str, ...]]] = [
+    ("base", ("mdrag.config", "mdrag.errors", "mdrag.hashing", "mdrag.machine", "mdrag.cache_files",
+              "mdrag.validation", "mdrag.evaluation.answer_metrics", "mdrag.evaluation.stats", "mdrag")),
+    ("data and generation", ("mdrag.data", "mdrag.generation", "mdrag.openai_compat", "mdrag.trace")),
+    ("retrieval", ("mdrag.retrieval",)),
+    ("pipeline", ("mdrag.pipeline",)),
+    ("evaluation and training", ("mdrag.evaluation", "mdrag.training")),
+    ("analysis", ("analysis",)),
+    ("front-ends", ("mdrag.cli", "mdrag.__main__", "mdrag.bench", "mdrag.openai_server", "app")),
+]
+
+
+def layer_of(module: str) -> int:
+    best, level = "", None
+    for i, (_, prefixes) in enumerate(LAYERS):
+        for prefix in prefixes:
+            if (module == prefix or module.startswith(prefix + ".")) and len(prefix) > len(best):
+                best, level = prefix, i
+    return level
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imports(path: Path) -> set[str]:
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+            found |= {f"{node.module}.{a.name}" for a in node.names}  # `from mdrag.evaluation import stats`
+    return {m for m in found if m.split(".")[0] in ("mdrag", "analysis", "app")}
+
+
+SOURCES = sorted([*ROOT.glob("mdrag/**/*.py"), *ROOT.glob("analysis/**/*.py"), ROOT / "app.py"])
+
+
+@pytest.mark.parametrize("path", SOURCES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_imports_point_down_the_layers(path):
+    here = module_name(path)
+    mine = layer_of(here)
+    assert mine is not None, f"{here} belongs to no layer: add it to LAYERS"
+    upward = []
+    for target in imports(path):
+        theirs = layer_of(target)
+        if theirs is not None and theirs > mine and not (theirs == 6 and target.startswith("mdrag.bench")
+                                                          and here.startswith("mdrag.bench")):
+            upward.append(f"{target} ({LAYERS[theirs][0]})")
+    assert not upward, f"{here} ({LAYERS[mine][0]}) imports from above: {sorted(upward)}"
+
+
+def test_the_leaf_modules_import_nothing_of_mdrag():
+    for leaf in ("mdrag/evaluation/answer_metrics.py", "mdrag/evaluation/stats.py"):
+        assert imports(ROOT / leaf) == set(), leaf
