@@ -504,6 +504,9 @@ def from_url(request: gr.Request):
 def build_app() -> gr.Blocks:
     rerank_label = esc(get_reranker("minilm").label)
     model = _model_bound()
+    from mdrag.generation.model import generator_config
+
+    last_layer = generator_config().num_hidden_layers - 1  # the loaded generator's shape, not SmolLM2's 30
     with gr.Blocks(title="mdrag") as demo:
         gr.Markdown(
             "# mdrag — multi-domain RAG with LoRA variants, looked at from the inside\n"
@@ -551,7 +554,7 @@ def build_app() -> gr.Blocks:
                 with gr.Accordion("Heads of one layer", open=False):
                     with gr.Row():
                         head_variant = gr.Dropdown(available_variants(), value="qk_att", label="variant")
-                        head_layer = gr.Slider(0, 29, value=20, step=1, label="layer")
+                        head_layer = gr.Slider(0, last_layer, value=(2 * last_layer) // 3, step=1, label="layer")
                     head_fig = gr.Plot()
                 with gr.Accordion("bertviz (offline)", open=False):
                     with gr.Row():
@@ -560,7 +563,8 @@ def build_app() -> gr.Blocks:
                                            label="view")
                         bv_start = gr.Number(0, label="window from token", precision=0)
                         bv_end = gr.Number(40, label="to token", precision=0)
-                        bv_layers = gr.Textbox("0,10,20,29", label="layers (comma-separated; empty = all)")
+                        bv_layers = gr.Textbox(",".join(str(i * last_layer // 3) for i in range(4)),
+                                               label="layers (comma-separated; empty = all)")
                     bv_btn = gr.Button("Render bertviz")
                     bv_html = gr.HTML(elem_id="bertviz")
                 with gr.Accordion("Adapters: size of each LoRA update and the attention shift it causes",

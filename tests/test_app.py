@@ -320,3 +320,14 @@ def test_every_model_bound_event_shares_one_concurrency_group(jobs, monkeypatch)
         else:
             assert f.concurrency_id != "model", name  # reading results never waits behind a generation
     assert seen == model_bound
+
+
+def test_layer_controls_follow_the_generators_shape(tiny_env, tiny_generator_dir):
+    from transformers import AutoConfig
+
+    last = AutoConfig.from_pretrained(tiny_generator_dir).num_hidden_layers - 1
+    demo = app.build_app()
+    sliders = [b for b in demo.blocks.values() if type(b).__name__ == "Slider" and b.label == "layer"]
+    assert [s.maximum for s in sliders] == [last]
+    boxes = [b for b in demo.blocks.values() if getattr(b, "label", "") == "layers (comma-separated; empty = all)"]
+    assert boxes[0].value.split(",")[-1] == str(last)

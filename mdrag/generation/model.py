@@ -78,6 +78,13 @@ def resolve_generator_dir(path: str | Path | None = None) -> Path:
     return folder
 
 
+def generator_config(path: str | None = None):
+    """The generator's transformers config (shapes: layers, heads) without loading its weights."""
+    from transformers import AutoConfig
+
+    return AutoConfig.from_pretrained(resolve_generator_dir(path), trust_remote_code=False)
+
+
 def load_generator(path: str | None = None, attn_implementation: str = "sdpa") -> LoadedModel:
     """The generator in eval mode, fp32 on CPU, loaded once per resolved directory (so changing
     MDRAG_GENERATOR or passing another path never returns a model cached for a different one)."""
