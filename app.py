@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import html
-import queue
 import tempfile
 import threading
 import time
@@ -29,7 +28,7 @@ from mdrag.data.domains import DOMAINS
 from mdrag.errors import MdragError
 from mdrag.evaluation import dashboard
 from mdrag.generation.variants import VARIANTS, available_variants
-from mdrag.pipeline import SETTINGS, RagPipeline
+from mdrag.pipeline import SETTINGS, RagPipeline, TokenEvent
 from mdrag.retrieval.rerank import RERANKERS, get_reranker
 from mdrag.retrieval.retrievers import retriever_names
 from mdrag.trace import RagTrace
@@ -50,10 +49,6 @@ MODEL_JOBS = 1
 
 def _model_bound() -> dict:
     return {"concurrency_id": "model", "concurrency_limit": MODEL_JOBS}
-
-
-class GenerationCancelled(Exception):
-    """Raised inside the decoding loop (from its per-token callback) once the request is gone."""
 
 
 STREAM_EVERY = 0.25  # seconds between redraws of streaming answers (each redraw ships the cards' HTML)
@@ -189,48 +184,26 @@ def ask(question: str, domain: str, query_id: str | None, setting: str, retrieve
         return gr.update(choices=variants, value=variants[:2])
 
     yield answers_html(trace, variants), passages_html(trace), trace.prompt, None, link, gr.update(), gr.update()
-    arrived: queue.Queue = queue.Queue()
-    stop = threading.Event()  # set when this request ends for any reason: the decoding stops at its next token
-
-    def on_token(variant: str, text: str) -> None:
-        if stop.is_set():
-            raise GenerationCancelled
-        arrived.put((variant, text))
-
-    def work() -> None:
-        try:
-            pipe.answer(trace, variants, on_answer=arrived.put, on_token=on_token)
-            arrived.put(None)
-        except GenerationCancelled:
-            pass
-        except Exception as err:  # shown in the page; the worker must never die silently
-            arrived.put(err)
-
-    worker = threading.Thread(target=work, daemon=True, name="mdrag-ask")
-    worker.start()
     progress(0.4, desc=f"generating {len(variants)} variants in one batch")
     partial: dict[str, str] = {}
     shown_at = 0.0
+    # Closing this generator (Gradio does when the tab closes, the event is cancelled or re-submitted) closes
+    # the stream, which stops the decoding at its next token and joins its worker.
+    events = pipe.stream(trace, variants)
     try:
-        while True:
-            item = arrived.get()
-            if item is None:
-                break
-            if isinstance(item, Exception):
-                yield error_html(item), passages_html(trace), trace.prompt, None, link, gr.update(), gr.update()
-                return
-            if isinstance(item, tuple):  # (variant, text so far): redraw at most every STREAM_EVERY seconds
-                partial[item[0]] = item[1]
+        for event in events:
+            if isinstance(event, TokenEvent):  # redraw at most every STREAM_EVERY seconds
+                partial[event.variant] = event.text
                 if time.monotonic() - shown_at < STREAM_EVERY:
                     continue
             shown_at = time.monotonic()
             yield answers_html(trace, variants, partial, judging), gr.update(), gr.update(), None, link, \
                 gr.update(), gr.update()
+    except Exception as err:  # shown in the page
+        yield error_html(err), passages_html(trace), trace.prompt, None, link, gr.update(), gr.update()
+        return
     finally:
-        # A closed tab, a re-submission or a cancel closes this generator (Gradio calls close()): stop the
-        # decoding and wait for the worker, so no thread outlives its request.
-        stop.set()
-        worker.join(timeout=60)
+        events.close()
     yield answers_html(trace, variants, judging=judging), gr.update(), gr.update(), trace, link, choices(), choices()
     if judging:
         from mdrag.evaluation.verdicts import judge_trace

@@ -8,9 +8,11 @@ seeded random positions.
 from __future__ import annotations
 
 import copy
+import queue
 import random
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,6 +33,25 @@ from mdrag.validation import clean_query
 
 SETTINGS = ("retrieved", "oracle", "noisy")
 Progress = Callable[[float, str], None]
+
+
+@dataclass
+class TokenEvent:
+    """A variant's answer so far, after one more decoded token."""
+
+    variant: str
+    text: str
+
+
+@dataclass
+class AnswerEvent:
+    """A variant's finished answer (scored against the gold answer when there is one)."""
+
+    answer: VariantAnswer
+
+
+class GenerationCancelled(Exception):
+    """Raised inside the decoding loop (from its per-token callback) once the consumer has gone."""
 
 
 def _no_progress(fraction: float, message: str) -> None:
@@ -173,6 +194,40 @@ class RagPipeline:
         if firsts:
             trace.timings["first_token"] = min(firsts)
         return trace
+
+    def stream(self, trace: RagTrace, variants: list[str]) -> Iterator[TokenEvent | AnswerEvent]:
+        """Every variant's answer as events: TokenEvent after each decoded token, AnswerEvent as each variant
+        finishes (then `trace.answers` holds them all). Generation runs in a worker thread; closing this
+        iterator early (a closed browser tab, a re-submission) stops the decoding at its next token and waits
+        for the worker, so no thread outlives its request. A generation error is raised here."""
+        events: queue.Queue = queue.Queue()
+        stop = threading.Event()
+        done = object()
+
+        def on_token(variant: str, text: str) -> None:
+            if stop.is_set():
+                raise GenerationCancelled
+            events.put(TokenEvent(variant, text))
+
+        def work() -> None:
+            try:
+                self.answer(trace, variants, on_answer=lambda a: events.put(AnswerEvent(a)), on_token=on_token)
+                events.put(done)
+            except GenerationCancelled:
+                pass
+            except Exception as err:  # handed to the consumer: the worker never dies silently
+                events.put(err)
+
+        worker = threading.Thread(target=work, daemon=True, name="mdrag-generate")
+        worker.start()
+        try:
+            while (item := events.get()) is not done:
+                if isinstance(item, Exception):
+                    raise item
+                yield item
+        finally:
+            stop.set()
+            worker.join(timeout=60)
 
     def run(self, query: str | bytes, variants: list[str] | None = None, setting: str = "retrieved",
             query_id: str | None = None, seed: int = 0, n_distractors: int = 4,

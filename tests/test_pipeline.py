@@ -124,3 +124,35 @@ def test_generator_cache_follows_the_configured_directory(tiny_generator_dir, tm
     monkeypatch.setenv("MDRAG_GENERATOR", str(other))
     b = load_generator()
     assert a is not b and b.path == other and load_generator(str(tiny_generator_dir)) is a
+
+
+def test_stream_yields_tokens_then_answers_and_closing_it_stops_the_decoding(tiny_domain, tiny_generator_dir,
+                                                                           tiny_adapters_root, monkeypatch):
+    import threading
+    import time
+
+    from mdrag.errors import UnknownNameError
+    from mdrag.pipeline import AnswerEvent, RagPipeline, TokenEvent
+
+    monkeypatch.setenv("MDRAG_ADAPTERS", str(tiny_adapters_root))
+    pipe = RagPipeline(tiny_domain, retriever="bm25", reranker="none", top_k=3, generator_path=str(tiny_generator_dir))
+    text, bench = pipe.resolve_query("who got the first nobel prize in physics", None)
+    trace = pipe.make_trace(text, bench, pipe.retrieve(text, set(), {}), "retrieved")
+    events = list(pipe.stream(trace, ["vanilla", "full"]))
+    answers = [e.answer for e in events if isinstance(e, AnswerEvent)]
+    assert sorted(a.variant for a in answers) == ["full", "vanilla"] and set(trace.answers) == {"vanilla", "full"}
+    last_text = {e.variant: e.text for e in events if isinstance(e, TokenEvent)}
+    assert all(last_text[a.variant].strip() == a.text.strip() for a in answers)
+
+    before = set(threading.enumerate())
+    tokens = 0
+    stream = pipe.stream(pipe.make_trace(text, bench, pipe.retrieve(text, set(), {}), "retrieved"), ["vanilla"])
+    for event in stream:
+        tokens += isinstance(event, TokenEvent)
+        if tokens == 2:
+            break
+    stream.close()
+    assert {t for t in threading.enumerate() if t.is_alive()} <= before  # the worker is gone
+    time.sleep(0.3)
+    with pytest.raises(UnknownNameError):  # an error in the worker reaches the consumer
+        list(pipe.stream(trace, ["nonsense"]))
