@@ -85,15 +85,22 @@ def _strings(value: Any, what: str, where: str) -> list[str]:
     return [str(v) for v in value]
 
 
-def read_passages(path: Path) -> list[Passage]:
-    passages, seen = [], {}
+def _records(path: Path, fields: dict[str, tuple[str, ...]], kind: str) -> Iterator[tuple[str, str, dict, dict]]:
+    """(where, id, our fields, other fields) per row; an id seen before is an error naming both lines."""
+    seen: dict[str, int] = {}
     for number, row in read_rows(path):
         where = f"{path}:{number}"
-        f, _ = _pick(row, PASSAGE_FIELDS, "passage", where)
-        pid = str(f["id"])
-        if pid in seen:
-            raise DomainFileError(f"{where}: passage id '{pid}' repeats line {seen[pid]}")
-        seen[pid] = number
+        f, rest = _pick(row, fields, kind, where)
+        rid = str(f["id"])
+        if rid in seen:
+            raise DomainFileError(f"{where}: {kind} id '{rid}' repeats line {seen[rid]}")
+        seen[rid] = number
+        yield where, rid, f, rest
+
+
+def read_passages(path: Path) -> list[Passage]:
+    passages = []
+    for where, pid, f, _ in _records(path, PASSAGE_FIELDS, "passage"):
         if not isinstance(f["text"], str):
             raise DomainFileError(f"{where}: 'text' must be a string")
         passages.append(Passage(pid, str(f.get("title") or ""), f["text"], str(f.get("doc_id") or pid)))
@@ -102,14 +109,8 @@ def read_passages(path: Path) -> list[Passage]:
 
 def read_queries(path: Path, passage_ids: set[str]) -> tuple[list[Query], int]:
     """Queries and the number of rows that carried fields kept only in `meta`."""
-    queries, seen, extra_rows = [], {}, 0
-    for number, row in read_rows(path):
-        where = f"{path}:{number}"
-        f, rest = _pick(row, QUERY_FIELDS, "query", where)
-        qid = str(f["id"])
-        if qid in seen:
-            raise DomainFileError(f"{where}: query id '{qid}' repeats line {seen[qid]}")
-        seen[qid] = number
+    queries, extra_rows = [], 0
+    for where, qid, f, rest in _records(path, QUERY_FIELDS, "query"):
         answers = _strings(f.get("answers"), "answers", where)
         gold = _strings(f.get("gold_ids"), "gold_ids", where)
         unknown = sorted(set(gold) - passage_ids)
