@@ -215,9 +215,11 @@ def position_probe(path: str | Path | None, domains: list[str] | None = None,
                 "summary": "No position-probe rows in this store for these filters (python -m mdrag probe position)."}
     table, dependence = curves(frame), position_dependence(frame)
     shortcut = flagged(dependence)
+    by_logprob = flagged(position_dependence(frame, metric="gold_logprob"))
     n = frame.groupby("domain")["query_id"].nunique()
     summary = (f"Position probe over {int(n.sum())} questions ({', '.join(f'{d} {c}' for d, c in n.items())}). "
                + (f"Position shortcut flagged (Match depends on the gold passage being first more than vanilla's, "
                   f"95% CI above 0): {', '.join(shortcut)}." if shortcut else
-                  "No variant's Match depends on the gold position more than vanilla's at this n."))
+                  "No variant's Match depends on the gold position more than vanilla's at this n.")
+               + (f" The gold answer's log-probability does, for: {', '.join(by_logprob)}." if by_logprob else ""))
     return {"figure": curves_figure(table), "table": table, "dependence": dependence, "summary": summary}
