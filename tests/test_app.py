@@ -209,6 +209,7 @@ def test_dashboards_open_only_the_stores_the_server_offers(tiny_store, typed):
 
 
 def test_dashboard_downloads_are_one_file_per_table_and_go_when_the_app_stops(tiny_store):
+    app.remove_downloads()  # earlier tests in this process offered downloads too
     first = app.dashboards(str(tiny_store), [], [], [], [], "Match", "domain")[5]
     again = app.dashboards(str(tiny_store), [], [], [], [], "Match", "domain")[5]
     other = app.dashboards(str(tiny_store), [], ["full"], [], [], "Match", "domain")[5]
