@@ -121,11 +121,18 @@ def test_every_screen_end_to_end(server, chromium, shots):
     page.click("#attribution-button")
     page.locator("#attribution-bars .js-plotly-plot").wait_for()
     page.screenshot(path=str(shots / "attribution.png"))
+    page.get_by_text("Position probe for this question").click()
+    page.click("#probe-button")  # the gold passage through positions 1..5, both variants: 5 prompts
+    page.locator("#probe-figure .js-plotly-plot").wait_for()
+    assert page.locator("#probe-answers").inner_text().count("✓") + \
+        page.locator("#probe-answers").inner_text().count("✗") == 2 * 5
 
     _tab(page, "Dashboards")
     page.click("#dashboard-button")
     page.locator("#dashboard-bars .js-plotly-plot").wait_for()
     page.locator('#judge-validity [data-testid="cell-0-0"]').wait_for()  # the judge's validity beside the bars
+    page.locator("#probe-curves .js-plotly-plot").wait_for()  # the shipped store's position probe
+    assert "Position probe over" in page.locator("#probe-summary").inner_text()
     page.screenshot(path=str(shots / "dashboards.png"))
 
     _tab(page, "Failures")
