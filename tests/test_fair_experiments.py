@@ -288,7 +288,10 @@ def test_report_marks_underpowered_comparisons():
                              "m_match": float(rng.random() < 0.5)})
     table = paired_table(pd.DataFrame(rows), pairs=[("qk_att", "full")]).set_index("setting")
     assert table.loc["small", "power"] == "underpowered" and table.loc["small", "MDE (80%)"] > PAPER_EFFECT
-    assert table.loc["big", "power"] == "ok" and 0.4 < table.loc["big", "discordant"] < 0.6
+    assert table.loc["big", "power"] == "no effect at this power" and 0.4 < table.loc["big", "discordant"] < 0.6
+    rows = [{"setting": "s", "domain": "d", "query_id": f"q{q}", "variant": v, "m_match": float(v == "qk_att")}
+            for q in range(30) for v in ("qk_att", "full")]
+    assert paired_table(pd.DataFrame(rows), pairs=[("qk_att", "full")]).loc[0, "power"] == "detected"
 
 
 # --- teachers and the registry rename -------------------------------------------------------------------

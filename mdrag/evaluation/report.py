@@ -63,11 +63,19 @@ PAIRS = [("qk_att", "full"), ("full_skd", "full"), ("full", "vanilla"), ("qk_att
 PAPER_EFFECT = 0.05
 
 
+def _power_note(lo: float, hi: float, mde: float) -> str:
+    """'detected' when the CI excludes 0; otherwise whether this n could have seen an effect of the paper's
+    size ('underpowered': MDE above PAPER_EFFECT) or not ('no effect at this power')."""
+    if lo > 0 or hi < 0:
+        return "detected"
+    return "underpowered" if not mde <= PAPER_EFFECT else "no effect at this power"
+
+
 def paired_table(df: pd.DataFrame, metric: str = "m_match", pairs: list[tuple[str, str]] = PAIRS) -> pd.DataFrame:
     """Per setting and pair (A, B): mean of A - B over the queries both answered, with a bootstrap CI of the
     paired differences (pairing removes the between-question variance that dominates a small sample), the
-    share of discordant pairs, and the smallest difference detectable at 80% power (MDE); a comparison whose
-    MDE exceeds PAPER_EFFECT is marked underpowered."""
+    share of discordant pairs, and the smallest difference detectable at 80% power (MDE); a comparison whose CI
+    holds 0 and whose MDE exceeds PAPER_EFFECT is marked underpowered."""
     rows = []
     for setting, sub in df.groupby("setting", sort=True):
         wide = sub.pivot_table(index=["domain", "query_id"], columns="variant", values=metric, aggfunc="first")
@@ -81,7 +89,7 @@ def paired_table(df: pd.DataFrame, metric: str = "m_match", pairs: list[tuple[st
             power = paired_power(diff.tolist())
             rows.append({"setting": setting, "A - B": f"{a} - {b}", "n": len(diff), "mean": mean,
                          "CI low": lo, "CI high": hi, "discordant": power["discordant"], "MDE (80%)": power["mde"],
-                         "power": "underpowered" if not power["mde"] <= PAPER_EFFECT else "ok"})
+                         "power": _power_note(lo, hi, power["mde"])})
     return pd.DataFrame(rows)
 
 
@@ -244,8 +252,8 @@ TITLES = {
     "settings": "Match by setting, and noise robustness (noisy / oracle)",
     "settings_llmeval": "LLMEval by setting",
     "paired_match": "Paired differences in Match (A - B over the same questions, 95% bootstrap CI; discordant: "
-                    "share of questions where A and B differ; MDE: smallest difference detectable at 80% power, "
-                    f"underpowered when above {PAPER_EFFECT}, the scale of the paper's effects)",
+                    "share of questions where A and B differ; MDE: smallest difference detectable at 80% power; "
+                    f"underpowered: CI holds 0 and MDE above {PAPER_EFFECT}, the scale of the paper's effects)",
     "paired_llmeval": "Paired differences in LLMEval (A - B over the same questions, 95% bootstrap CI, discordant, "
                       "MDE at 80% power)",
     "gold_position": "Match by where the gold passage sat in the noisy prompts (seeded random positions): first vs "
