@@ -124,8 +124,9 @@ def test_every_screen_end_to_end(server, chromium, shots):
     page.get_by_text("Position probe for this question").click()
     page.click("#probe-button")  # the gold passage through positions 1..5, both variants: 5 prompts
     page.locator("#probe-figure .js-plotly-plot").wait_for()
-    assert page.locator("#probe-answers").inner_text().count("✓") + \
-        page.locator("#probe-answers").inner_text().count("✗") == 2 * 5
+    page.locator('#probe-answers [data-testid="cell-1-5"]').wait_for()  # 2 variants x positions 1..5
+    cells = page.locator('#probe-answers [data-testid^="cell-"]').all_inner_texts()
+    assert sum(c.strip()[:1] in ("✓", "✗") for c in cells) == 2 * 5
 
     _tab(page, "Dashboards")
     page.click("#dashboard-button")
