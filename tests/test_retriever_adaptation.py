@@ -184,10 +184,11 @@ def test_a_domain_without_training_questions_is_a_clear_error(tmp_path, tiny_enc
 def test_a_lora_on_the_packaged_encoder_ships_small_and_loads_from_assets(toy_domain, tmp_path, monkeypatch):
     import shutil
 
+    from mdrag.retrieval import adapted
     from mdrag.retrieval.retrievers import get_retriever
     from mdrag.training import retriever as training
 
-    monkeypatch.setattr(training, "SHIPPED_RETRIEVERS", tmp_path / "assets" / "retrievers")
+    monkeypatch.setattr(adapted, "SHIPPED_RETRIEVERS", tmp_path / "assets" / "retrievers")
     card = training.train_retriever(["toy"], training.RetrieverSettings(batch_size=8, max_steps=3, lora_rank=4,
                                                                        hard_negatives=0))
     assert card["base_path"] is None and card["trainable_parameters"] < 200_000
@@ -258,9 +259,9 @@ def test_two_phase_training_examples_come_from_the_adapted_retriever(toy_domain,
         idx, _ = adapted.search(q.text, 50)
         assert row["passage_ids"] == [toy_domain.passages[int(i)].id for i in idx[:5]]
     # the train command picks the variant's retriever for its examples (here: one neither trained nor shipped)
-    from mdrag.training import retriever as training
+    from mdrag.retrieval import adapted
 
-    monkeypatch.setattr(training, "SHIPPED_RETRIEVERS", tmp_path / "no-shipped-retrievers")
+    monkeypatch.setattr(adapted, "SHIPPED_RETRIEVERS", tmp_path / "no-shipped-retrievers")
     with pytest.raises(Exception, match="train-retriever --domain nq_open"):
         _examples(argparse.Namespace(variant="qk_att_2p", examples=2))
 
@@ -271,9 +272,10 @@ def test_retriever_compare_stores_the_table_in_the_card_retrieval_uses(toy_domai
 
     from mdrag.cli import main
     from mdrag.evaluation.retrieval_metrics import compare_retrievers
+    from mdrag.retrieval import adapted
     from mdrag.training import retriever as training
 
-    monkeypatch.setattr(training, "SHIPPED_RETRIEVERS", tmp_path / "assets" / "retrievers")
+    monkeypatch.setattr(adapted, "SHIPPED_RETRIEVERS", tmp_path / "assets" / "retrievers")
     assert main(["retriever-compare", "--encoder", "toy", "--no-forgetting"]) == 2  # nothing trained yet
     assert "train-retriever --domain toy" in capsys.readouterr().err
     training.train_retriever(["toy"], training.RetrieverSettings(batch_size=8, max_steps=2, lora_rank=4,

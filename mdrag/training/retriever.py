@@ -32,8 +32,8 @@ from mdrag.config import MINILM, cache_dir
 from mdrag.data.benchmark import Domain, load_domain
 from mdrag.errors import BenchmarkError
 from mdrag.hashing import folder_fingerprint
+from mdrag.retrieval import adapted
 from mdrag.retrieval.adapted import (  # where retrieval finds what this module trains
-    SHIPPED_RETRIEVERS,
     adapted_dir,
     available_adapted,
     find_adapted,
@@ -205,7 +205,7 @@ def ship_retriever(source: str) -> Path:
                              "checkpoint is small enough to ship: train with a LoRA rank > 0")
     if card.get("base_path"):
         raise BenchmarkError(f"{folder} adapts {card['base_path']}, not the packaged encoder: it cannot ship")
-    target = SHIPPED_RETRIEVERS / source
+    target = adapted.SHIPPED_RETRIEVERS / source
     tmp = target.with_name(f".{target.name}-tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     shutil.copytree(folder, tmp)
@@ -231,7 +231,7 @@ def adaptation_table() -> pd.DataFrame:
     for source in available_adapted():
         folder = find_adapted(source)  # the copy retrieval uses: trained here shadows shipped
         card = load_card(folder)
-        where = "shipped" if folder.parent == SHIPPED_RETRIEVERS else "trained here"
+        where = "shipped" if folder.parent == adapted.SHIPPED_RETRIEVERS else "trained here"
         rows += [{"encoder": f"dense-ft:{source}", "kind": card.get("kind", "all weights"), "where": where, **r}
                  for r in card.get("evaluation", {}).get("rows", [])]
     return pd.DataFrame(rows)
