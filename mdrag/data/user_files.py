@@ -170,8 +170,9 @@ def read_beir_domain(folder: Path) -> tuple[list[Passage], list[Query]]:
                 if score > 0:
                     gold.setdefault(qid, {}).setdefault(split, []).append(pid)
     queries: list[Query] = []
-    for number, row in read_rows(one("queries.jsonl")):
-        where = f"{one('queries.jsonl')}:{number}"
+    queries_file = one("queries.jsonl")  # located once, not per row
+    for number, row in read_rows(queries_file):
+        where = f"{queries_file}:{number}"
         f, rest = _pick(row, QUERY_FIELDS, "query", where)
         meta = {**(f.get("meta") or {}), **rest} if isinstance(f.get("meta") or {}, dict) else rest
         answers = _strings(f.get("answers") or meta.get("answer") or meta.get("answers"), "answers", where)
