@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from mdrag.engine import Engine
 from mdrag.trace import RagTrace
 
 ATTN_NAME = "mdrag_segments"
@@ -130,26 +131,18 @@ class SegmentAttention:
         return out.reset_index()
 
 
-def answer_attention(trace: RagTrace, variants: list[str] | None = None, generator_path: str | None = None,
-                     dtype: str | None = None) -> SegmentAttention:
-    """Segment masses for every answer token of each variant in the trace (one forward pass per variant)."""
+def answer_attention(trace: RagTrace, engine: Engine, variants: list[str] | None = None) -> SegmentAttention:
+    """Segment masses for every answer token of each variant in the trace (one forward pass per variant), on
+    the engine's stacked model in the generation dtype: the answer's own attention."""
     import torch
-
-    from mdrag.config import LIMITS
-    from mdrag.generation.generator import BASE, Generator, multi_lora_model
-    from mdrag.generation.model import load_generator
 
     variants = variants or list(trace.answers)
     missing = [v for v in variants if v not in trace.answers]
     if missing:
         raise KeyError(f"No answer in this trace for {missing}; generate them first")
-    loaded = load_generator(generator_path)
-    fast = multi_lora_model(loaded, dtype or LIMITS.dtype)  # the generation dtype: the answer's own attention
+    fast = engine.stacked()
     install(fast.model)
-    names = Generator(loaded).ensure_adapters(variants)
-    for name in names:
-        if name != BASE:
-            fast.add_from_peft(loaded.model, name)
+    names = engine.attach(variants)
     segments = segment_names(trace)
     frames = []
     n = len(trace.prompt_ids)

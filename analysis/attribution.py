@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from mdrag.engine import Engine
 from mdrag.trace import RagTrace
 
 SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=\S)")
@@ -44,20 +45,13 @@ class Attribution:
 class _Model:
     """The stacked-adapter model with one variant selected, as captum and our own checks see it."""
 
-    def __init__(self, trace: RagTrace, variant: str, generator_path: str | None, dtype: str | None,
+    def __init__(self, trace: RagTrace, variant: str, engine: Engine, dtype: str | None = None,
                  target: str | None = None):
-        from mdrag.config import LIMITS
-        from mdrag.generation.generator import BASE, Generator, multi_lora_model
-        from mdrag.generation.model import load_generator
-
         if variant not in trace.answers:
             raise KeyError(f"No answer for {variant} in this trace; generate it first")
-        loaded = load_generator(generator_path)
-        self.fast = multi_lora_model(loaded, dtype or LIMITS.dtype)
-        self.name = Generator(loaded).ensure_adapters([variant])[0]
-        if self.name != BASE:
-            self.fast.add_from_peft(loaded.model, self.name)
-        self.tokenizer = loaded.tokenizer
+        self.fast = engine.stacked(dtype)  # default: the generation dtype the answer was made in
+        self.name = engine.attach([variant], dtype)[0]
+        self.tokenizer = engine.generator().tokenizer
         self.model = self.fast.model
         # The variant's own answer, or a forced target text (e.g. the gold answer: "which passage would
         # support the right answer?").
@@ -140,11 +134,11 @@ def _captum_ablation(m: _Model, template: str, values: list[str], baselines: lis
     return res.seq_attr.tolist(), token_attr, full
 
 
-def passage_ablation(trace: RagTrace, variant: str, generator_path: str | None = None,
-                     dtype: str | None = None, target: str | None = None) -> Attribution:
+def passage_ablation(trace: RagTrace, variant: str, engine: Engine, target: str | None = None,
+                     dtype: str | None = None) -> Attribution:
     """Drop in log P(answer) when each passage is emptied (captum FeatureAblation, 1 + k forwards).
     `target`: attribute this text instead of the variant's own answer."""
-    m = _Model(trace, variant, generator_path, dtype, target)
+    m = _Model(trace, variant, engine, dtype, target)
     ranges = _passage_ranges(trace)
     template, values = _template(trace.prompt, [(s, e) for _, s, e in ranges])
     scores, token_scores, full = _captum_ablation(m, template, values)
@@ -161,24 +155,22 @@ def sentences(text: str) -> list[tuple[int, int]]:
     return [(s, e) for s, e in bounds if e > s]
 
 
-def sentence_ablation(trace: RagTrace, variant: str, passage: int, generator_path: str | None = None,
-                      dtype: str | None = None) -> Attribution:
+def sentence_ablation(trace: RagTrace, variant: str, passage: int, engine: Engine) -> Attribution:
     """Sentence-level ablation inside passage number `passage` (1-based), the other passages kept."""
     ranges = _passage_ranges(trace)
     if not 1 <= passage <= len(ranges):
         raise ValueError(f"Passage {passage} does not exist; this prompt has {len(ranges)}")
     _, start, end = ranges[passage - 1]
     spans = [(start + s, start + e) for s, e in sentences(trace.prompt[start:end])]
-    m = _Model(trace, variant, generator_path, dtype)
+    m = _Model(trace, variant, engine)
     template, values = _template(trace.prompt, spans)
     scores, token_scores, full = _captum_ablation(m, template, values)
     return Attribution(variant, values, scores, full, kind="sentence", token_scores=token_scores)
 
 
-def deletion_curve(trace: RagTrace, variant: str, order: list[str], generator_path: str | None = None,
-                   dtype: str | None = None) -> pd.DataFrame:
+def deletion_curve(trace: RagTrace, variant: str, order: list[str], engine: Engine) -> pd.DataFrame:
     """log P(answer) after removing 0, 1, ..., k passages in `order` (names like passage_3)."""
-    m = _Model(trace, variant, generator_path, dtype)
+    m = _Model(trace, variant, engine)
     ranges = _passage_ranges(trace)
     template, values = _template(trace.prompt, [(s, e) for _, s, e in ranges])
     names = [n for n, _, _ in ranges]
@@ -192,8 +184,8 @@ def deletion_curve(trace: RagTrace, variant: str, order: list[str], generator_pa
     return pd.DataFrame(rows)
 
 
-def gradient_attribution(trace: RagTrace, variant: str, token_range: tuple[int, int] | None = None,
-                         n_steps: int = 8, generator_path: str | None = None, dtype: str = "float32") -> pd.DataFrame:
+def gradient_attribution(trace: RagTrace, variant: str, engine: Engine, token_range: tuple[int, int] | None = None,
+                         n_steps: int = 8) -> pd.DataFrame:
     """Integrated gradients on the input embeddings for answer tokens `token_range` (default: all).
 
     One row per prompt token: (position, token text, segment, score). Template tokens are skipped as
@@ -201,7 +193,7 @@ def gradient_attribution(trace: RagTrace, variant: str, token_range: tuple[int, 
     import torch
     from captum.attr import LayerIntegratedGradients, LLMGradientAttribution, TextTokenInput
 
-    m = _Model(trace, variant, generator_path, dtype)
+    m = _Model(trace, variant, engine, dtype="float32")
     lo, hi = token_range or (0, len(m.answer_ids))
     if not 0 <= lo < hi <= len(m.answer_ids):
         raise ValueError(f"Token range {lo}..{hi} is outside the answer (0..{len(m.answer_ids)})")

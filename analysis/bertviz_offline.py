@@ -16,6 +16,7 @@ import html
 import re
 
 from mdrag.config import ASSETS_DIR
+from mdrag.engine import Engine
 from mdrag.trace import RagTrace
 
 VENDOR = ASSETS_DIR / "vendor" / "bertviz"
@@ -66,8 +67,8 @@ def _display_tokens(tokenizer, ids: list[int]) -> list[str]:
     return [tokenizer.decode([t]) for t in ids]
 
 
-def token_window_attention(trace: RagTrace, variant: str, start: int, end: int, layers: list[int] | None = None,
-                           generator_path: str | None = None, dtype: str | None = None):
+def token_window_attention(trace: RagTrace, variant: str, start: int, end: int, engine: Engine,
+                           layers: list[int] | None = None):
     """Attention among tokens start..end (absolute positions over prompt + answer) for the chosen layers:
     a list of (1, heads, w, w) tensors and the window's token strings. Keys outside the window are not
     shown (rows need not sum to 1)."""
@@ -76,7 +77,7 @@ def token_window_attention(trace: RagTrace, variant: str, start: int, end: int, 
     from analysis.attention import install, recording
     from analysis.attribution import _Model
 
-    m = _Model(trace, variant, generator_path, dtype)
+    m = _Model(trace, variant, engine)
     ids = list(trace.prompt_ids) + m.answer_ids
     if end - start > MAX_WINDOW:
         raise ValueError(f"Window of {end - start} tokens is too large for the head view (max {MAX_WINDOW})")
@@ -91,8 +92,7 @@ def token_window_attention(trace: RagTrace, variant: str, start: int, end: int, 
     return [rec.layers[layer] for layer in chosen], _display_tokens(m.tokenizer, ids[start:end])
 
 
-def segment_level_attention(trace: RagTrace, variant: str, generator_path: str | None = None,
-                            dtype: str | None = None):
+def segment_level_attention(trace: RagTrace, variant: str, engine: Engine):
     """Passage-level view: every segment is one unit; entry (i, j) = mean over the query tokens of segment i
     of the attention mass on segment j. Returns a list of (1, heads, S, S) tensors and the segment names."""
     import torch
@@ -100,7 +100,7 @@ def segment_level_attention(trace: RagTrace, variant: str, generator_path: str |
     from analysis.attention import install, recording, segment_names, segment_onehot
     from analysis.attribution import _Model
 
-    m = _Model(trace, variant, generator_path, dtype)
+    m = _Model(trace, variant, engine)
     ids = list(trace.prompt_ids) + m.answer_ids
     names = segment_names(trace)
     onehot = segment_onehot(trace, len(ids))  # (T, S)

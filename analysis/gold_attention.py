@@ -18,9 +18,8 @@ import pandas as pd
 from tqdm import tqdm
 
 from analysis.attention import answer_attention
-from mdrag.data.benchmark import load_domain
+from mdrag.engine import Engine
 from mdrag.evaluation.stats import bootstrap_ci
-from mdrag.generation.model import load_generator
 from mdrag.generation.prompts import build_prompt
 from mdrag.trace import RagTrace, RetrievedPassage, VariantAnswer
 
@@ -30,11 +29,11 @@ def layer_band(layer: int, n_layers: int) -> str:
     return ("early", "middle", "late")[min(2, layer * 3 // n_layers)]
 
 
-def trace_from_rows(rows: pd.DataFrame, generator_path: str | None = None) -> RagTrace | None:
+def trace_from_rows(rows: pd.DataFrame, engine: Engine) -> RagTrace | None:
     """Rebuild one (query, setting) prompt with every variant's stored answer; None if the prompt differs."""
     first = rows.iloc[0]
-    domain = load_domain(first["domain"])
-    loaded = load_generator(generator_path)
+    domain = engine.domain(first["domain"])
+    loaded = engine.generator()
     passages = [domain.by_id[p["id"]] for p in first["passages"]]
     built = build_prompt(loaded.tokenizer, first["question"], [p.content for p in passages])
     if hashlib.sha256(built.text.encode()).hexdigest()[:16] != first["prompt_hash"]:
@@ -51,11 +50,11 @@ def trace_from_rows(rows: pd.DataFrame, generator_path: str | None = None) -> Ra
     return trace
 
 
-def gold_mass(trace: RagTrace, variants: list[str], generator_path: str | None = None) -> pd.DataFrame:
+def gold_mass(trace: RagTrace, variants: list[str], engine: Engine) -> pd.DataFrame:
     """Per variant and layer band: attention on gold passages, on distractors, and the gold share."""
     gold = {f"passage_{i + 1}" for i, p in enumerate(trace.passages) if p.is_gold}
     distractors = {f"passage_{i + 1}" for i, p in enumerate(trace.passages) if not p.is_gold}
-    result = answer_attention(trace, variants, generator_path)
+    result = answer_attention(trace, engine, variants)
     frame = result.frame()
     n_layers = int(frame["layer"].max()) + 1
     frame["band"] = [layer_band(x, n_layers) for x in frame["layer"]]
@@ -72,7 +71,7 @@ def gold_mass(trace: RagTrace, variants: list[str], generator_path: str | None =
 
 
 def gold_attention_rows(results: pd.DataFrame, domain: str, variants: list[str], settings: list[str],
-                        limit: int | None = None, generator_path: str | None = None,
+                        engine: Engine, limit: int | None = None,
                         progress: Callable[[float, str], None] | None = None) -> pd.DataFrame:
     """Per-query gold/distractor masses for every usable (query, setting) of a domain in the store."""
     sub = results[(results["domain"] == domain) & results["setting"].isin(settings) & results["variant"].isin(variants)]
@@ -86,9 +85,9 @@ def gold_attention_rows(results: pd.DataFrame, domain: str, variants: list[str],
         passages = g.iloc[0]["passages"]
         if not any(p["gold"] for p in passages) or all(p["gold"] for p in passages):
             continue
-        trace = trace_from_rows(g[g["variant"].isin(variants)], generator_path)
+        trace = trace_from_rows(g[g["variant"].isin(variants)], engine)
         if trace is not None:
-            frames.append(gold_mass(trace, variants, generator_path))
+            frames.append(gold_mass(trace, variants, engine))
         if progress:
             progress((i + 1) / len(groups), f"{i + 1}/{len(groups)} prompts")
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
@@ -106,7 +105,7 @@ def summarize(rows: pd.DataFrame) -> pd.DataFrame:
 
 
 def ablation_rows(results: pd.DataFrame, domain: str, variants: list[str], settings: list[str],
-                  limit: int | None = None, generator_path: str | None = None) -> pd.DataFrame:
+                  engine: Engine, limit: int | None = None) -> pd.DataFrame:
     """Per stored prompt and variant: is the top-attributed passage (ablation of the variant's own answer)
     a gold one, and is it the top reranked one? (1 + k forwards per prompt and variant.)"""
     from analysis.attribution import passage_ablation
@@ -118,7 +117,7 @@ def ablation_rows(results: pd.DataFrame, domain: str, variants: list[str], setti
         groups = [g for g in groups if g.iloc[0]["query_id"] in keep]
     rows = []
     for g in tqdm(groups, desc=f"ablation {domain}", unit="prompt"):
-        trace = trace_from_rows(g, generator_path)
+        trace = trace_from_rows(g, engine)
         if trace is None:
             continue
         stored = g.iloc[0]["passages"]
@@ -128,7 +127,7 @@ def ablation_rows(results: pd.DataFrame, domain: str, variants: list[str], setti
         for v in variants:
             if not trace.answers[v].token_ids:
                 continue
-            attr = passage_ablation(trace, v, generator_path)
+            attr = passage_ablation(trace, v, engine)
             best = max(range(len(attr.scores)), key=attr.scores.__getitem__)
             rows.append({"domain": domain, "setting": trace.setting, "query_id": trace.query_id, "variant": v,
                          "top_is_gold": bool(stored[best]["gold"]), "top_is_top_reranked": best == top_rerank,

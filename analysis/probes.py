@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from tqdm import tqdm
 
 from mdrag.data.schema import Query
+from mdrag.engine import Engine
 from mdrag.trace import RagTrace, RetrievedPassage
 
 Arrange = Callable[[RetrievedPassage, list[RetrievedPassage], str], list[RetrievedPassage]]
@@ -80,22 +81,14 @@ def probe_material(pipe, query: Query, ranked: list[RetrievedPassage], k: int
     return (gold, distractors) if len(distractors) == k - 1 else None
 
 
-def gold_logprobs(trace: RagTrace, variants: list[str], gold: str, generator_path: str | None = None,
-                  dtype: str | None = None) -> dict[str, float]:
-    """log P(gold answer tokens | prompt) per variant, all variants as rows of one forward pass."""
+def gold_logprobs(trace: RagTrace, variants: list[str], gold: str, engine: Engine) -> dict[str, float]:
+    """log P(gold answer tokens | prompt) per variant, all variants as rows of one forward pass (the engine's
+    stacked model, generation dtype)."""
     import torch
 
-    from mdrag.config import LIMITS
-    from mdrag.generation.generator import BASE, Generator, multi_lora_model
-    from mdrag.generation.model import load_generator
-
-    loaded = load_generator(generator_path)
-    fast = multi_lora_model(loaded, dtype or LIMITS.dtype)
-    names = Generator(loaded).ensure_adapters(variants)
-    for name in names:
-        if name != BASE and not fast.has(name):
-            fast.add_from_peft(loaded.model, name)
-    target = loaded.tokenizer(gold, add_special_tokens=False)["input_ids"]
+    fast = engine.stacked()
+    names = engine.attach(variants)
+    target = engine.generator().tokenizer(gold, add_special_tokens=False)["input_ids"]
     if not target:
         return dict.fromkeys(variants, float("nan"))
     ids = torch.tensor([trace.prompt_ids + target] * len(variants))  # (V, prompt + gold)
@@ -106,11 +99,11 @@ def gold_logprobs(trace: RagTrace, variants: list[str], gold: str, generator_pat
     return {v: float(x) for v, x in zip(variants, picked, strict=True)}
 
 
-def gold_attention(trace: RagTrace, variants: list[str], generator_path: str | None = None) -> dict[str, float]:
+def gold_attention(trace: RagTrace, variants: list[str], engine: Engine) -> dict[str, float]:
     """Mean over layers, heads and answer tokens of the attention mass the answer puts on the gold passage."""
     from analysis.attention import answer_attention
 
-    frame = answer_attention(trace, variants, generator_path).frame()
+    frame = answer_attention(trace, engine, variants).frame()
     gold = {f"passage_{p.rank}" for p in trace.passages if p.is_gold}
     on_gold = frame[frame["segment"].astype(str).isin(gold)].groupby(["variant", "layer", "head"])["mass"].sum()
     return on_gold.groupby(level="variant").mean().reindex(variants).fillna(0.0).to_dict()
@@ -130,11 +123,9 @@ def probe_question(pipe, query: Query, variants: list[str], probe: Probe, k: int
     """Every condition of `probe` for one question: a list of rows, one per condition and variant still to do
     (`done(condition, variant, prompt_hash)` says which are stored already). Without a gold answer or enough
     distractors, no rows."""
-    from mdrag.config import LIMITS
-
     if not query.answers or not query.gold_ids:
         return []
-    ranked = ranked if ranked is not None else pipe.retrieve(query.text, set(query.gold_ids), {})
+    ranked = ranked if ranked is not None else pipe.retrieve(query_id=query.id).ranked
     material = probe_material(pipe, query, ranked, k)
     if material is None:
         return []
@@ -148,8 +139,8 @@ def probe_question(pipe, query: Query, variants: list[str], probe: Probe, k: int
         if not todo:
             continue
         pipe.answer(trace, todo)
-        logp = gold_logprobs(trace, todo, query.answers[0], pipe.generator_path)
-        att = gold_attention(trace, todo, pipe.generator_path) if attention else {}
+        logp = gold_logprobs(trace, todo, query.answers[0], pipe.engine)
+        att = gold_attention(trace, todo, pipe.engine) if attention else {}
         for v in todo:
             ans = trace.answers[v]
             rows.append({"condition": condition, "domain": pipe.domain.name, "query_id": query.id, "variant": v,
@@ -158,34 +149,31 @@ def probe_question(pipe, query: Query, variants: list[str], probe: Probe, k: int
                          "gold_position": trace.gold_in_prompt[0], "prompt_hash": prompt_hash, "answer": ans.text,
                          "n_tokens": len(ans.token_ids), "seconds": ans.seconds, "metrics": ans.metrics,
                          "gold_logprob": logp[v], "gold_attention": att.get(v), "created": time.time(),
-                         "max_new_tokens": LIMITS.max_new_tokens})
+                         "max_new_tokens": pipe.settings.max_new_tokens})
     return rows
 
 
-def run_probe(probe_name: str, domains: list[str], variants: list[str], store, limit: int | None = 100,
-              k: int = 5, attention: bool = True, sample_how: str = "stratified", seed: int = 0,
-              generator_path: str | None = None, show_progress: bool = True, retriever: str = "splade",
+def run_probe(probe_name: str, domains: list[str], variants: list[str], store, engine: Engine,
+              limit: int | None = 100, k: int = 5, attention: bool = True, sample_how: str = "stratified",
+              seed: int = 0, show_progress: bool = True, retriever: str = "splade",
               reranker: str = "minilm") -> dict[str, int]:
     """The probe over each domain's sample of answerable test questions, into `store` (resumable)."""
     import itertools
 
-    from mdrag.config import LIMITS
     from mdrag.data.domains import resolve_domain
     from mdrag.evaluation.runner import adapter_fingerprint
     from mdrag.evaluation.sampling import sample
-    from mdrag.generation.model import load_generator
-    from mdrag.pipeline import RagPipeline
 
     probe = get_probe(probe_name)
-    loaded = load_generator(generator_path)
+    loaded = engine.generator()
+    max_new_tokens = engine.settings.max_new_tokens
     fps = {v: adapter_fingerprint(v) for v in variants}  # fails early on a missing adapter
-    made_by = {"generator": loaded.fingerprint, "dtype": LIMITS.dtype}
+    made_by = {"generator": loaded.fingerprint, "dtype": engine.settings.dtype}
     run_id = f"probe-{probe.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     store.add_run(run_id, {"probe": probe.name, "domains": domains, "variants": variants, "limit": limit, "k": k,
                            "sample": sample_how, "seed": seed, "adapters": fps, "generation": made_by,
-                           "max_new_tokens": LIMITS.max_new_tokens, "retriever": retriever, "reranker": reranker})
-    pipes = {d: RagPipeline.for_domain(resolve_domain(d).name, retriever=retriever, reranker=reranker,
-                                       generator_path=generator_path) for d in domains}
+                           "max_new_tokens": max_new_tokens, "retriever": retriever, "reranker": reranker})
+    pipes = {d: engine.pipeline(resolve_domain(d).name, retriever=retriever, reranker=reranker) for d in domains}
     per_domain = [[(d, q) for q in sample([q for q in pipes[d].domain.split("test") if q.answers and q.gold_ids],
                                           limit, sample_how, seed)] for d in domains]
     work = [x for batch in itertools.zip_longest(*per_domain) for x in batch if x is not None]
@@ -195,9 +183,9 @@ def run_probe(probe_name: str, domains: list[str], variants: list[str], store, l
 
         def key(condition: str, variant: str, prompt: str, domain=domain, q=q) -> str:
             return probe_key(probe.name, condition, domain, q.id, prompt, variant, fps[variant], made_by,
-                             LIMITS.max_new_tokens)
+                             max_new_tokens)
 
-        ranked = pipe.retrieve(q.text, set(q.gold_ids), {})
+        ranked = pipe.retrieve(query_id=q.id).ranked
         if probe_material(pipe, q, ranked, k) is None:
             counts["skipped"] += 1
             continue

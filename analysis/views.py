@@ -17,6 +17,7 @@ from analysis.bertviz_offline import (
     token_window_attention,
 )
 from analysis.lora_views import lora_norms, norms_beside_shift, what_changed
+from mdrag.engine import Engine
 from mdrag.trace import RagTrace
 
 
@@ -24,9 +25,9 @@ def gold_segments(trace: RagTrace) -> list[str]:
     return [f"passage_{i + 1}" for i, p in enumerate(trace.passages) if p.is_gold]
 
 
-def attention_bundle(trace: RagTrace, a: str, b: str, tokens: tuple[int, int] | None = None) -> dict:
+def attention_bundle(trace: RagTrace, engine: Engine, a: str, b: str, tokens: tuple[int, int] | None = None) -> dict:
     """Heatmaps for A and B, their difference, and the SegmentAttention for drill-downs."""
-    result = answer_attention(trace, list(dict.fromkeys([a, b])))
+    result = answer_attention(trace, engine, list(dict.fromkeys([a, b])))
     frame = result.frame(range(*tokens) if tokens else None)
     gold = gold_segments(trace)
     return {"attention": result, "frame": frame,
@@ -39,26 +40,27 @@ def head_drilldown(result: SegmentAttention, frame: pd.DataFrame, variant: str, 
     return figures.head_heatmap(frame, variant, layer, result.segments, gold_segments(trace))
 
 
-def bertviz_window(trace: RagTrace, variant: str, start: int, end: int, layers: list[int] | None,
+def bertviz_window(trace: RagTrace, engine: Engine, variant: str, start: int, end: int, layers: list[int] | None,
                    view: str = "head") -> str:
-    attention, tokens = token_window_attention(trace, variant, start, end, layers)
+    attention, tokens = token_window_attention(trace, variant, start, end, engine, layers)
     return (head_view_html if view == "head" else model_view_html)(attention, tokens)
 
 
-def bertviz_segments(trace: RagTrace, variant: str) -> str:
-    attention, names = segment_level_attention(trace, variant)
+def bertviz_segments(trace: RagTrace, engine: Engine, variant: str) -> str:
+    attention, names = segment_level_attention(trace, variant, engine)
     return model_view_html(attention, [n.replace("_", " ") for n in names])
 
 
-def attribution_bundle(trace: RagTrace, variants: list[str], attention: SegmentAttention | None = None) -> dict:
+def attribution_bundle(trace: RagTrace, engine: Engine, variants: list[str],
+                       attention: SegmentAttention | None = None) -> dict:
     """Passage ablation per variant, deletion curves in attribution order, agreement with attention, and the
     passages whose influence changed most between the first two variants."""
     gold = gold_segments(trace)
-    attrs = {v: passage_ablation(trace, v) for v in variants}
+    attrs = {v: passage_ablation(trace, v, engine) for v in variants}
     curves = []
     for v, attr in attrs.items():
         order = [f for _, f in sorted(zip(attr.scores, attr.features, strict=True), reverse=True)]
-        curves.append(deletion_curve(trace, v, order))
+        curves.append(deletion_curve(trace, v, order, engine))
     agree = []
     top = []
     frame = attention.frame() if attention is not None else None
@@ -122,8 +124,8 @@ def token_html(frame: pd.DataFrame) -> str:
     return "<div class='mdrag-highlight'>" + "".join(parts) + "</div>"
 
 
-def sentence_bundle(trace: RagTrace, variant: str, passage: int) -> str:
-    return sentence_html(sentence_ablation(trace, variant, passage))
+def sentence_bundle(trace: RagTrace, engine: Engine, variant: str, passage: int) -> str:
+    return sentence_html(sentence_ablation(trace, variant, passage, engine))
 
 
 def adapter_bundle(variants: list[str], attention: SegmentAttention | None = None) -> dict:
@@ -137,7 +139,7 @@ def adapter_bundle(variants: list[str], attention: SegmentAttention | None = Non
     return out
 
 
-def position_probe_bundle(trace: RagTrace, variants: list[str]) -> dict:
+def position_probe_bundle(trace: RagTrace, engine: Engine, variants: list[str]) -> dict:
     """The position probe on this trace's benchmark question, live: every variant's answer with the gold
     passage at each position 1..k among the trace's own non-gold passages in their order (what the user saw,
     not a new retrieval), a figure of the gold answer's log-probability per position and the table of answers."""
@@ -146,12 +148,10 @@ def position_probe_bundle(trace: RagTrace, variants: list[str]) -> dict:
     from analysis.probes import PROBES, probe_question
     from mdrag.errors import InvalidQueryError
     from mdrag.evaluation.probe_tables import question_summary, question_table
-    from mdrag.pipeline import RagPipeline
-
     if not trace.query_id or not trace.gold_answers or not trace.gold_ids:
         raise InvalidQueryError("The position probe needs a benchmark question with a gold answer and gold passage: "
                                 "pick one from the domain's test questions in Ask.")
-    pipe = RagPipeline.for_domain(trace.domain, retriever=trace.retriever)
+    pipe = engine.pipeline(trace.domain, retriever=trace.retriever)
     query = pipe.domain.query_by_id[trace.query_id]
     rows = probe_question(pipe, query, variants, PROBES["position"], k=max(2, len(trace.passages)),
                           ranked=trace.passages)

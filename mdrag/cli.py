@@ -83,10 +83,7 @@ def _print_trace(trace) -> None:
 
 
 def _cmd_ask(args) -> int:
-    from mdrag.pipeline import RagPipeline
-
-    pipe = RagPipeline.for_domain(args.domain, retriever=args.retriever, reranker=args.reranker,
-                                  first_k=args.first_k, top_k=args.top_k, generator_path=args.generator)
+    pipe = args.engine.pipeline(args.domain, retriever=args.retriever, reranker=args.reranker)
     setting = "oracle" if args.oracle else "noisy" if args.noisy else "retrieved"
     trace = pipe.run(args.question or "", variants=args.variant.split(","), setting=setting,
                      query_id=args.query_id, seed=args.seed, n_distractors=args.distractors)
@@ -99,11 +96,10 @@ def _cmd_ask(args) -> int:
 
 def _cmd_retrieval_eval(args) -> int:
     from mdrag.evaluation.retrieval_metrics import evaluate_retrieval
-    from mdrag.pipeline import RagPipeline
 
     rows = []
     for name in _domains(args.domains):
-        pipe = RagPipeline.for_domain(name, retriever=args.retriever, reranker=args.reranker)
+        pipe = args.engine.pipeline(name, retriever=args.retriever, reranker=args.reranker)
         res = evaluate_retrieval(pipe, args.split, args.limit)
         for stage in ("first_stage", "reranked"):
             rows.append({"domain": name, "stage": stage, "n": res["n"], **res[stage]})
@@ -147,7 +143,7 @@ def _compare_adapted(source: str, args) -> int:
     trained = load_card(find_adapted(source))["domains"]
     others = [] if args.no_forgetting else [d for d in _domains("all") if d not in trained]
     rows = compare_retrievers("dense", ADAPTED_PREFIX + source, trained + others, trained, args.split,
-                              args.eval_limit)
+                              args.eval_limit, engine=args.engine)
     print(f"comparison stored in {record_comparison(source, rows, args.split, args.eval_limit)}")
     print(pd.DataFrame(rows).to_markdown(index=False, floatfmt=".3f"))
     if args.ship:
@@ -175,7 +171,7 @@ def _cmd_variants(args) -> int:
 
     print("| variant | modules | rank | alpha | scaling | trainable | vs full | labels | passage order |\n"
           "|---|---|---|---|---|---|---|---|---|")
-    for r in budget_table(_base_config(args.generator)):
+    for r in budget_table(_base_config(args.engine.settings.generator)):
         print(f"| {r['variant']} | {r['modules']} | {r['rank']} | {r['alpha']:g} | {r['scaling']:.2f} | "
               f"{r['trainable']:,} | {r['vs_full']:.3f} | {r['labels']} | {r['order']} |")
     return 0
@@ -188,7 +184,7 @@ def _examples(args):
     # a two-phase variant's passages come from its adapted retriever; `distill` labels the plain examples
     retriever = get_variant(args.variant).retriever if getattr(args, "variant", None) else "splade"
     spec = ExampleSpec(n=args.examples, retriever=retriever)
-    return spec, rag_examples(spec)
+    return spec, rag_examples(spec, args.engine)
 
 
 def _cmd_distill(args) -> int:
@@ -225,7 +221,8 @@ def _cmd_train(args) -> int:
             raise MdragError(f"{len(missing)} examples have no teacher label in {path}: run python -m mdrag distill")
         teacher_labels["__teacher__"] = teacher.name
     card = train_variant(args.variant, labels, spec, TrainSettings(max_steps=args.max_steps),
-                         generator_path=args.generator, teacher_labels=teacher_labels, examples=examples)
+                         generator_path=args.engine.settings.generator, teacher_labels=teacher_labels,
+                         examples=examples)
     print(json.dumps({k: card[k] for k in ("variant", "labels", "rank", "trainable_parameters", "examples",
                                            "tokens", "steps", "final_loss", "wall_seconds_this_run")}, indent=2))
     return 0
@@ -240,10 +237,10 @@ def _cmd_evaluate(args) -> int:
 
     grid = Grid(args.domains.split(","), args.variants.split(","), args.settings.split(","), split=args.split,
                 limit=args.limit, retrievers=args.retrievers.split(","), reranker=args.reranker,
-                generator_path=args.generator, endpoint=args.endpoint, sample=args.sample, seed=args.seed)
-    judge = None if args.judge == "none" else get_judge(args.judge)
+                sample=args.sample, seed=args.seed)
+    judge = None if args.judge == "none" else get_judge(args.judge, args.engine.settings.dtype)
     store = ResultsStore(Path(args.store))
-    counts = evaluate(grid, store, judge)
+    counts = evaluate(grid, store, args.engine, judge)
     print(f"{args.store}: {counts}")
     return 0
 
@@ -263,7 +260,7 @@ def _cmd_judge(args) -> int:
     store = ResultsStore(Path(args.store))
     for note in store.upgrade_notes:
         print(f"{args.store}: {note}", file=sys.stderr)
-    judge = get_judge(args.judge)
+    judge = get_judge(args.judge, args.engine.settings.dtype)
     if not set(levels) <= set(judge.levels):
         raise MdragError(f"Judge {judge.name} has no 3-level form (its tokenizer has no token that starts "
                          "'Partially'): use --levels 2")
@@ -293,8 +290,8 @@ def _cmd_probe(args) -> int:
     from mdrag.evaluation.store import ResultsStore
 
     store = ResultsStore(Path(args.store))
-    counts = run_probe(args.probe, _domains(args.domains), args.variants.split(","), store, args.limit, args.k,
-                       not args.no_attention, args.sample, args.seed, args.generator, retriever=args.retriever,
+    counts = run_probe(args.probe, _domains(args.domains), args.variants.split(","), store, args.engine,
+                       args.limit, args.k, not args.no_attention, args.sample, args.seed, retriever=args.retriever,
                        reranker=args.reranker)
     print(f"{args.store}: {counts}")
     frame = store.probe_frame(args.probe)
@@ -318,8 +315,8 @@ def _cmd_attention_summary(args) -> int:
         raise MdragError(f"No results store at {args.store}: run python -m mdrag evaluate first")
     df = ResultsStore(Path(args.store), read_only=True).frame()  # reads only: never writes a store it summarises
     domains = _domains(args.domains)
-    frames = [gold_attention_rows(df, d, args.variants.split(","), args.settings.split(","), args.limit)
-              for d in domains]
+    frames = [gold_attention_rows(df, d, args.variants.split(","), args.settings.split(","), args.engine,
+                                  args.limit) for d in domains]
     frames = [f for f in frames if not f.empty]
     if not frames:
         raise MdragError("No stored prompt with both gold and distractor passages for these domains/variants")
@@ -335,8 +332,8 @@ def _cmd_attention_summary(args) -> int:
     if args.ablation:
         from analysis.gold_attention import ablation_rows, summarize_ablation
 
-        abl = pd.concat([ablation_rows(df, d, args.variants.split(","), args.settings.split(","), args.ablation)
-                         for d in domains], ignore_index=True)
+        abl = pd.concat([ablation_rows(df, d, args.variants.split(","), args.settings.split(","), args.engine,
+                                       args.ablation) for d in domains], ignore_index=True)
         if not abl.empty:
             print("\n## Top passage by ablation: how often gold, how often the top reranked one")
             print(summarize_ablation(abl).to_markdown(index=False, floatfmt=".3f"))
@@ -346,7 +343,7 @@ def _cmd_attention_summary(args) -> int:
 def _cmd_serve(args) -> int:
     from mdrag.openai_server import make_server
 
-    server = make_server(args.host, args.port, args.generator)
+    server = make_server(args.engine, args.host, args.port)
     print(f"serving http://{args.host}:{server.server_port}/v1 (Ctrl-C to stop)")
     with contextlib.suppress(KeyboardInterrupt):
         server.serve_forever()
@@ -570,8 +567,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Parse the flags, build the one engine (settings read here, once, from the flags and the environment),
+    run the command."""
+    from mdrag.engine import Engine, Settings
+
     args = build_parser().parse_args(argv)
     try:
+        args.engine = Engine(Settings.from_env(**{k: getattr(args, k, None) for k in (
+            "generator", "endpoint", "first_k", "top_k")}))
         return args.func(args)
     except MdragError as err:
         print(f"error: {err}", file=sys.stderr)

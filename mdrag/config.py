@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from mdrag.errors import MdragError, MissingModelError
@@ -86,16 +86,15 @@ def generation_dtype(requested: str | None = None, native: bool | None = None) -
 
 @dataclass(frozen=True)
 class Limits:
-    """Input guards. Queries longer than `max_query_chars` are rejected (not silently cut): a cut
-    question changes its meaning, so the user should decide what to drop."""
+    """The paper's constants and the input guards' defaults. Nothing here reads the environment: what a run
+    may change (dtype, query length, generator, ...) lives in `mdrag.engine.Settings`, read once where the
+    front-end starts. Queries longer than `max_query_chars` are rejected (not silently cut): a cut question
+    changes its meaning, so the user should decide what to drop."""
 
-    max_query_chars: int = int(os.environ.get("MDRAG_MAX_QUERY_CHARS", "2000"))
+    max_query_chars: int = 2000  # default of Settings.max_query_chars (MDRAG_MAX_QUERY_CHARS)
     max_new_tokens: int = 128  # paper: greedy decoding, 128 new tokens
     first_stage_k: int = 50  # paper: SPLADE top-50 ...
     rerank_k: int = 5  # ... reranked, top-5 to the generator
-    # Generation dtype: see generation_dtype(). Part of every cache key, so results of different dtypes never
-    # mix. MDRAG_DTYPE=float32 for bit-exact comparisons with plain transformers.
-    dtype: str = field(default_factory=lambda: generation_dtype(os.environ.get("MDRAG_DTYPE")))
 
 
 LIMITS = Limits()

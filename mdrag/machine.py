@@ -13,7 +13,7 @@ import platform
 from importlib import metadata
 from pathlib import Path
 
-from mdrag.config import LIMITS, native_bf16
+from mdrag.config import generation_dtype, native_bf16
 
 # The cpuinfo flags that decide our fast paths: AVX2 (MKL's float32 kernels), AVX-512 and native bf16.
 _FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
@@ -32,7 +32,7 @@ def versions() -> dict[str, str]:
     return out
 
 
-def cpu(cpuinfo: Path = Path("/proc/cpuinfo")) -> dict:
+def cpu(cpuinfo: Path = Path("/proc/cpuinfo"), dtype: str | None = None) -> dict:
     """The CPU as far as Linux tells (a VM may hide the exact model), cores, torch's threads, the dtype."""
     import torch
 
@@ -48,7 +48,7 @@ def cpu(cpuinfo: Path = Path("/proc/cpuinfo")) -> dict:
             "family/model": f"{fields.get('cpu family', '?')}/{fields.get('model', '?')}",
             "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
             "flags": [f for f in _FLAGS if f in flags], "native_bf16": native_bf16(cpuinfo),
-            "generation_dtype": LIMITS.dtype}
+            "generation_dtype": dtype or generation_dtype(native=native_bf16(cpuinfo))}
 
 
 def describe(info: dict) -> str:

@@ -12,16 +12,16 @@ import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from mdrag.engine import Engine
 from mdrag.errors import MdragError
-from mdrag.generation.generator import Generator
-from mdrag.generation.model import load_generator
 from mdrag.generation.variants import available_variants
 
 MAX_BODY = 1 << 20
 
 
-def make_server(host: str = "127.0.0.1", port: int = 8000, generator_path: str | None = None) -> ThreadingHTTPServer:
-    loaded = load_generator(generator_path)
+def make_server(engine: Engine, host: str = "127.0.0.1", port: int = 8000) -> ThreadingHTTPServer:
+    """The server over `engine`'s generator and adapters (its dtype and generator settings)."""
+    loaded = engine.generator()
     lock = threading.Lock()  # one generation at a time on this CPU; requests queue
 
     class Handler(BaseHTTPRequestHandler):
@@ -56,7 +56,7 @@ def make_server(host: str = "127.0.0.1", port: int = 8000, generator_path: str |
                 max_tokens = body.get("max_tokens", 16)
                 if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or not 1 <= max_tokens <= 512:
                     raise ValueError(f"max_tokens must be an integer from 1 to 512 (got {max_tokens!r})")
-                gen = Generator(loaded, max_new_tokens=max_tokens)
+                gen = engine.decoder(max_new_tokens=max_tokens)
                 with lock:
                     out = gen.generate(ids, [str(body.get("model", "vanilla"))])[0]
             except (MdragError, ValueError, KeyError, TypeError, json.JSONDecodeError) as err:

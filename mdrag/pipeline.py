@@ -13,21 +13,22 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from mdrag.config import LIMITS
-from mdrag.data.benchmark import Domain, load_domain
+from mdrag.data.benchmark import Domain
 from mdrag.data.schema import Passage, Query
 from mdrag.errors import InvalidQueryError, UnknownNameError
 from mdrag.evaluation.answer_metrics import score_answer
-from mdrag.generation.generator import Generator
-from mdrag.generation.model import load_generator
 from mdrag.generation.prompts import Span, build_prompt
 from mdrag.generation.variants import get_variant
-from mdrag.retrieval.rerank import get_reranker, rerank_order
-from mdrag.retrieval.retrievers import get_retriever
+from mdrag.retrieval.rerank import rerank_order, reranker_label
+
+if TYPE_CHECKING:
+    from mdrag.engine import Engine
 from mdrag.trace import RagTrace, RetrievedPassage, VariantAnswer
 from mdrag.validation import clean_query
 
@@ -59,41 +60,71 @@ def _no_progress(fraction: float, message: str) -> None:
 
 
 @dataclass
+class Retrieval:
+    """One question retrieved once: the ranked candidates every setting's trace is built from."""
+
+    text: str
+    query: Query | None  # the benchmark record (gold answers and passages) when the question is one
+    ranked: list[RetrievedPassage]  # first-stage top-k, in rerank order
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def gold(self) -> set[str]:
+        return set(self.query.gold_ids) if self.query else set()
+
+
+@dataclass
 class RagPipeline:
+    """The pipeline of one domain over an engine's shared parts, in three steps every caller uses: `retrieve`
+    (once per question), `trace` (per setting: passages and the exact prompt), `stream` (each variant's answer
+    as events, cancellable; `answer` is the same step waited for). `run` chains them."""
+
+    engine: Engine
     domain: Domain
     retriever: str = "splade"
     reranker: str = "minilm"
-    first_k: int = LIMITS.first_stage_k
     top_k: int = LIMITS.rerank_k
-    generator_path: str | None = None
-    endpoint: str | None = None  # OpenAI-compatible server that generates instead of the local CPU
 
-    @classmethod
-    def for_domain(cls, name: str, **kw) -> RagPipeline:
-        return cls(load_domain(name), **kw)
+    @property
+    def settings(self):
+        return self.engine.settings
 
     def find_query(self, text: str) -> Query | None:
         """The benchmark question with this exact text (case-insensitive), to attach its gold data."""
         key = text.strip().lower()
         return next((q for q in self.domain.queries if q.text.strip().lower() == key), None)
 
-    def retrieve(self, query: str, gold: set[str], timings: dict[str, float]) -> list[RetrievedPassage]:
+    def resolve_query(self, query: str | bytes | None, query_id: str | None = None) -> tuple[str, Query | None]:
+        """The question text and its benchmark record (by id, or by matching text), validated."""
+        if query_id:
+            if query_id not in self.domain.query_by_id:
+                raise UnknownNameError(f"No query '{query_id}' in domain '{self.domain.name}'.")
+            bench_query = self.domain.query_by_id[query_id]
+            return bench_query.text, bench_query
+        text = clean_query(query, self.settings.max_query_chars)
+        return text, self.find_query(text)
+
+    def retrieve(self, query: str | bytes | None = None, query_id: str | None = None) -> Retrieval:
+        """Step 1: the question (text, or a benchmark id) validated, retrieved (first-stage top `first_k`) and
+        reranked; reusable for every setting."""
+        text, bench_query = self.resolve_query(query, query_id)
+        gold = set(bench_query.gold_ids) if bench_query else set()
+        timings: dict[str, float] = {}
         t0 = time.perf_counter()
-        retriever = get_retriever(self.retriever, self.domain)  # cached after the first call
+        retriever = self.engine.retriever(self.retriever, self.domain)
         timings["load_retriever"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        idx, scores = retriever.search(query, self.first_k)
+        idx, scores = retriever.search(text, self.settings.first_k)
         timings["first_stage"] = time.perf_counter() - t0
         cands = [self.domain.passages[i] for i in idx]
         t0 = time.perf_counter()
-        reranker = get_reranker(self.reranker)
+        reranker = self.engine.reranker(self.reranker)
         reranker.prepare(self.domain)
-        rr = np.asarray(reranker.score(query, [p.content for p in cands]), dtype=np.float32)
+        rr = np.asarray(reranker.score(text, [p.content for p in cands]), dtype=np.float32)
         timings["rerank"] = time.perf_counter() - t0
-        return [
-            _retrieved(cands[i], None, float(scores[i]), float(rr[i]), int(i) + 1, gold)
-            for i in rerank_order(rr)
-        ]
+        ranked = [_retrieved(cands[i], None, float(scores[i]), float(rr[i]), int(i) + 1, gold)
+                  for i in rerank_order(rr)]
+        return Retrieval(text, bench_query, ranked, timings)
 
     def select(self, setting: str, ranked: list[RetrievedPassage], query: Query | None, seed: int,
                n_distractors: int) -> list[RetrievedPassage]:
@@ -117,23 +148,13 @@ class RagPipeline:
             p.rank = rank
         return chosen
 
-    def resolve_query(self, query: str | bytes, query_id: str | None) -> tuple[str, Query | None]:
-        """The question text and its benchmark record (by id, or by matching text), validated."""
-        if query_id:
-            if query_id not in self.domain.query_by_id:
-                raise UnknownNameError(f"No query '{query_id}' in domain '{self.domain.name}'.")
-            bench_query = self.domain.query_by_id[query_id]
-            return bench_query.text, bench_query
-        text = clean_query(query)
-        return text, self.find_query(text)
-
-    def make_trace(self, text: str, bench_query: Query | None, ranked: list[RetrievedPassage], setting: str,
-                   seed: int = 0, n_distractors: int = 4, timings: dict[str, float] | None = None) -> RagTrace:
-        """Passages for the setting and the exact prompt with its span map; no answers yet."""
+    def trace(self, retrieval: Retrieval, setting: str, seed: int = 0, n_distractors: int = 4) -> RagTrace:
+        """Step 2: the passages of `setting` and the exact prompt with its span map; no answers yet."""
         if setting not in SETTINGS:
             raise UnknownNameError(f"Unknown setting '{setting}'. Known: {', '.join(SETTINGS)}")
-        passages = self.select(setting, [copy.copy(p) for p in ranked], bench_query, seed, n_distractors)
-        return self.trace_for_passages(text, bench_query, passages, setting, seed, timings)
+        passages = self.select(setting, [copy.copy(p) for p in retrieval.ranked], retrieval.query, seed,
+                               n_distractors)
+        return self.trace_for_passages(retrieval.text, retrieval.query, passages, setting, seed, retrieval.timings)
 
     def trace_for_passages(self, text: str, bench_query: Query | None, passages: list[RetrievedPassage],
                            setting: str, seed: int = 0, timings: dict[str, float] | None = None) -> RagTrace:
@@ -143,34 +164,34 @@ class RagPipeline:
         for rank, p in enumerate(passages, 1):
             p.rank = rank
         t0 = time.perf_counter()
-        loaded = load_generator(self.generator_path)
+        loaded = self.engine.generator()
         timings["load_generator"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         built = build_prompt(loaded.tokenizer, text, [p.content for p in passages])
         timings["prompt"] = time.perf_counter() - t0
+        made_by = {"dtype": self.settings.dtype} if not self.settings.endpoint else \
+            {"dtype": "endpoint", "endpoint": self.settings.endpoint}
         return RagTrace(
             query=text, domain=self.domain.name, setting=setting, retriever=self.retriever,
-            reranker=get_reranker(self.reranker).label, passages=passages, prompt=built.text,
+            reranker=reranker_label(self.reranker), passages=passages, prompt=built.text,
             prompt_ids=built.input_ids, spans=built.spans, query_id=bench_query.id if bench_query else None,
             gold_answers=list(bench_query.answers) if bench_query else [],
             gold_ids=list(bench_query.gold_ids) if bench_query else [],
             answer_type=bench_query.answer_type if bench_query else None, timings=timings,
             config={"generator": loaded.name, "generator_fingerprint": loaded.fingerprint,
-                    "first_k": self.first_k, "top_k": self.top_k, "seed": seed, "decoding": "greedy",
-                    "max_new_tokens": LIMITS.max_new_tokens, "dtype": LIMITS.dtype,
-                    "corpus": self.domain.fingerprint()},
+                    "first_k": self.settings.first_k, "top_k": self.top_k, "seed": seed, "decoding": "greedy",
+                    "max_new_tokens": self.settings.max_new_tokens, **made_by, "corpus": self.domain.fingerprint()},
         )
 
-    def answer(self, trace: RagTrace, variants: list[str],
-               on_answer: Callable[[VariantAnswer], None] | None = None,
-               on_token: Callable[[str, str], None] | None = None) -> RagTrace:
-        """Generate every variant's answer in one batch and score it against the gold answer if known;
-        `on_answer` sees each variant's answer as soon as it is ready, `on_token(variant, text so far)`
-        each new token (local generation only; an endpoint returns whole answers)."""
+    def _generate(self, trace: RagTrace, variants: list[str],
+                  on_answer: Callable[[VariantAnswer], None] | None = None,
+                  on_token: Callable[[str, str], None] | None = None) -> RagTrace:
+        """Every variant's answer in one batch, scored against the gold answer if known; `on_answer` sees each
+        variant's answer as soon as it is ready, `on_token(variant, text so far)` each new token (local
+        generation only; an endpoint returns whole answers)."""
         for v in variants:
             get_variant(v)
         n = len(trace.prompt_ids)
-        loaded = load_generator(self.generator_path)
 
         def done(gen) -> None:
             metrics = score_answer(gen.text, trace.gold_answers, trace.answer_type) if trace.query_id else {}
@@ -181,12 +202,13 @@ class RagPipeline:
             if on_answer is not None:
                 on_answer(answer)
 
-        if self.endpoint:
+        if self.settings.endpoint:
             from mdrag.generation.remote import RemoteGenerator
 
-            gens = RemoteGenerator(self.endpoint, loaded.tokenizer).generate(trace.prompt_ids, variants, done)
+            gens = RemoteGenerator(self.settings.endpoint, self.engine.generator().tokenizer,
+                                   self.settings.max_new_tokens).generate(trace.prompt_ids, variants, done)
         else:
-            gens = Generator(loaded).generate(trace.prompt_ids, variants, done, on_token)
+            gens = self.engine.decoder().generate(trace.prompt_ids, variants, done, on_token)
         # Keep the requested order (answers arrive in finishing order).
         trace.answers = {v: trace.answers[v] for v in variants if v in trace.answers}
         trace.timings["generate"] = max((g.seconds for g in gens), default=0.0)
@@ -195,9 +217,14 @@ class RagPipeline:
             trace.timings["first_token"] = min(firsts)
         return trace
 
+    def answer(self, trace: RagTrace, variants: list[str],
+               on_answer: Callable[[VariantAnswer], None] | None = None) -> RagTrace:
+        """Step 3, waited for: every variant's answer in `trace.answers` (the batch `stream` runs)."""
+        return self._generate(trace, variants, on_answer)
+
     def stream(self, trace: RagTrace, variants: list[str]) -> Iterator[TokenEvent | AnswerEvent]:
-        """Every variant's answer as events: TokenEvent after each decoded token, AnswerEvent as each variant
-        finishes (then `trace.answers` holds them all). Generation runs in a worker thread; closing this
+        """Step 3: every variant's answer as events: TokenEvent after each decoded token, AnswerEvent as each
+        variant finishes (then `trace.answers` holds them all). Generation runs in a worker thread; closing this
         iterator early (a closed browser tab, a re-submission) stops the decoding at its next token and waits
         for the worker, so no thread outlives its request. A generation error is raised here."""
         events: queue.Queue = queue.Queue()
@@ -211,7 +238,7 @@ class RagPipeline:
 
         def work() -> None:
             try:
-                self.answer(trace, variants, on_answer=lambda a: events.put(AnswerEvent(a)), on_token=on_token)
+                self._generate(trace, variants, on_answer=lambda a: events.put(AnswerEvent(a)), on_token=on_token)
                 events.put(done)
             except GenerationCancelled:
                 pass
@@ -229,20 +256,19 @@ class RagPipeline:
             stop.set()
             worker.join(timeout=60)
 
-    def run(self, query: str | bytes, variants: list[str] | None = None, setting: str = "retrieved",
+    def run(self, query: str | bytes | None, variants: list[str] | None = None, setting: str = "retrieved",
             query_id: str | None = None, seed: int = 0, n_distractors: int = 4,
             progress: Progress = _no_progress, on_answer: Callable[[VariantAnswer], None] | None = None) -> RagTrace:
+        """The three steps for one question and one setting."""
         variants = variants or ["vanilla"]
         for v in variants:
             get_variant(v)
         if setting not in SETTINGS:
             raise UnknownNameError(f"Unknown setting '{setting}'. Known: {', '.join(SETTINGS)}")
-        text, bench_query = self.resolve_query(query, query_id)
         progress(0.05, "retrieving")
-        timings: dict[str, float] = {}
-        ranked = self.retrieve(text, set(bench_query.gold_ids) if bench_query else set(), timings)
+        retrieval = self.retrieve(query, query_id)
         progress(0.3, "building prompt")
-        trace = self.make_trace(text, bench_query, ranked, setting, seed, n_distractors, timings)
+        trace = self.trace(retrieval, setting, seed, n_distractors)
         progress(0.35, f"generating: {', '.join(variants)} (one batch)")
         self.answer(trace, variants, on_answer)
         progress(1.0, "done")

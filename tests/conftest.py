@@ -90,12 +90,10 @@ def registered_domain(folder: Path, name: str, queries: list[dict], passages: li
 
     spec = register_jsonl_domain(name, write_jsonl(folder / "q.jsonl", queries),
                                  write_jsonl(folder / "p.jsonl", passages), cluster=cluster)
-    load_domain.cache_clear()
     try:
         yield load_domain(name)
     finally:
         DOMAINS.pop(spec.name, None)
-        load_domain.cache_clear()
 
 
 @pytest.fixture
@@ -115,16 +113,38 @@ def packaged_judge_dir() -> Path:
 
 
 @pytest.fixture
-def float32_generation():
-    """Generation in float32 for this test, whatever the CPU's default (bfloat16 where it is native): a test
-    that compares generated text across code paths must not depend on bf16 rounding, which changes with batch
-    composition."""
-    from mdrag.config import LIMITS
+def float32_generation(monkeypatch):
+    """Generation in float32 for every engine this test builds from the environment (the CLI's, the app's,
+    `make_engine`'s), whatever the CPU's default (bfloat16 where it is native): a test that compares generated
+    text across code paths must not depend on bf16 rounding, which changes with batch composition."""
+    monkeypatch.setenv("MDRAG_DTYPE", "float32")
 
-    before = LIMITS.dtype
-    object.__setattr__(LIMITS, "dtype", "float32")  # Limits is frozen for everyone else
-    yield
-    object.__setattr__(LIMITS, "dtype", before)
+
+@pytest.fixture
+def make_engine():
+    """A fresh engine per call (settings from the environment, overridden by keywords): nothing is shared with
+    any other test, so no cache needs clearing."""
+    from mdrag.engine import Engine, Settings
+
+    return lambda **flags: Engine(Settings.from_env(**flags))
+
+
+@pytest.fixture(scope="session")
+def real_engine():
+    """One engine on the packaged models for the real-model tests of this session (settings from the
+    environment, as `python app.py` builds its own)."""
+    from mdrag.engine import Engine, Settings
+
+    return Engine(Settings.from_env())
+
+
+@pytest.fixture
+def tiny_engine(tiny_generator_dir, tiny_adapters_root, monkeypatch):
+    """A fresh engine on the tiny generator and its random adapters, in float32 (the same numbers on every CPU)."""
+    from mdrag.engine import Engine, Settings
+
+    monkeypatch.setenv("MDRAG_ADAPTERS", str(tiny_adapters_root))
+    return Engine(Settings(dtype="float32", generator=str(tiny_generator_dir)))
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -187,16 +207,12 @@ def chromium():
 
 
 @pytest.fixture
-def make_tiny_trace(tiny_domain, tiny_generator_dir, tiny_adapters_root, monkeypatch):
-    """Build a trace of the tiny pipeline for the given variants (tiny adapters), answers optionally cut
-    short (the random model rambles; analysis tests want short forwards)."""
-    from mdrag.pipeline import RagPipeline
-
-    monkeypatch.setenv("MDRAG_ADAPTERS", str(tiny_adapters_root))
+def make_tiny_trace(tiny_domain, tiny_engine):
+    """Build a trace of the tiny pipeline (on `tiny_engine`) for the given variants (tiny adapters), answers
+    optionally cut short (the random model rambles; analysis tests want short forwards)."""
 
     def make(variants: list[str], top_k: int = 3, max_answer_tokens: int | None = None):
-        pipe = RagPipeline(tiny_domain, retriever="bm25", reranker="none", top_k=top_k,
-                           generator_path=str(tiny_generator_dir))
+        pipe = tiny_engine.pipeline(tiny_domain, retriever="bm25", reranker="none", top_k=top_k)
         trace = pipe.run("who got the first nobel prize in physics", variants=variants)
         if max_answer_tokens is not None:
             for answer in trace.answers.values():

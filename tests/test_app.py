@@ -10,25 +10,30 @@ import pytest
 
 import app
 from mdrag.evaluation import dashboard
+from ui.ask import AskTab
+from ui.attention import AttentionTab
+from ui.attribution import AttributionTab
+from ui.common import Server, offered_stores
+from ui.dashboards import DashboardsTab
+from ui.failures import FailuresTab
 
 
 @pytest.fixture
-def tiny_env(monkeypatch, tiny_generator_dir, tiny_domain, tiny_adapters_root):
-    monkeypatch.setenv("MDRAG_GENERATOR", str(tiny_generator_dir))
-    monkeypatch.setenv("MDRAG_ADAPTERS", str(tiny_adapters_root))
-    return tiny_domain
+def tiny_env(tiny_engine, tiny_domain):
+    """A server on the tiny engine (tiny generator and adapters) with the tiny domain registered."""
+    return Server(tiny_engine)
 
 
 def _progress(*a, **k):
     return None
 
 
-def _run(*args):
-    return list(app.ask(*args, progress=_progress))
+def _run(server, *args):
+    return list(AskTab(server).ask(*args, progress=_progress))
 
 
 def test_ask_streams_each_variant_and_escapes_everything(tiny_env):
-    steps = _run("<script>alert(1)</script> markup onerror", "tiny", None, "retrieved", "bm25", "none", 3,
+    steps = _run(tiny_env, "<script>alert(1)</script> markup onerror", "tiny", None, "retrieved", "bm25", "none", 3,
                  ["vanilla", "full", "qk_att"])
     answers, _, _, trace, link, *_ = steps[-1]
     passages = steps[0][1]  # passages are shown once, before the answers arrive
@@ -42,13 +47,13 @@ def test_ask_streams_each_variant_and_escapes_everything(tiny_env):
 
 
 
-def test_ask_streams_tokens_as_they_are_generated(tiny_env, monkeypatch):
+def test_ask_streams_tokens_as_they_are_generated(tiny_env):
     """Before a variant finishes, its card shows the text so far, which grows into the final answer."""
     import html
     import re
 
-    monkeypatch.setattr(app, "STREAM_EVERY", 0.0)
-    steps = _run("python language", "tiny", None, "retrieved", "bm25", "none", 3, ["full", "vanilla"])
+    tiny_env.stream_every = 0.0
+    steps = _run(tiny_env, "python language", "tiny", None, "retrieved", "bm25", "none", 3, ["full", "vanilla"])
     assert any(a.text for a in steps[-1][3].answers.values())  # the tiny model writes something visible
     trace = steps[-1][3]
     finals = {v: a.text for v, a in trace.answers.items()}
@@ -66,43 +71,51 @@ def test_ask_streams_tokens_as_they_are_generated(tiny_env, monkeypatch):
 @pytest.mark.parametrize("question,domain,match", [("   ", "tiny", "query is empty"),
                                                    ("x", "astrology", "Unknown domain")])
 def test_errors_render_as_a_message(tiny_env, question, domain, match):
-    steps = _run(question, domain, None, "retrieved", "bm25", "none", 3, ["vanilla"])
+    steps = _run(tiny_env, question, domain, None, "retrieved", "bm25", "none", 3, ["vanilla"])
     assert len(steps) == 1 and match in steps[0][0] and "mdrag-error" in steps[0][0]
 
 
-def test_analysis_handlers_need_a_trace_first():
+def test_analysis_handlers_need_a_trace_first(make_engine):
     import gradio as gr
 
+    server = Server(make_engine())
     with pytest.raises(gr.Error, match="Ask a question first"):
-        app.attention(None, ["vanilla"], 0, 0, progress=_progress)
+        AttentionTab(server).attention(None, ["vanilla"], 0, 0, progress=_progress)
+    with pytest.raises(gr.Error, match="Ask a question first"):
+        AttributionTab(server).attribution(None, ["vanilla"], None, progress=_progress)
 
 
-def test_app_builds():
-    assert app.build_app() is not None
+def test_app_builds(tiny_env):
+    assert app.build_app(tiny_env) is not None
 
 
 @pytest.fixture(params=[["bm25"]], ids=["bm25"])
-def tiny_store(request, tmp_path, tiny_generator_dir, tiny_adapters_root, monkeypatch):
+def tiny_store(request, tmp_path, tiny_engine):
     from test_evaluation_runner import FlakyJudge, register
 
     from mdrag.data.domains import DOMAINS
     from mdrag.evaluation.runner import Grid, evaluate
     from mdrag.evaluation.store import ResultsStore
 
-    monkeypatch.setenv("MDRAG_ADAPTERS", str(tiny_adapters_root))
     register(tmp_path)
     path = tmp_path / "r.sqlite"
     evaluate(Grid(["evaltiny"], ["vanilla", "full"], ["retrieved", "oracle", "noisy"], retrievers=request.param,
-                  reranker="none", generator_path=str(tiny_generator_dir), n_distractors=2, limit=4),
-             ResultsStore(path), judge=FlakyJudge(), show_progress=False)
-    app.offer_stores([path])  # as `python app.py --store PATH` does
+                  reranker="none", n_distractors=2, limit=4),
+             ResultsStore(path), tiny_engine, judge=FlakyJudge(), show_progress=False)
     yield path
-    app.offer_stores([])
     DOMAINS.pop("evaltiny", None)
 
 
-def test_dashboards_match_the_store(tiny_store):
-    bars, _, _, _, table, csv, summary, compared, _, *_ = app.dashboards(
+@pytest.fixture
+def dash(tiny_store, tiny_engine):
+    """The Dashboards tab of a server started with `--store tiny_store` (as `python app.py --store PATH`)."""
+    tab = DashboardsTab(Server(tiny_engine, offered_stores([tiny_store])))
+    yield tab
+    tab.server.remove_downloads()
+
+
+def test_dashboards_match_the_store(tiny_store, dash):
+    bars, _, _, _, table, csv, summary, compared, _, *_ = dash.dashboards(
         str(tiny_store), [], ["vanilla", "full"], [], [], "Match", "domain")
     assert compared.empty  # one retriever: nothing to compare
     df = dashboard.load_results(tiny_store)
@@ -114,13 +127,13 @@ def test_dashboards_match_the_store(tiny_store):
 
 
 @pytest.mark.parametrize("tiny_store", [["bm25", "dense"]], indirect=True, ids=["two-retrievers"])
-def test_dashboards_compare_retrievers_and_never_mix_them_unasked(tiny_store):
+def test_dashboards_compare_retrievers_and_never_mix_them_unasked(tiny_store, dash):
     df = dashboard.load_results(tiny_store)
-    _, _, _, _, table, _, _, compared, _, *_ = app.dashboards(str(tiny_store), [], [], ["retrieved"], [], "Match",
+    _, _, _, _, table, _, _, compared, _, *_ = dash.dashboards(str(tiny_store), [], [], ["retrieved"], [], "Match",
                                                               "domain")
     main = df[(df.setting == "retrieved") & (df.retriever == "bm25>none")]
     assert table["n"].sum() == len(main)  # by domain: the main retriever's rows only
-    bars, _, _, _, table, _, _, _, _, *_ = app.dashboards(str(tiny_store), [], [], ["retrieved"], [], "Match",
+    bars, _, _, _, table, _, _, _, _, *_ = dash.dashboards(str(tiny_store), [], [], ["retrieved"], [], "Match",
                                                           "retriever")
     assert set(table["retriever"]) == {"bm25>none", "dense>none"} and set(bars.data[0].x) == {
         html.escape(r) for r in table["retriever"]}  # plotly renders labels as HTML: escaped
@@ -131,10 +144,10 @@ def test_dashboards_compare_retrievers_and_never_mix_them_unasked(tiny_store):
                                         abs=1e-3)
 
 
-def test_llmeval_names_its_judge_shows_its_validity_and_greys_domains_it_cannot_judge(tiny_store):
+def test_llmeval_names_its_judge_shows_its_validity_and_greys_domains_it_cannot_judge(tiny_store, dash):
     from mdrag.evaluation.judge_validity import against_match
 
-    out = app.dashboards(str(tiny_store), [], [], [], [], "LLMEval", "domain", "flaky-judge")
+    out = dash.dashboards(str(tiny_store), [], [], [], [], "LLMEval", "domain", "flaky-judge")
     bars, summary, validity = out[0], out[6], out[9]
     assert "judge: flaky" in bars.layout.title.text and "LLMEval judge: flaky" in summary
     df = dashboard.load_results(tiny_store, "flaky-judge")
@@ -146,17 +159,16 @@ def test_llmeval_names_its_judge_shows_its_validity_and_greys_domains_it_cannot_
     assert not want.loc["evaltiny", "kappa"] >= 0.4
     assert all(op == 0.25 for t in bars.data for op in t.marker.opacity)
     assert any("unreliable: judge" in a.text for a in bars.layout.annotations)
-    match_bars = app.dashboards(str(tiny_store), [], [], [], [], "Match", "domain", "flaky-judge")[0]
+    match_bars = dash.dashboards(str(tiny_store), [], [], [], [], "Match", "domain", "flaky-judge")[0]
     assert not match_bars.layout.annotations  # Match does not depend on the judge
-    assert app._judges_in(str(tiny_store))[0][1] == "flaky-judge"
+    assert dash.judges_in(str(tiny_store))[0][1] == "flaky-judge"
 
 
-def test_ask_adds_the_judges_verdict_after_the_answers(tiny_env, tiny_generator_dir, monkeypatch):
+def test_ask_adds_the_judges_verdict_after_the_answers(tiny_env, tiny_generator_dir):
     from mdrag.evaluation.judge import get_judge, gold_text
 
-    monkeypatch.setattr(app, "JUDGE_SPEC", f"hf:{tiny_generator_dir}")
-    monkeypatch.setattr(app, "_JUDGE", {})
-    steps = _run("", "tiny", "q0", "retrieved", "bm25", "none", 3, ["vanilla", "full"])
+    tiny_env.judge_spec = f"hf:{tiny_generator_dir}"
+    steps = _run(tiny_env, "", "tiny", "q0", "retrieved", "bm25", "none", 3, ["vanilla", "full"])
     trace = steps[-1][3]
     assert trace.gold_answers and "judging…" in steps[-2][0] and "judging…" not in steps[-1][0]
     judge = get_judge(f"hf:{tiny_generator_dir}")
@@ -164,12 +176,12 @@ def test_ask_adds_the_judges_verdict_after_the_answers(tiny_env, tiny_generator_
         want = judge.judge_many([(trace.query, gold_text(trace.gold_answers), a.text)])[0].score
         assert a.verdict["score"] == pytest.approx(want, abs=1e-6), name
     assert steps[-1][0].count("LLMEval ") == 2 and f"judge: {html.escape(judge.name)}" in steps[-1][0]
-    plain = _run("", "tiny", "q0", "retrieved", "bm25", "none", 3, ["vanilla"], False)
+    plain = _run(tiny_env, "", "tiny", "q0", "retrieved", "bm25", "none", 3, ["vanilla"], False)
     assert "LLMEval" not in plain[-1][0] and "judging" not in plain[-1][0]
 
 
-def test_failure_cases_and_loading_one(tiny_store):
-    cases = app.failures(str(tiny_store), [])
+def test_failure_cases_and_loading_one(tiny_store, dash):
+    cases = FailuresTab(dash).failures(str(tiny_store), [])
     assert set(cases["kind"]) <= set(dashboard.FAILURE_KINDS)
     df = dashboard.load_results(tiny_store)
     missing = df[(df.setting == "retrieved")].groupby("query_id")["passages"].first().map(
@@ -179,65 +191,78 @@ def test_failure_cases_and_loading_one(tiny_store):
     class Select:
         index = (0, 0)
 
-    loaded = app.load_case(cases, Select())
+    loaded = FailuresTab.load_case(cases, Select())
     assert loaded[0] == cases.iloc[0]["domain"] and loaded[2] == cases.iloc[0]["query_id"]
 
 
-def test_missing_store_is_a_readable_error(tmp_path):
+def test_missing_store_is_a_readable_error(tmp_path, make_engine):
     import gradio as gr
 
-    app.offer_stores([tmp_path / "none.sqlite"])
-    try:
-        with pytest.raises(gr.Error, match="No results store"):
-            app.dashboards(str(tmp_path / "none.sqlite"), [], [], [], [], "Match", "domain")
-    finally:
-        app.offer_stores([])
+    tab = DashboardsTab(Server(make_engine(), offered_stores([tmp_path / "none.sqlite"])))
+    with pytest.raises(gr.Error, match="No results store"):
+        tab.dashboards(str(tmp_path / "none.sqlite"), [], [], [], [], "Match", "domain")
 
 
 @pytest.mark.parametrize("typed", ["/etc/passwd", "results.sqlite", "../assets/results/results.sqlite", ""])
-def test_dashboards_open_only_the_stores_the_server_offers(tiny_store, typed):
+def test_dashboards_open_only_the_stores_the_server_offers(tiny_store, dash, typed):
     import gradio as gr
 
-    for handler in (lambda: app.dashboards(typed, [], [], [], [], "Match", "domain"),
-                    lambda: app.failures(typed, [])):
+    for handler in (lambda: dash.dashboards(typed, [], [], [], [], "Match", "domain"),
+                    lambda: FailuresTab(dash).failures(typed, [])):
         with pytest.raises(gr.Error) as err:
             handler()
         message = str(err.value)
         assert "Unknown results store" in message and "passwd" not in message  # nothing about the typed file
-    assert app._judges_in(typed) == [] and app._retrievers_in(typed) == []
-    assert list(app.STORES) == [str(tiny_store), "shipped results (assets/results/results.sqlite)"]
+    assert dash.judges_in(typed) == [] and dash.retrievers_in(typed) == []
+    assert list(dash.server.stores) == [str(tiny_store), "shipped results (assets/results/results.sqlite)"]
 
 
-def test_dashboard_downloads_are_one_file_per_table_and_go_when_the_app_stops(tiny_store):
-    app.remove_downloads()  # earlier tests in this process offered downloads too
-    first = app.dashboards(str(tiny_store), [], [], [], [], "Match", "domain")[5]
-    again = app.dashboards(str(tiny_store), [], [], [], [], "Match", "domain")[5]
-    other = app.dashboards(str(tiny_store), [], ["full"], [], [], "Match", "domain")[5]
+def test_dashboard_downloads_are_one_file_per_table_and_go_when_the_app_stops(tiny_store, dash):
+    first = dash.dashboards(str(tiny_store), [], [], [], [], "Match", "domain")[5]
+    again = dash.dashboards(str(tiny_store), [], [], [], [], "Match", "domain")[5]
+    other = dash.dashboards(str(tiny_store), [], ["full"], [], [], "Match", "domain")[5]
     assert first == again and other != first
     folder = Path(first).parent
     assert sorted(p.name for p in folder.iterdir()) == sorted({Path(first).name, Path(other).name})
-    app.remove_downloads()  # registered with atexit: runs when the app stops
+    dash.server.remove_downloads()  # registered with atexit: runs when the app stops
     assert not folder.exists()
 
 
-def test_position_probe_for_the_question_in_hand(tiny_env, make_tiny_trace, float32_generation):
+def test_one_dashboards_click_opens_the_store_once(tiny_store, dash, monkeypatch):
+    from mdrag.evaluation import store as store_module
+
+    opened = []
+    real = store_module.ResultsStore.__init__
+
+    def counting(self, *a, **k):
+        opened.append(a[0] if a else k.get("path"))
+        real(self, *a, **k)
+
+    monkeypatch.setattr(store_module.ResultsStore, "__init__", counting)
+    dash.dashboards(str(tiny_store), [], [], [], [], "Match", "domain")
+    assert len(opened) == 1
+
+
+def test_position_probe_for_the_question_in_hand(tiny_env, make_tiny_trace):
     trace = make_tiny_trace(["vanilla", "full"], top_k=3, max_answer_tokens=4)
-    fig, answers, summary = app.position_probe(trace, ["vanilla", "full"], progress=_progress)
+    fig, answers, summary = AttributionTab(tiny_env).position_probe(trace, ["vanilla", "full"], progress=_progress)
     assert {t.name for t in fig.data} == {"vanilla", "full"}
     assert list(answers.columns) == ["variant", "1", "2", "3"] and len(answers) == 2
     assert sorted(summary["position"].unique()) == ["1", "2", "3"]
     assert all(c[0] in "✓✗" for c in answers[["1", "2", "3"]].to_numpy().ravel())
 
 
-def test_position_probe_needs_a_benchmark_question(make_tiny_trace):
+def test_position_probe_needs_a_benchmark_question(tiny_env, make_tiny_trace):
+    import gradio as gr
+
     trace = make_tiny_trace(["vanilla"], max_answer_tokens=2)
     trace.query_id = None
-    with pytest.raises(app.gr.Error, match="benchmark question"):
-        app.position_probe(trace, ["vanilla"], progress=_progress)
+    with pytest.raises(gr.Error, match="benchmark question"):
+        AttributionTab(tiny_env).position_probe(trace, ["vanilla"], progress=_progress)
 
 
-def test_dashboards_show_the_position_probe_and_flag_a_shortcut(tiny_store):
-    *_, curves_fig, dependence, summary = app.dashboards(str(tiny_store), [], [], [], [], "Match", "domain")
+def test_dashboards_show_the_position_probe_and_flag_a_shortcut(tiny_store, dash):
+    *_, curves_fig, dependence, summary = dash.dashboards(str(tiny_store), [], [], [], [], "Match", "domain")
     assert curves_fig is None and dependence.empty and "No position-probe rows" in summary
     from mdrag.evaluation.store import PROBE_COLUMNS, ResultsStore
 
@@ -253,7 +278,7 @@ def test_dashboards_show_the_position_probe_and_flag_a_shortcut(tiny_store):
                     "answer": "a" if right else "b", "metrics": {"match": float(right)}, "gold_logprob": -1.0})
     store.put_probe_rows(rows)
     store.close()
-    *_, curves_fig, dependence, summary = app.dashboards(str(tiny_store), [], [], [], [], "Match", "domain")
+    *_, curves_fig, dependence, summary = dash.dashboards(str(tiny_store), [], [], [], [], "Match", "domain")
     assert {t.name for t in curves_fig.data} == {"vanilla", "full"}
     assert "flagged" in summary and "full" in summary and "40 questions" in summary
     assert dependence.set_index("variant").loc["full", "shortcut"]
@@ -264,13 +289,14 @@ def test_attribution_without_attention_says_so_and_top_reranked_follows_rerank_s
     # a noisy-like prompt: the reranker liked the third passage best, whatever its position in the prompt
     for score, p in zip([0.1, 0.2, 0.9], trace.passages, strict=True):
         p.rerank_score = score
-    _, _, top, agree, changed = app.attribution(trace, ["vanilla", "full"], None, progress=_progress)
+    tab = AttributionTab(tiny_env)
+    _, _, top, agree, changed = tab.attribution(trace, ["vanilla", "full"], None, progress=_progress)
     assert set(top["top reranked"]) == {"passage_3"}
     assert list(agree.columns) == ["note"] and "Compute attention first" in agree.iloc[0, 0]
     assert list(changed.columns) == ["note"]
     for p in trace.passages:
         p.rerank_score = None  # oracle prompts are not reranked
-    _, _, top, _, _ = app.attribution(trace, ["vanilla"], None, progress=_progress)
+    _, _, top, _, _ = tab.attribution(trace, ["vanilla"], None, progress=_progress)
     assert top.loc[0, "top reranked"].startswith("–") and top.loc[0, "same as top reranked"] is None
 
 
@@ -280,7 +306,7 @@ def test_a_closed_ask_stops_decoding_within_one_step_and_leaves_no_thread(tiny_e
     from mdrag.pipeline import RagPipeline
 
     calls = {"n": 0}
-    real = RagPipeline.answer
+    real = RagPipeline._generate
 
     def counting(self, trace, variants, on_answer=None, on_token=None):
         def count(v, text):
@@ -289,10 +315,10 @@ def test_a_closed_ask_stops_decoding_within_one_step_and_leaves_no_thread(tiny_e
 
         return real(self, trace, variants, on_answer, count)
 
-    monkeypatch.setattr(RagPipeline, "answer", counting)
+    monkeypatch.setattr(RagPipeline, "_generate", counting)
     variants = ["vanilla", "full"]
     before = set(threading.enumerate())
-    run = app.ask("who got the first nobel prize in physics", "tiny", None, "retrieved", "bm25", "none", 3,
+    run = AskTab(tiny_env).ask("who got the first nobel prize in physics", "tiny", None, "retrieved", "bm25", "none", 3,
                   variants, False, progress=_progress)
     next(run)  # passages and empty cards
     next(run)  # the first streamed tokens
@@ -307,9 +333,8 @@ def test_a_closed_ask_stops_decoding_within_one_step_and_leaves_no_thread(tiny_e
 
 
 @pytest.mark.parametrize("jobs", [1, 3])
-def test_every_model_bound_event_shares_one_concurrency_group(jobs, monkeypatch):
-    monkeypatch.setattr(app, "MODEL_JOBS", jobs)
-    demo = app.build_app()
+def test_every_model_bound_event_shares_one_concurrency_group(jobs, tiny_engine):
+    demo = app.build_app(Server(tiny_engine, model_jobs=jobs))
     fns = list(demo.fns.values()) if isinstance(demo.fns, dict) else list(demo.fns)
     model_bound = {"ask", "attention", "bertviz", "attribution", "position_probe", "sentences", "gradients"}
     seen = set()
@@ -327,7 +352,7 @@ def test_layer_controls_follow_the_generators_shape(tiny_env, tiny_generator_dir
     from transformers import AutoConfig
 
     last = AutoConfig.from_pretrained(tiny_generator_dir).num_hidden_layers - 1
-    demo = app.build_app()
+    demo = app.build_app(tiny_env)
     sliders = [b for b in demo.blocks.values() if type(b).__name__ == "Slider" and b.label == "layer"]
     assert [s.maximum for s in sliders] == [last]
     boxes = [b for b in demo.blocks.values() if getattr(b, "label", "") == "layers (comma-separated; empty = all)"]

@@ -15,8 +15,8 @@ def trace(make_tiny_trace):
     return make_tiny_trace(VARIANTS)
 
 
-def test_masses_sum_to_one_per_token_layer_and_head(trace, tiny_generator_dir):
-    result = answer_attention(trace, generator_path=str(tiny_generator_dir))
+def test_masses_sum_to_one_per_token_layer_and_head(trace, tiny_engine):
+    result = answer_attention(trace, tiny_engine)
     sums = result.per_token.groupby(["variant", "token", "layer", "head"], observed=True)["mass"].sum()
     assert len(sums) > 0 and sums.to_numpy() == pytest.approx(1.0, abs=1e-4)
     assert set(result.per_token["variant"]) == set(VARIANTS)
@@ -25,11 +25,11 @@ def test_masses_sum_to_one_per_token_layer_and_head(trace, tiny_generator_dir):
     assert set(result.frame()["segment"]) == set(segment_names(trace))
 
 
-def test_bounded_path_equals_full_output_attentions(trace, tiny_generator_dir):
+def test_bounded_path_equals_full_output_attentions(trace, tiny_generator_dir, tiny_engine):
     """The reference: eager attention with output_attentions=True, reduced to segments afterwards."""
     from transformers import AutoModelForCausalLM
 
-    result = answer_attention(trace, ["vanilla"], generator_path=str(tiny_generator_dir), dtype="float32")
+    result = answer_attention(trace, tiny_engine, ["vanilla"])  # tiny_engine: float32
     model = AutoModelForCausalLM.from_pretrained(tiny_generator_dir, attn_implementation="eager",
                                                  dtype=torch.float32).eval()
     answer = trace.answers["vanilla"].token_ids
@@ -45,7 +45,7 @@ def test_bounded_path_equals_full_output_attentions(trace, tiny_generator_dir):
     torch.testing.assert_close(got, want, rtol=0, atol=1e-5)  # segment order: the categorical's
 
 
-def test_adapters_change_the_attention(trace, tiny_generator_dir):
-    frame = answer_attention(trace, generator_path=str(tiny_generator_dir)).frame(tokens=[0])
+def test_adapters_change_the_attention(trace, tiny_engine):
+    frame = answer_attention(trace, tiny_engine).frame(tokens=[0])
     wide = frame.pivot_table(index=["layer", "head", "segment"], columns="variant", values="mass", observed=True)
     assert (wide["qk_att"] - wide["vanilla"]).abs().max() > 1e-3

@@ -41,18 +41,15 @@ def _without(trace, names: set[str]) -> str:
     return text
 
 
-def test_passage_ablation_equals_independent_log_prob_drops(trace, tiny_generator_dir):
-    from mdrag.generation.generator import multi_lora_model
-    from mdrag.generation.model import load_generator
-
-    model = multi_lora_model(load_generator(str(tiny_generator_dir)), "float32").model
+def test_passage_ablation_equals_independent_log_prob_drops(trace, tiny_generator_dir, tiny_engine):
+    model = tiny_engine.stacked().model  # float32
     calls = []
     # on the decoder: captum calls the top model's .forward() directly, which bypasses its own hooks
     head_rows = []  # positions the LM head runs on, per forward
     hook = model.get_decoder().register_forward_hook(lambda *_: calls.append(1))
     head = model.get_output_embeddings().register_forward_hook(lambda _m, args, _o: head_rows.append(args[0].shape[1]))
     try:
-        attr = passage_ablation(trace, "vanilla", str(tiny_generator_dir), dtype="float32")
+        attr = passage_ablation(trace, "vanilla", tiny_engine)
     finally:
         hook.remove()
         head.remove()
@@ -76,26 +73,28 @@ def test_a_model_that_cannot_see_the_passages_gives_zero(trace, tiny_generator_d
     weights = load_file(str(blind / "model.safetensors"))
     save_file({k: (torch.zeros_like(v) if "o_proj" in k else v) for k, v in weights.items()},
               str(blind / "model.safetensors"), metadata={"format": "pt"})
-    attr = passage_ablation(trace, "vanilla", str(blind), dtype="float32")
+    from mdrag.engine import Engine, Settings
+
+    attr = passage_ablation(trace, "vanilla", Engine(Settings(dtype="float32", generator=str(blind))))
     assert attr.scores == pytest.approx([0.0] * len(attr.scores), abs=1e-5)
 
 
-def test_deletion_curve_starts_full_and_ends_empty(trace, tiny_generator_dir):
+def test_deletion_curve_starts_full_and_ends_empty(trace, tiny_engine):
     order = [f"passage_{i + 1}" for i in range(len(trace.passages))][::-1]
-    curve = deletion_curve(trace, "full", order, str(tiny_generator_dir), dtype="float32")
-    attr = passage_ablation(trace, "full", str(tiny_generator_dir), dtype="float32")
+    curve = deletion_curve(trace, "full", order, tiny_engine)
+    attr = passage_ablation(trace, "full", tiny_engine)
     assert list(curve["removed"]) == list(range(len(order) + 1))
     assert curve["logprob"].iloc[0] == pytest.approx(attr.full_logprob, abs=1e-4)
     assert curve["logprob"].iloc[1] == pytest.approx(attr.full_logprob - attr.scores[-1], abs=1e-3)
 
 
-def test_sentence_ablation_has_one_feature_per_sentence(trace, tiny_generator_dir):
-    attr = sentence_ablation(trace, "vanilla", 1, str(tiny_generator_dir), dtype="float32")
+def test_sentence_ablation_has_one_feature_per_sentence(trace, tiny_engine):
+    attr = sentence_ablation(trace, "vanilla", 1, tiny_engine)
     span = next(s for s in trace.spans if s.name == "passage_1")
     text = trace.prompt[span.char_start: span.char_end]
     assert attr.features == [text[s:e] for s, e in sentences(text)]
     with pytest.raises(ValueError, match="does not exist"):
-        sentence_ablation(trace, "vanilla", 99, str(tiny_generator_dir))
+        sentence_ablation(trace, "vanilla", 99, tiny_engine)
 
 
 @pytest.mark.parametrize("text,count", [("One. Two! Three?", 3), ("No end", 1), ("3.5 kg. Next", 2)])
@@ -103,12 +102,12 @@ def test_sentence_split(text, count):
     assert len(sentences(text)) == count
 
 
-def test_gradient_attribution_covers_content_tokens_only(trace, tiny_generator_dir):
-    frame = gradient_attribution(trace, "vanilla", (0, 2), n_steps=2, generator_path=str(tiny_generator_dir))
+def test_gradient_attribution_covers_content_tokens_only(trace, tiny_engine):
+    frame = gradient_attribution(trace, "vanilla", tiny_engine, (0, 2), n_steps=2)
     assert set(frame["segment"]) <= {"instruction", "question"} | {f"passage_{i + 1}" for i in range(5)}
     assert frame["score"].abs().sum() > 0
     with pytest.raises(ValueError, match="outside the answer"):
-        gradient_attribution(trace, "vanilla", (5, 99), generator_path=str(tiny_generator_dir))
+        gradient_attribution(trace, "vanilla", tiny_engine, (5, 99))
 
 
 def test_agreement_is_spearman():

@@ -6,10 +6,13 @@ import math
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
-from mdrag import bench
+from bench import suite as bench
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_unknown_section_is_refused():
@@ -43,8 +46,8 @@ def test_every_section_runs_on_the_real_models_and_writes_its_rows(tmp_path):
     and went unnoticed for a session because nothing ran it): every section leaves rows, every row measured
     against a baseline carries its ratio, the JSON and the growth figure are written."""
     out, fig = tmp_path / "bench.json", tmp_path / "growth.png"
-    done = subprocess.run([sys.executable, "-m", "mdrag.bench", "--quick", "--json", str(out), "--figure", str(fig)],
-                          capture_output=True, text=True, timeout=900,
+    done = subprocess.run([sys.executable, "-m", "bench", "--quick", "--json", str(out), "--figure", str(fig)],
+                          capture_output=True, text=True, timeout=900, cwd=ROOT,
                           env={**os.environ, "MDRAG_CHROMIUM": os.environ.get("MDRAG_CHROMIUM", "/usr/bin/chromium")})
     assert done.returncode == 0, done.stderr[-3000:]
     written = json.loads(out.read_text())

@@ -23,15 +23,15 @@ def trace(make_tiny_trace):
     return make_tiny_trace(["vanilla", "qk_att"], top_k=2, max_answer_tokens=4)
 
 
-def test_window_and_segment_attention_shapes(trace, tiny_generator_dir):
-    att, tokens = token_window_attention(trace, "qk_att", 5, 25, layers=[0, 1], generator_path=str(tiny_generator_dir))
+def test_window_and_segment_attention_shapes(trace, tiny_engine):
+    att, tokens = token_window_attention(trace, "qk_att", 5, 25, tiny_engine, layers=[0, 1])
     assert len(att) == 2 and att[0].shape[2:] == (20, 20) and len(tokens) == 20
     assert torch.all(att[0].sum(-1) <= 1 + 1e-4)
-    seg, names = segment_level_attention(trace, "qk_att", generator_path=str(tiny_generator_dir))
+    seg, names = segment_level_attention(trace, "qk_att", tiny_engine)
     assert seg[0].shape[2] == seg[0].shape[3] == len(names) and "passage_1" in names
     assert seg[0].sum(-1) == pytest.approx(torch.ones_like(seg[0].sum(-1)), abs=1e-4)  # all keys are segments
     with pytest.raises(ValueError, match="too large"):
-        token_window_attention(trace, "qk_att", 0, 500, generator_path=str(tiny_generator_dir))
+        token_window_attention(trace, "qk_att", 0, 500, tiny_engine)
 
 
 @pytest.mark.browser

@@ -23,22 +23,26 @@ QUERIES = [{"id": f"q{i}", "text": f"question {i}: who created python or where i
 
 
 def register(tmp: Path) -> None:
-    from mdrag.data.benchmark import load_domain
     from mdrag.data.domains import register_jsonl_domain
 
     register_jsonl_domain("evaltiny", write_jsonl(tmp / "q.jsonl", QUERIES),
                           write_jsonl(tmp / "p.jsonl", TINY_PASSAGES))
-    load_domain.cache_clear()
 
 
 @pytest.fixture
-def grid(tmp_path, tiny_generator_dir):
+def grid(tmp_path):
     from mdrag.data.domains import DOMAINS
 
     register(tmp_path)
     yield Grid(["evaltiny"], ["vanilla"], ["retrieved", "oracle", "noisy"], retrievers=["bm25"], reranker="none",
-               generator_path=str(tiny_generator_dir), n_distractors=2)
+               n_distractors=2)
     DOMAINS.pop("evaltiny", None)
+
+
+@pytest.fixture
+def engine(tiny_engine):
+    """The grid's engine: the tiny generator (and its adapters), float32."""
+    return tiny_engine
 
 
 class FlakyJudge:
@@ -56,9 +60,9 @@ class FlakyJudge:
         return [self.judge(*item) for item in items]  # no de-duplication: every other call fails
 
 
-def test_grid_fills_every_cell_once_and_caches(grid, tmp_path):
+def test_grid_fills_every_cell_once_and_caches(grid, tmp_path, engine):
     store = ResultsStore(tmp_path / "r.sqlite")
-    counts = evaluate(grid, store, show_progress=False)
+    counts = evaluate(grid, store, engine, show_progress=False)
     assert counts["generated"] == 8 * 3
     df = store.frame()
     assert len(df) == 24 and df["key"].is_unique
@@ -66,20 +70,20 @@ def test_grid_fills_every_cell_once_and_caches(grid, tmp_path):
     oracle = df[df.setting == "oracle"]
     assert all(all(p["gold"] for p in ps) for ps in oracle["passages"])
     assert {"m_match", "m_recall", "m_f1", "r_nDCG@10"} <= set(df.columns)
-    again = evaluate(grid, store, show_progress=False)
+    again = evaluate(grid, store, engine, show_progress=False)
     assert again["generated"] == 0 and again["cached"] == 24 and len(store.frame()) == 24
     assert store.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert len(store.runs()) == 2
 
 
-def test_judge_failures_are_recorded_and_only_they_are_retried(grid, tmp_path):
+def test_judge_failures_are_recorded_and_only_they_are_retried(grid, tmp_path, engine):
     grid.settings = ["retrieved"]
     store = ResultsStore(tmp_path / "r.sqlite")
     judge = FlakyJudge()
-    first = evaluate(grid, store, judge=judge, show_progress=False)
+    first = evaluate(grid, store, engine, judge=judge, show_progress=False)
     assert first["judge_failures"] == 4 and first["judged"] == 4 and len(store.frame()) == 8
     answers = dict(zip(store.frame()["key"], store.frame()["answer"], strict=True))
-    second = evaluate(grid, store, judge=judge, show_progress=False)
+    second = evaluate(grid, store, engine, judge=judge, show_progress=False)
     assert second["generated"] == 0 and second["cached"] == 8
     assert second["judged"] + second["judge_failures"] == 4  # only the failed verdicts were retried
     df = store.frame("flaky-judge")
@@ -108,11 +112,11 @@ def test_bad_store_files_are_refused_and_left_untouched(tmp_path, content, match
     assert path.read_bytes() == before
 
 
-def test_read_only_store_reads_and_leaves_no_trace(grid, tmp_path):
+def test_read_only_store_reads_and_leaves_no_trace(grid, tmp_path, engine):
     path = tmp_path / "r.sqlite"
     store = ResultsStore(path)
     grid.settings = ["retrieved"]
-    evaluate(grid, store, show_progress=False)
+    evaluate(grid, store, engine, show_progress=False)
     store.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     store.db.execute("PRAGMA journal_mode=DELETE")
     store.close()
@@ -129,10 +133,12 @@ from pathlib import Path
 from test_evaluation_runner import register
 from mdrag.evaluation.runner import Grid, evaluate
 from mdrag.evaluation.store import ResultsStore
+from mdrag.engine import Engine, Settings
 register(Path({tmp!r}))
 grid = Grid(["evaltiny"], ["vanilla"], ["retrieved", "oracle", "noisy"], retrievers=["bm25"], reranker="none",
-            generator_path={gen!r}, n_distractors=2)
-print(evaluate(grid, ResultsStore(Path({store!r})), show_progress=False), flush=True)
+            n_distractors=2)
+engine = Engine(Settings(dtype="float32", generator={gen!r}))
+print(evaluate(grid, ResultsStore(Path({store!r})), engine, show_progress=False), flush=True)
 """
 
 
@@ -166,11 +172,11 @@ def test_a_killed_run_resumes_without_duplicates_or_loss(tmp_path, tiny_generato
     assert counts["cached"] >= 3 and counts["generated"] + counts["cached"] == 24
 
 
-def test_report_numbers_equal_an_independent_recomputation(grid, tmp_path):
+def test_report_numbers_equal_an_independent_recomputation(grid, tmp_path, engine):
     from mdrag.evaluation.report import judge_agreement, report, setting_table
 
     store = ResultsStore(tmp_path / "r.sqlite")
-    evaluate(grid, store, judge=FlakyJudge(), show_progress=False)
+    evaluate(grid, store, engine, judge=FlakyJudge(), show_progress=False)
     df = store.frame()
     db = sqlite3.connect(tmp_path / "r.sqlite")
     for setting in ("retrieved", "oracle", "noisy"):
@@ -206,14 +212,14 @@ def test_paired_differences_equal_a_hand_recomputation():
 
 
 def test_retrievers_are_a_grid_dimension_and_oracle_rows_are_shared(grid, tmp_path, tiny_adapters_root,
-                                                                   monkeypatch):
+                                                                   monkeypatch, engine):
     from mdrag.evaluation.dashboard import filtered, retriever_comparison
     from mdrag.evaluation.report import retriever_table, tables
 
     monkeypatch.setenv("MDRAG_ADAPTERS", str(tiny_adapters_root))
     grid.retrievers, grid.variants = ["bm25", "dense"], ["vanilla", "full"]
     store = ResultsStore(tmp_path / "r.sqlite")
-    counts = evaluate(grid, store, show_progress=False)
+    counts = evaluate(grid, store, engine, show_progress=False)
     # retrieved and noisy rows per retriever; oracle prompts hold the gold passages: one row serves both
     assert counts["generated"] == 8 * 2 * (2 * 2 + 1) and counts["cached"] == 8 * 2
     df = store.frame()
@@ -293,19 +299,19 @@ class SteadyJudge(FlakyJudge):
         return Verdict(0.75, 0.5, 0.9, mass=0.95)
 
 
-def test_merging_stores_adds_each_row_once_and_prefers_judged_rows(grid, tmp_path, capsys):
+def test_merging_stores_adds_each_row_once_and_prefers_judged_rows(grid, tmp_path, capsys, engine):
     import shutil
 
     from mdrag.cli import main
 
     grid.settings = ["retrieved"]
     flaky = ResultsStore(tmp_path / "flaky.sqlite")
-    evaluate(grid, flaky, judge=FlakyJudge(), show_progress=False)  # 8 rows, 4 judge failures
+    evaluate(grid, flaky, engine, judge=FlakyJudge(), show_progress=False)  # 8 rows, 4 judge failures
     flaky.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     shutil.copy(tmp_path / "flaky.sqlite", tmp_path / "flaky-copy.sqlite")
     grid.settings = ["retrieved", "oracle"]
     steady = ResultsStore(tmp_path / "steady.sqlite")
-    evaluate(grid, steady, judge=SteadyJudge(), show_progress=False)  # same 8 keys judged, plus 8 oracle rows
+    evaluate(grid, steady, engine, judge=SteadyJudge(), show_progress=False)  # same 8 keys judged, plus 8 oracle rows
     steady.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     new_answers = {a for (a,) in steady.db.execute("SELECT answer_id FROM results")} - \
@@ -348,12 +354,12 @@ def test_the_order_of_adaptation_is_compared_on_the_adapted_retriever():
     assert not [c for c in table.index if c.startswith("order:") and "(both on splade" in c]
 
 
-def test_report_command_reads_a_store_and_filters_domains(grid, tmp_path, capsys):
+def test_report_command_reads_a_store_and_filters_domains(grid, tmp_path, capsys, engine):
     from mdrag.cli import main
 
     grid.settings = ["retrieved"]
     path = tmp_path / "r.sqlite"
-    evaluate(grid, ResultsStore(path), show_progress=False)
+    evaluate(grid, ResultsStore(path), engine, show_progress=False)
     assert main(["report", "--store", str(path), "--domains", "evaltiny"]) == 0
     out = capsys.readouterr().out
     assert "## Per cluster and variant, retrieved passages" in out and "| vanilla" in out

@@ -57,15 +57,12 @@ def probe_domain(tmp_path, tiny_generator_dir, tiny_adapters_root, monkeypatch):
         yield domain
 
 
-def _pipe(domain, generator_dir):
-    from mdrag.pipeline import RagPipeline
-
-    return RagPipeline(domain, retriever="bm25", reranker="none", generator_path=str(generator_dir))
+def _pipe(domain, engine):
+    return engine.pipeline(domain, retriever="bm25", reranker="none")
 
 
-def test_probe_question_prompts_differ_only_by_where_the_gold_passage_sits(probe_domain, tiny_generator_dir,
-                                                                           float32_generation):
-    pipe = _pipe(probe_domain, tiny_generator_dir)
+def test_probe_question_prompts_differ_only_by_where_the_gold_passage_sits(probe_domain, tiny_engine):
+    pipe = _pipe(probe_domain, tiny_engine)
     query = probe_domain.query_by_id["q0"]
     rows = probe_question(pipe, query, ["vanilla", "full"], PROBES["position"], k=4, attention=True)
     assert len(rows) == 4 * 2
@@ -81,16 +78,16 @@ def test_probe_question_prompts_differ_only_by_where_the_gold_passage_sits(probe
         assert "match" in r["metrics"]
 
 
-def test_gold_logprob_of_a_batch_equals_each_variant_alone(probe_domain, tiny_generator_dir, float32_generation):
+def test_gold_logprob_of_a_batch_equals_each_variant_alone(probe_domain, tiny_engine):
     from analysis.probes import gold_logprobs
 
-    pipe = _pipe(probe_domain, tiny_generator_dir)
+    pipe = _pipe(probe_domain, tiny_engine)
     query = probe_domain.query_by_id["q1"]
     trace = pipe.trace_for_passages(query.text, query, [probe_domain.by_id[i] and _as_retrieved(probe_domain, i)
                                                          for i in ("p0", "p2", "p4")], "probe:position=2")
-    both = gold_logprobs(trace, ["vanilla", "qk_att"], "Paris", str(tiny_generator_dir))
+    both = gold_logprobs(trace, ["vanilla", "qk_att"], "Paris", tiny_engine)
     for v in ("vanilla", "qk_att"):
-        assert both[v] == pytest.approx(gold_logprobs(trace, [v], "Paris", str(tiny_generator_dir))[v], rel=1e-4)
+        assert both[v] == pytest.approx(gold_logprobs(trace, [v], "Paris", tiny_engine)[v], rel=1e-4)
     assert both["vanilla"] != pytest.approx(both["qk_att"])  # the adapter changes the model
 
 
@@ -99,14 +96,13 @@ def _as_retrieved(domain, pid: str) -> RetrievedPassage:
     return RetrievedPassage(p.id, p.title, p.text, p.doc_id, 0, None, None, None, pid == "p2")
 
 
-def test_probe_run_stores_rows_resumes_without_duplicates_and_reports(probe_domain, tiny_generator_dir, tmp_path,
-                                                                     float32_generation):
+def test_probe_run_stores_rows_resumes_without_duplicates_and_reports(probe_domain, tiny_engine, tmp_path):
     store = ResultsStore(tmp_path / "probe.sqlite")
-    first = run_probe("position", ["probetiny"], ["vanilla", "full"], store, limit=2, k=3, attention=False,
-                      generator_path=str(tiny_generator_dir), show_progress=False)
+    first = run_probe("position", ["probetiny"], ["vanilla", "full"], store, tiny_engine, limit=2, k=3,
+                      attention=False, show_progress=False)
     assert first == {"rows": 2 * 3 * 2, "questions": 2, "skipped": 0}
-    again = run_probe("position", ["probetiny"], ["vanilla", "full", "mlp"], store, limit=3, k=3, attention=False,
-                      generator_path=str(tiny_generator_dir), show_progress=False)
+    again = run_probe("position", ["probetiny"], ["vanilla", "full", "mlp"], store, tiny_engine, limit=3, k=3,
+                      attention=False, show_progress=False)
     assert again["rows"] == 2 * 3 * 1 + 1 * 3 * 3  # only mlp on the first two, everything on the third
     frame = store.probe_frame("position")
     assert len(frame) == 3 * 3 * 3 and frame["key"].is_unique
@@ -116,11 +112,12 @@ def test_probe_run_stores_rows_resumes_without_duplicates_and_reports(probe_doma
     assert set(dependence["variant"]) == {"vanilla", "full", "mlp"}
 
 
-def test_unknown_probe_lists_known_ones(probe_domain, tmp_path):
+def test_unknown_probe_lists_known_ones(probe_domain, tmp_path, tiny_engine):
     from mdrag.errors import UnknownNameError
 
     with pytest.raises(UnknownNameError, match="Known: position"):
-        run_probe("count", ["probetiny"], ["vanilla"], ResultsStore(tmp_path / "s.sqlite"), show_progress=False)
+        run_probe("count", ["probetiny"], ["vanilla"], ResultsStore(tmp_path / "s.sqlite"), tiny_engine,
+                  show_progress=False)
 
 
 def _synthetic_probe(first_gain: dict[str, float], n: int = 60, k: int = 5, seed: int = 0) -> pd.DataFrame:
@@ -249,7 +246,7 @@ def test_stratified_sample_spreads_over_source_documents_and_other_seeds_differ(
     assert [q.id for q in sample(queries, 10, how="file")] == [q.id for q in queries[:10]]
 
 
-def test_the_grid_evaluates_unanswerable_questions_in_a_stratified_sample(tmp_path, tiny_generator_dir):
+def test_the_grid_evaluates_unanswerable_questions_in_a_stratified_sample(tmp_path, tiny_engine):
     from mdrag.evaluation.runner import Grid, evaluate
 
     queries = [{"id": f"a{i}", "text": f"who created python {i}", "answers": ["Guido"], "gold_ids": ["p4"],
@@ -258,8 +255,8 @@ def test_the_grid_evaluates_unanswerable_questions_in_a_stratified_sample(tmp_pa
                  "answer_type": "unanswerable", "split": "test"} for i in range(4)]
     with registered_domain(tmp_path, "stratiny", queries, TINY_PASSAGES, "test"):
         store = ResultsStore(tmp_path / "r.sqlite")
-        evaluate(Grid(["stratiny"], ["vanilla"], ["retrieved"], limit=4, retrievers=["bm25"], reranker="none",
-                      generator_path=str(tiny_generator_dir)), store, show_progress=False)
+        evaluate(Grid(["stratiny"], ["vanilla"], ["retrieved"], limit=4, retrievers=["bm25"], reranker="none"),
+                 store, tiny_engine, show_progress=False)
         df = store.frame()
     assert sorted(df["answer_type"].value_counts().to_dict().items()) == [("short", 2), ("unanswerable", 2)]
     assert df.loc[df["answer_type"] == "unanswerable", "m_abstained"].notna().all()
@@ -300,7 +297,7 @@ def test_the_default_teacher_is_the_packaged_model_without_the_gold_and_naming_i
     from mdrag.generation import model
     from mdrag.training import teacher
 
-    monkeypatch.setattr(model, "_load_generator", lambda *a: pytest.fail("naming a teacher must not load it"))
+    monkeypatch.setattr(model, "load_generator", lambda *a: pytest.fail("naming a teacher must not load it"))
     t = teacher.get_teacher()
     assert t.name.startswith("qwen2.5-coder-1.5b") and "no gold" in t.name and not t.show_gold
     assert teacher.get_teacher("self-distill").show_gold
@@ -308,7 +305,7 @@ def test_the_default_teacher_is_the_packaged_model_without_the_gold_and_naming_i
         teacher.get_teacher("openai:gpt")
 
 
-def test_renaming_a_variant_rekeys_its_rows_so_a_run_of_the_new_name_reuses_them(tmp_path, tiny_generator_dir,
+def test_renaming_a_variant_rekeys_its_rows_so_a_run_of_the_new_name_reuses_them(tmp_path, tiny_engine,
                                                                                  tiny_adapters_root, monkeypatch):
     from mdrag.evaluation.runner import Grid, adapter_fingerprint, evaluate
 
@@ -317,8 +314,9 @@ def test_renaming_a_variant_rekeys_its_rows_so_a_run_of_the_new_name_reuses_them
                 "answer_type": "short", "split": "test"}]
     with registered_domain(tmp_path, "renametiny", queries, TINY_PASSAGES, "test"):
         store = ResultsStore(tmp_path / "r.sqlite")
-        grid = dict(retrievers=["bm25"], reranker="none", generator_path=str(tiny_generator_dir))
-        evaluate(Grid(["renametiny"], ["full"], ["retrieved", "oracle"], **grid), store, show_progress=False)
+        grid = dict(retrievers=["bm25"], reranker="none")
+        evaluate(Grid(["renametiny"], ["full"], ["retrieved", "oracle"], **grid), store, tiny_engine,
+                 show_progress=False)
         fp = adapter_fingerprint("full")
         assert store.rename_variant("full", "full_shuf", "0" * 16)["other_adapter"] == 2  # another adapter: kept
         assert store.rename_variant("full", "full_shuf", fp) == {"renamed": 2, "other_adapter": 0,
@@ -327,7 +325,7 @@ def test_renaming_a_variant_rekeys_its_rows_so_a_run_of_the_new_name_reuses_them
         (tiny_adapters_root / "full_shuf").symlink_to(tiny_adapters_root / "full")
         try:
             counts = evaluate(Grid(["renametiny"], ["full_shuf"], ["retrieved", "oracle"], **grid), store,
-                              show_progress=False)
+                              tiny_engine, show_progress=False)
         finally:
             (tiny_adapters_root / "full_shuf").unlink()
     assert counts["generated"] == 0 and counts["cached"] == 2
@@ -336,7 +334,8 @@ def test_renaming_a_variant_rekeys_its_rows_so_a_run_of_the_new_name_reuses_them
 
 
 def test_probe_cli_writes_rows_and_report_prints_the_probe_section(probe_domain, tiny_generator_dir, tmp_path,
-                                                                  monkeypatch, capsys, float32_generation):
+                                                                  monkeypatch, capsys, float32_generation,
+                                                                  tiny_engine):
     from mdrag.cli import main
     from mdrag.evaluation.report import report
     from mdrag.evaluation.runner import Grid, evaluate
@@ -352,8 +351,8 @@ def test_probe_cli_writes_rows_and_report_prints_the_probe_section(probe_domain,
     assert main(["probe", "passages", "--domains", "probetiny", "--store", str(path)]) == 2
     assert "Unknown probe 'passages'" in capsys.readouterr().err
     store = ResultsStore(path)
-    evaluate(Grid(["probetiny"], ["vanilla"], ["retrieved"], retrievers=["bm25"], reranker="none",
-                  generator_path=str(tiny_generator_dir)), store, show_progress=False)
+    evaluate(Grid(["probetiny"], ["vanilla"], ["retrieved"], retrievers=["bm25"], reranker="none"), store,
+             tiny_engine, show_progress=False)
     text = report(store.frame(), store=store)
     assert "## Position probe" in text and "probetiny 2" in text and "Position shortcut" in text
 

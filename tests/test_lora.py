@@ -235,7 +235,7 @@ def test_check_adapter_accepts_a_good_one(fresh_base, adapters_root, tiny_genera
 
 def test_stacked_adapters_equal_peft_mixed_batch(tiny_generator_dir, adapters_root, monkeypatch):
     """The fast many-adapter path gives peft's logits row by row, and peft's greedy tokens."""
-    from mdrag.generation.generator import BASE, multi_lora_model
+    from mdrag.generation.generator import BASE
 
     monkeypatch.setenv("MDRAG_ADAPTERS", str(adapters_root))
     loaded = load_generator(str(tiny_generator_dir))
@@ -248,7 +248,7 @@ def test_stacked_adapters_equal_peft_mixed_batch(tiny_generator_dir, adapters_ro
 
     names = [BASE if v == "vanilla" else v for v in variants]
     ids = torch.tensor([prompt] * len(names))
-    stacked = multi_lora_model(loaded, "float32")
+    stacked = fast.stacked  # the decoder's own stacked copy (float32), every adapter of the batch on it
     with torch.inference_mode():
         want = loaded.model(input_ids=ids, adapter_names=names).logits
         with stacked.rows(names):
@@ -342,13 +342,13 @@ def test_one_adapter_alone_runs_only_its_own_modules_at_its_own_rank(variant, ti
     """With every adapter stacked, a batch of one variant gathers only the modules that adapter targets, at its
     rank (not the stack's padded maximum), and still gives peft's logits."""
     from mdrag.generation import multi_lora
-    from mdrag.generation.generator import multi_lora_model
 
     monkeypatch.setenv("MDRAG_ADAPTERS", str(adapters_root))
     loaded = load_generator(str(tiny_generator_dir))
     prompt = loaded.tokenizer("Background: Document 1: Python is a language. Question: who made it")["input_ids"]
-    Generator(loaded, max_new_tokens=1, dtype="float32").generate(prompt, ["full", "qk_att", "mlp"])  # stack all
-    stacked = multi_lora_model(loaded, "float32")
+    gen = Generator(loaded, max_new_tokens=1, dtype="float32")
+    gen.generate(prompt, ["full", "qk_att", "mlp"])  # stack all
+    stacked = gen.stacked
     ids = torch.tensor([prompt])
     with torch.inference_mode():
         with stacked.rows([variant]):
@@ -424,8 +424,8 @@ def test_the_rerankers_corpus_table_is_replaced_never_edited_in_place(tiny_domai
             raise AssertionError("the corpus table was edited in place")
 
     before = NoInPlace()
-    monkeypatch.setattr(rerank, "_KNOWN", before)
     rr = rerank.MiniLMRescorer()
+    rr._known = before
     rr.prepare(tiny_domain)
-    assert tiny_domain.fingerprint() in rerank._KNOWN and rerank._KNOWN is not before and not before
+    assert tiny_domain.fingerprint() in rr._known and rr._known is not before and not before
     assert len(rr.score("who created python", [p.content for p in tiny_domain.passages[:2]])) == 2

@@ -6,7 +6,7 @@ import pytest
 
 from mdrag.config import SPLADE, PackagedModel
 from mdrag.errors import MissingModelError, UnknownNameError
-from mdrag.retrieval.rerank import get_reranker, rerank_order
+from mdrag.retrieval.rerank import make_reranker, rerank_order
 
 
 def test_missing_model_package_says_which_pip_line_fixes_it():
@@ -17,7 +17,7 @@ def test_missing_model_package_says_which_pip_line_fixes_it():
 
 def test_unknown_reranker_lists_the_known_ones():
     with pytest.raises(UnknownNameError, match="minilm, none"):
-        get_reranker("deberta-from-the-internet")
+        make_reranker("deberta-from-the-internet")
 
 
 def test_rerank_order_is_stable_for_ties():
@@ -40,11 +40,12 @@ def tiny_cross_encoder(tmp_path_factory):
     return folder
 
 
-def test_a_local_cross_encoder_directory_plugs_in(tiny_cross_encoder):
+def test_a_local_cross_encoder_directory_plugs_in(tiny_cross_encoder, make_engine):
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    reranker = get_reranker(str(tiny_cross_encoder))
+    engine = make_engine()
+    reranker = engine.reranker(str(tiny_cross_encoder))
     texts = ["Paris is in France.", "X-rays were found in 1895.", "Python is a language."]
     scores = reranker.score("where is paris", texts)
     assert scores.shape == (3,) and reranker.name.startswith("cross-encoder:")
@@ -55,12 +56,12 @@ def test_a_local_cross_encoder_directory_plugs_in(tiny_cross_encoder):
     with torch.no_grad():
         logits = model(**tok(["where is paris"] * 3, texts, return_tensors="pt", padding=True)).logits[:, 0].numpy()
     assert list(np.argsort(-scores)) == list(np.argsort(-logits))
-    assert get_reranker(str(tiny_cross_encoder)) is reranker  # loaded once
+    assert engine.reranker(str(tiny_cross_encoder)) is reranker  # loaded once per engine
 
 
 def test_a_directory_that_is_not_a_model_is_rejected(tmp_path):
     with pytest.raises(MissingModelError, match=r"config\.json"):
-        get_reranker(str(tmp_path))
+        make_reranker(str(tmp_path))
 
 
 @pytest.mark.slow
@@ -71,7 +72,6 @@ def test_minilm_rescoring_reuses_saved_passage_embeddings(tiny_domain, tmp_path,
     from mdrag.retrieval.retrievers import DenseRetriever
 
     monkeypatch.setenv("MDRAG_CACHE", str(tmp_path))
-    monkeypatch.setattr(rerank, "_KNOWN", {})
     from mdrag.retrieval.index import DenseIndex
 
     built = DenseRetriever(tiny_domain)  # builds and saves the index into the cache
@@ -96,7 +96,7 @@ def test_minilm_rescoring_reuses_saved_passage_embeddings(tiny_domain, tmp_path,
 
     index = next(tmp_path.glob("indexes/tiny/dense.npy"))
     np.save(index, np.load(index).astype(np.float16))  # what older versions saved
-    monkeypatch.setattr(rerank, "_KNOWN", {})
+    scorer = rerank.MiniLMRescorer()  # a new reranker: the embeddings it knows live in the instance
     encoded.clear()
     scorer.prepare(tiny_domain)
     np.testing.assert_allclose(scorer.score(query, texts), want, rtol=0, atol=1e-5)

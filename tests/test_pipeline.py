@@ -2,16 +2,16 @@
 
 import pytest
 
+from mdrag.engine import Engine, Settings
 from mdrag.errors import InvalidQueryError, MissingModelError, UnknownNameError
 from mdrag.generation.model import load_generator
 from mdrag.generation.prompts import SYSTEM_PROMPT, build_prompt
-from mdrag.pipeline import RagPipeline
 from mdrag.trace import RagTrace
 
 
 @pytest.fixture
-def pipe(tiny_domain, tiny_generator_dir):
-    return RagPipeline(tiny_domain, retriever="bm25", reranker="none", top_k=3, generator_path=str(tiny_generator_dir))
+def pipe(tiny_domain, tiny_engine):
+    return tiny_engine.pipeline(tiny_domain, retriever="bm25", reranker="none", top_k=3)
 
 
 def _segment_texts(trace: RagTrace) -> dict[str, str]:
@@ -109,35 +109,66 @@ def test_bad_requests_get_clear_errors(pipe, kwargs, error, match, tmp_path, mon
 
 
 def test_missing_generator_directory_is_a_clear_error(tiny_domain, tmp_path):
-    p = RagPipeline(tiny_domain, retriever="bm25", reranker="none", generator_path=str(tmp_path))
+    p = Engine(Settings(generator=str(tmp_path))).pipeline(tiny_domain, retriever="bm25", reranker="none")
     with pytest.raises(MissingModelError, match=r"config\.json"):
         p.run("who created python")
 
 
-def test_generator_cache_follows_the_configured_directory(tiny_generator_dir, tmp_path, monkeypatch):
+def test_an_engine_loads_each_part_once_and_engines_share_nothing(tiny_generator_dir, tiny_domain, tmp_path,
+                                                                  monkeypatch):
+    """What sessions share is what one engine holds; the generator follows the settings (MDRAG_GENERATOR read
+    once, when the settings are made), and a second engine never returns the first one's objects."""
     import shutil
 
     other = tmp_path / "copy"
     shutil.copytree(tiny_generator_dir, other)
     monkeypatch.setenv("MDRAG_GENERATOR", str(tiny_generator_dir))
-    a = load_generator()
+    first = Engine(Settings.from_env(dtype="float32"))
     monkeypatch.setenv("MDRAG_GENERATOR", str(other))
-    b = load_generator()
-    assert a is not b and b.path == other and load_generator(str(tiny_generator_dir)) is a
+    assert first.generator().path == tiny_generator_dir  # the environment was read once, at Settings.from_env
+    second = Engine(Settings.from_env(dtype="float32"))
+    assert second.generator().path == other and second.generator() is not first.generator()
+    assert first.generator() is first.generator() and first.stacked() is first.stacked()
+    assert first.retriever("bm25", tiny_domain) is first.retriever("bm25", tiny_domain)
+    assert first.retriever("bm25", tiny_domain) is not second.retriever("bm25", tiny_domain)
+    assert first.reranker("minilm") is not second.reranker("minilm")
+    assert load_generator(str(tiny_generator_dir)) is not first.generator()  # the loader itself caches nothing
+    kinds = {k[0] for k in first.parts()}
+    assert {"generator", "stacked", "retriever", "reranker"} <= kinds
 
 
-def test_stream_yields_tokens_then_answers_and_closing_it_stops_the_decoding(tiny_domain, tiny_generator_dir,
-                                                                           tiny_adapters_root, monkeypatch):
+def test_settings_from_flags_and_environment(monkeypatch):
+    monkeypatch.setenv("MDRAG_DTYPE", "float32")
+    monkeypatch.setenv("MDRAG_MAX_QUERY_CHARS", "50")
+    s = Settings.from_env(top_k=3, endpoint=None)
+    assert (s.dtype, s.max_query_chars, s.top_k, s.endpoint) == ("float32", 50, 3, None)
+    with pytest.raises(Exception, match="Known: float32"):
+        Settings.from_env(dtype="float8")
+
+
+def test_one_retrieval_serves_every_setting(pipe, monkeypatch):
+    """Step 1 runs once per question; step 2 builds each setting's trace from it without searching again."""
+    retriever = pipe.engine.retriever("bm25", pipe.domain)
+    calls = []
+    search = retriever.search
+    monkeypatch.setattr(retriever, "search", lambda *a: calls.append(a) or search(*a))
+    retrieval = pipe.retrieve(query_id="q1")
+    traces = {s: pipe.trace(retrieval, s, n_distractors=2) for s in ("retrieved", "oracle", "noisy")}
+    assert len(calls) == 1
+    assert [p.id for p in traces["oracle"].passages] == ["p2", "p6"]
+    assert [p.id for p in traces["retrieved"].passages] == [p.id for p in retrieval.ranked[:3]]
+    assert retrieval.ranked[0].rank == 0  # the settings' ranks are set on copies: the retrieval is reusable
+
+
+def test_stream_yields_tokens_then_answers_and_closing_it_stops_the_decoding(pipe):
     import threading
     import time
 
     from mdrag.errors import UnknownNameError
-    from mdrag.pipeline import AnswerEvent, RagPipeline, TokenEvent
+    from mdrag.pipeline import AnswerEvent, TokenEvent
 
-    monkeypatch.setenv("MDRAG_ADAPTERS", str(tiny_adapters_root))
-    pipe = RagPipeline(tiny_domain, retriever="bm25", reranker="none", top_k=3, generator_path=str(tiny_generator_dir))
-    text, bench = pipe.resolve_query("who got the first nobel prize in physics", None)
-    trace = pipe.make_trace(text, bench, pipe.retrieve(text, set(), {}), "retrieved")
+    retrieval = pipe.retrieve("who got the first nobel prize in physics")
+    trace = pipe.trace(retrieval, "retrieved")
     events = list(pipe.stream(trace, ["vanilla", "full"]))
     answers = [e.answer for e in events if isinstance(e, AnswerEvent)]
     assert sorted(a.variant for a in answers) == ["full", "vanilla"] and set(trace.answers) == {"vanilla", "full"}
@@ -146,7 +177,7 @@ def test_stream_yields_tokens_then_answers_and_closing_it_stops_the_decoding(tin
 
     before = set(threading.enumerate())
     tokens = 0
-    stream = pipe.stream(pipe.make_trace(text, bench, pipe.retrieve(text, set(), {}), "retrieved"), ["vanilla"])
+    stream = pipe.stream(pipe.trace(retrieval, "retrieved"), ["vanilla"])
     for event in stream:
         tokens += isinstance(event, TokenEvent)
         if tokens == 2:

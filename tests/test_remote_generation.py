@@ -11,6 +11,7 @@ import pytest
 from test_evaluation_runner import register
 
 from mdrag.data.domains import DOMAINS
+from mdrag.engine import Engine
 from mdrag.errors import MdragError
 from mdrag.evaluation.runner import Grid, evaluate
 from mdrag.evaluation.store import ResultsStore
@@ -20,27 +21,28 @@ VARIANTS = ["vanilla", "full", "qk_att", "mlp"]
 
 
 @pytest.fixture
-def server(tiny_generator_dir, tiny_adapters_root, monkeypatch):
-    monkeypatch.setenv("MDRAG_ADAPTERS", str(tiny_adapters_root))
-    httpd = make_server("127.0.0.1", 0, str(tiny_generator_dir))
+def server(tiny_engine):
+    """The server on an engine of its own (the tiny generator and adapters, float32), as `mdrag serve` runs."""
+    httpd = make_server(Engine(tiny_engine.settings), "127.0.0.1", 0)
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     yield f"http://127.0.0.1:{httpd.server_port}/v1"
     httpd.shutdown()
 
 
 @pytest.fixture
-def grid_args(tmp_path, tiny_generator_dir):
+def grid_args(tmp_path):
     register(tmp_path)
     yield dict(domains=["evaltiny"], variants=VARIANTS, settings=["retrieved", "oracle"], retrievers=["bm25"],
-               reranker="none", generator_path=str(tiny_generator_dir), n_distractors=2)
+               reranker="none", n_distractors=2)
     DOMAINS.pop("evaltiny", None)
 
 
-def test_endpoint_answers_equal_local_answers(float32_generation, server, grid_args, tmp_path):
+def test_endpoint_answers_equal_local_answers(server, grid_args, tmp_path, tiny_engine):
     local = ResultsStore(tmp_path / "local.sqlite")
     remote = ResultsStore(tmp_path / "remote.sqlite")
-    evaluate(Grid(**grid_args), local, show_progress=False)
-    counts = evaluate(Grid(**grid_args, endpoint=server), remote, show_progress=False)
+    client = Engine(tiny_engine.settings.but(endpoint=server))  # generates on the server
+    evaluate(Grid(**grid_args), local, tiny_engine, show_progress=False)
+    counts = evaluate(Grid(**grid_args), remote, client, show_progress=False)
     assert counts["generated"] == len(local.frame())
     cols = ["query_id", "variant", "setting"]
     a = local.frame().set_index(cols)["answer"].sort_index()
@@ -48,7 +50,7 @@ def test_endpoint_answers_equal_local_answers(float32_generation, server, grid_a
     assert a.to_dict() == b.to_dict()
     assert a.groupby(level="variant").apply(tuple).nunique() >= 3  # the adapters were really served
     assert set(local.frame()["key"]).isdisjoint(remote.frame()["key"])  # never mistaken for local rows
-    again = evaluate(Grid(**grid_args, endpoint=server), remote, show_progress=False)
+    again = evaluate(Grid(**grid_args), remote, client, show_progress=False)
     assert again["generated"] == 0
 
 
@@ -76,8 +78,9 @@ def test_server_rejects_bad_requests_clearly(server):
     assert code == 200  # the server still answers after the bad requests
 
 
-def test_endpoint_down_is_a_clear_error(grid_args, tmp_path):
+def test_endpoint_down_is_a_clear_error(grid_args, tmp_path, tiny_engine):
     store = ResultsStore(tmp_path / "r.sqlite")
     with pytest.raises(MdragError, match=r"endpoint .* failed"):
-        evaluate(Grid(**grid_args, endpoint="http://127.0.0.1:9/v1"), store, show_progress=False)
+        evaluate(Grid(**grid_args), store, Engine(tiny_engine.settings.but(endpoint="http://127.0.0.1:9/v1")),
+                 show_progress=False)
     assert store.frame().empty

@@ -30,10 +30,9 @@ def toy_domain(tmp_path, monkeypatch):
                         "gold_ids": [f"c{i}a", f"c{i}b"], "split": "train" if i < 12 else "test"})
     with registered_domain(tmp_path, "toy", queries, passages, "general") as domain:
         yield domain
-    from mdrag.retrieval import encoders, retrievers
+    from mdrag.retrieval import encoders
 
-    retrievers._LOADED.clear()  # the next test trains another encoder under the same name
-    encoders.minilm_encoder.cache_clear()
+    encoders.minilm_encoder.cache_clear()  # the next test trains another encoder under the same name
 
 
 @pytest.fixture(scope="module")
@@ -162,10 +161,10 @@ def test_training_lowers_the_loss_and_the_comparison_is_right(toy_domain, tiny_e
 
 def test_unknown_adapted_retriever_says_how_to_train_it(toy_domain):
     from mdrag.errors import MissingModelError
-    from mdrag.retrieval.retrievers import get_retriever
+    from mdrag.retrieval.retrievers import make_retriever
 
     with pytest.raises(MissingModelError, match="train-retriever --domain toy"):
-        get_retriever("dense-ft", toy_domain)
+        make_retriever("dense-ft", toy_domain)
 
 
 def test_a_domain_without_training_questions_is_a_clear_error(tmp_path, tiny_encoder):
@@ -185,7 +184,7 @@ def test_a_lora_on_the_packaged_encoder_ships_small_and_loads_from_assets(toy_do
     import shutil
 
     from mdrag.retrieval import adapted
-    from mdrag.retrieval.retrievers import get_retriever
+    from mdrag.retrieval.retrievers import make_retriever
     from mdrag.training import retriever as training
 
     monkeypatch.setattr(adapted, "SHIPPED_RETRIEVERS", tmp_path / "assets" / "retrievers")
@@ -196,7 +195,7 @@ def test_a_lora_on_the_packaged_encoder_ships_small_and_loads_from_assets(toy_do
     assert (shipped / "adapter_model.safetensors").stat().st_size < 1_000_000
     shutil.rmtree(training.adapted_dir("toy"))  # a fresh clone: only the shipped copy exists
     assert training.find_adapted("toy") == shipped
-    idx, scores = get_retriever("dense-ft:toy", toy_domain).search("what is the capital of Peru", 3)
+    idx, scores = make_retriever("dense-ft:toy", toy_domain).search("what is the capital of Peru", 3)
     assert toy_domain.passages[int(idx[0])].id.startswith("c6") and scores[0] >= scores[1]
 
 
@@ -216,7 +215,7 @@ def test_a_bad_adapted_encoder_is_a_clear_error(toy_domain, tiny_encoder, damage
     import json
 
     from mdrag.generation.adapters import AdapterError
-    from mdrag.retrieval.retrievers import get_retriever
+    from mdrag.retrieval.retrievers import make_retriever
     from mdrag.training.retriever import RetrieverSettings, adapted_dir, train_retriever
 
     train_retriever(["toy"], RetrieverSettings(batch_size=8, max_steps=2, lora_rank=4, hard_negatives=0),
@@ -235,7 +234,7 @@ def test_a_bad_adapted_encoder_is_a_clear_error(toy_domain, tiny_encoder, damage
         weights.write_bytes(weights.read_bytes()[:100])
         match = "unreadable"
     with pytest.raises(AdapterError, match=match):
-        get_retriever("dense-ft:toy", toy_domain)
+        make_retriever("dense-ft:toy", toy_domain)
 
 
 def test_two_phase_training_examples_come_from_the_adapted_retriever(toy_domain, tiny_encoder, tmp_path,
@@ -243,8 +242,9 @@ def test_two_phase_training_examples_come_from_the_adapted_retriever(toy_domain,
     import argparse
 
     from mdrag.cli import _examples
+    from mdrag.engine import Engine
     from mdrag.generation.variants import get_variant
-    from mdrag.retrieval.retrievers import get_retriever
+    from mdrag.retrieval.retrievers import make_retriever
     from mdrag.training.examples import ExampleSpec, rag_examples
     from mdrag.training.retriever import RetrieverSettings, train_retriever
 
@@ -254,7 +254,7 @@ def test_two_phase_training_examples_come_from_the_adapted_retriever(toy_domain,
     spec = ExampleSpec(domain="toy", n=4, retriever="dense-ft:toy", reranker="none")
     assert spec.key() != ExampleSpec(domain="toy", n=4, reranker="none").key()  # never the plain examples' cache
     rows = rag_examples(spec)
-    adapted = get_retriever("dense-ft:toy", toy_domain)
+    adapted = make_retriever("dense-ft:toy", toy_domain)
     for row, q in zip(rows, toy_domain.split("train")[:4], strict=True):
         idx, _ = adapted.search(q.text, 50)
         assert row["passage_ids"] == [toy_domain.passages[int(i)].id for i in idx[:5]]
@@ -263,7 +263,7 @@ def test_two_phase_training_examples_come_from_the_adapted_retriever(toy_domain,
 
     monkeypatch.setattr(adapted, "SHIPPED_RETRIEVERS", tmp_path / "no-shipped-retrievers")
     with pytest.raises(Exception, match="train-retriever --domain nq_open"):
-        _examples(argparse.Namespace(variant="qk_att_2p", examples=2))
+        _examples(argparse.Namespace(variant="qk_att_2p", examples=2, engine=Engine()))
 
 
 def test_retriever_compare_stores_the_table_in_the_card_retrieval_uses(toy_domain, tmp_path, monkeypatch, capsys):

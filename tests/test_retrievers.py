@@ -7,7 +7,7 @@ import pytest
 from mdrag.config import cache_dir
 from mdrag.errors import UnknownNameError
 from mdrag.retrieval import retrievers
-from mdrag.retrieval.retrievers import BM25Retriever, DenseRetriever, SpladeRetriever, get_retriever
+from mdrag.retrieval.retrievers import BM25Retriever, DenseRetriever, SpladeRetriever, make_retriever
 
 
 @pytest.mark.parametrize("cls", [SpladeRetriever, DenseRetriever, BM25Retriever])
@@ -61,4 +61,4 @@ def test_bm25_handles_queries_with_no_known_terms(tiny_domain):
 
 def test_unknown_retriever_lists_known(tiny_domain):
     with pytest.raises(UnknownNameError, match="splade, dense, bm25"):
-        get_retriever("colbert", tiny_domain)
+        make_retriever("colbert", tiny_domain)

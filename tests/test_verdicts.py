@@ -57,7 +57,7 @@ def test_a_schema_3_store_upgrades_in_place_keeping_every_row_and_verdict(tmp_pa
 
 
 @pytest.fixture
-def judged_grid(tmp_path, tiny_generator_dir):
+def judged_grid(tmp_path, tiny_engine):
     from test_evaluation_runner import QUERIES, register
 
     from mdrag.data.domains import DOMAINS
@@ -66,7 +66,7 @@ def judged_grid(tmp_path, tiny_generator_dir):
     register(tmp_path)
     store = ResultsStore(tmp_path / "r.sqlite")
     evaluate(Grid(["evaltiny"], ["vanilla"], ["retrieved", "oracle"], retrievers=["bm25"], reranker="none",
-                  generator_path=str(tiny_generator_dir), n_distractors=2), store, show_progress=False)
+                  n_distractors=2), store, tiny_engine, show_progress=False)
     yield store, len(QUERIES)
     DOMAINS.pop("evaltiny", None)
 
@@ -85,7 +85,7 @@ def test_judging_a_store_never_touches_the_generator_and_resumes(judged_grid, ti
         calls.append(a)
         raise AssertionError("the generator was called")
 
-    for target, name in ((RagPipeline, "answer"), (generator.Generator, "generate"), (model, "_load_generator")):
+    for target, name in ((RagPipeline, "answer"), (generator.Generator, "generate"), (model, "load_generator")):
         monkeypatch.setattr(target, name, forbidden)
     answers = store.db.execute("SELECT COUNT(DISTINCT answer_id) FROM results").fetchone()[0]
     rows_before = store.db.execute("SELECT key, answer FROM results ORDER BY key").fetchall()
@@ -134,13 +134,13 @@ def test_a_failing_judge_loses_nothing_and_is_retried(judged_grid):
     assert judge_store(store, Broken(), show_progress=False)["failed"] == 0  # good verdicts are never redone
 
 
-def test_adding_a_judge_after_the_answers_regenerates_nothing(judged_grid, tiny_generator_dir):
+def test_adding_a_judge_after_the_answers_regenerates_nothing(judged_grid, tiny_engine):
     from mdrag.evaluation.runner import Grid, evaluate
 
     store, n = judged_grid
     grid = Grid(["evaltiny"], ["vanilla"], ["retrieved", "oracle"], retrievers=["bm25"], reranker="none",
-                generator_path=str(tiny_generator_dir), n_distractors=2)
-    counts = evaluate(grid, store, judge=Broken(fail=False), show_progress=False)
+                n_distractors=2)
+    counts = evaluate(grid, store, tiny_engine, judge=Broken(fail=False), show_progress=False)
     assert counts["generated"] == 0 and counts["cached"] == 2 * n and counts["judged"] > 0
 
 

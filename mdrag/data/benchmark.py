@@ -18,7 +18,7 @@ import json
 import shutil
 from collections import Counter
 from dataclasses import dataclass, field
-from functools import cache, cached_property
+from functools import cached_property
 from pathlib import Path
 
 from tqdm import tqdm
@@ -87,7 +87,6 @@ def build_benchmark(raw: Path = RAW_DATA_DIR, out: Path = BENCHMARK_DIR, domains
         shutil.copyfile(raw.parent / "SOURCES.md", out / "ATTRIBUTION.md")
     manifest["domains"] = dict(sorted(manifest["domains"].items()))
     manifest_path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-    load_domain.cache_clear()
     return manifest
 
 
@@ -136,8 +135,8 @@ class Domain:
         return self._fingerprint
 
 
-@cache
 def load_domain(name: str, benchmark_dir: Path = BENCHMARK_DIR) -> Domain:
+    """The domain read from its files (each call reads again: the engine keeps one per domain)."""
     spec = resolve_domain(name)
     if spec.extra.get("passages"):  # your own JSONL files, validated row by row (data/user_files.py)
         from mdrag.data.user_files import read_jsonl_domain

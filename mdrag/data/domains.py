@@ -6,7 +6,6 @@ Cluster names resolve to a domain when the cluster holds exactly one (`general` 
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -132,6 +131,3 @@ def register_domains_file(path: Path) -> list[str]:
             DOMAIN_ERRORS[name] = f"{path} entry {i + 1}: {err}"
     return names
 
-
-if os.environ.get("MDRAG_DOMAINS_FILE"):
-    register_domains_file(Path(os.environ["MDRAG_DOMAINS_FILE"]))

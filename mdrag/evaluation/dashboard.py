@@ -19,14 +19,18 @@ METRICS = {"LLMEval": "judge_score", "LLMEval-3": "judge3_score", "Match": "m_ma
            "F1": "m_f1", "ROUGE-L": "m_rouge_l", "Answer length (words)": "m_length"}
 
 
-def open_store(path: str | Path | None = None) -> ResultsStore:
+def open_store(path: str | Path | ResultsStore | None = None) -> ResultsStore:
+    """A store opened read-only (the shipped one by default); an open store is returned as it is, so a caller
+    that reads several panels opens the file once."""
+    if isinstance(path, ResultsStore):
+        return path
     path = Path(path) if path else SHIPPED_STORE
     if not path.is_file():
         raise StoreError(f"No results store at {path}. Run python -m mdrag evaluate --store {path} first.")
     return ResultsStore(path, read_only=True)
 
 
-def load_results(path: str | Path | None = None, judge: str | None = None) -> pd.DataFrame:
+def load_results(path: str | Path | ResultsStore | None = None, judge: str | None = None) -> pd.DataFrame:
     """The store's rows as a frame (shipped store by default) with one judge's verdicts (default, or a judge
     this store has no verdicts from: the best present, by agreement with Match). A missing file is a clear
     error."""
@@ -36,7 +40,7 @@ def load_results(path: str | Path | None = None, judge: str | None = None) -> pd
     return store.frame(judge or None)
 
 
-def judge_choices(path: str | Path | None = None) -> list[tuple[str, str]]:
+def judge_choices(path: str | Path | ResultsStore | None = None) -> list[tuple[str, str]]:
     """(label, judge id) of the judges with 2-level verdicts in a store; the best one first."""
     from mdrag.evaluation.verdicts import best_judge
 
@@ -48,7 +52,7 @@ def judge_choices(path: str | Path | None = None) -> list[tuple[str, str]]:
              j) for j in order]
 
 
-def validity_tables(path: str | Path | None, df: pd.DataFrame) -> dict:
+def validity_tables(path: str | Path | ResultsStore | None, df: pd.DataFrame) -> dict:
     """The judge-validity panel (evaluation/judge_validity.py) for the judge whose verdicts `df` carries."""
     from mdrag.evaluation.judge_validity import validity
 
@@ -199,7 +203,7 @@ def failure_cases(df: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def position_probe(path: str | Path | None, domains: list[str] | None = None,
+def position_probe(path: str | Path | ResultsStore | None, domains: list[str] | None = None,
                    variants: list[str] | None = None) -> dict:
     """The position probe's curves (figure and table), its dependence table and a one-line summary naming
     the variants flagged for a position shortcut; empty parts when the store has no probe rows."""

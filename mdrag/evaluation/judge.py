@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from mdrag.config import LIMITS
+from mdrag.config import generation_dtype
 from mdrag.errors import MdragError, UnknownNameError
 from mdrag.openai_compat import ChatEndpoint, EndpointError
 
@@ -114,7 +114,7 @@ class HFJudge:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         self.folder = Path(folder)
-        self.dtype = dtype or LIMITS.dtype
+        self.dtype = dtype or generation_dtype()  # callers pass the engine's settings.dtype
         self.name = name + ("" if self.dtype == "float32" else f" [{self.dtype}]")
         self.fingerprint = f"{fingerprint}@{self.dtype}"  # bf16 and float32 verdicts differ in the 3rd digit
         self.weak = weak

@@ -50,7 +50,7 @@ def evaluate_retrieval(pipeline, split: str = "dev", limit: int | None = None) -
     queries = [q for q in pipeline.domain.split(split) if q.gold_ids][:limit]
     first, reranked = [], []
     for q in tqdm(queries, desc=f"retrieval {pipeline.domain.name}/{split}", unit="query"):
-        ranked = pipeline.retrieve(q.text, set(q.gold_ids), {})
+        ranked = pipeline.retrieve(query_id=q.id).ranked
         gold = set(q.gold_ids)
         first.append(([p.id for p in sorted(ranked, key=lambda p: p.first_stage_rank)], gold))
         reranked.append(([p.id for p in ranked], gold))
@@ -60,15 +60,17 @@ def evaluate_retrieval(pipeline, split: str = "dev", limit: int | None = None) -
 
 
 def compare_retrievers(base: str, adapted: str, domains: list[str], trained_on: list[str], split: str = "test",
-                       limit: int | None = None) -> list[dict]:
+                       limit: int | None = None, engine=None) -> list[dict]:
     """First-stage metrics of two retrievers on each domain's split (no reranking), with the difference:
-    on the training domains it shows the gain, on the others whether the adapted encoder forgot."""
+    on the training domains it shows the gain, on the others whether the adapted encoder forgot. Retrieval
+    only: `engine` (a fresh one when not given) never loads a generator here."""
+    from mdrag.engine import Engine
     from mdrag.evaluation.stats import bootstrap_ci
-    from mdrag.pipeline import RagPipeline
 
+    engine = engine or Engine()
     rows = []
     for name in domains:
-        got = {r: evaluate_retrieval(RagPipeline.for_domain(name, retriever=r, reranker="none"), split, limit)
+        got = {r: evaluate_retrieval(engine.pipeline(name, retriever=r, reranker="none"), split, limit)
                for r in (base, adapted)}
         for metric in RETRIEVAL_METRICS:
             before, after = got[base]["first_stage"][metric], got[adapted]["first_stage"][metric]

@@ -23,17 +23,16 @@ from dataclasses import dataclass, field
 
 from tqdm import tqdm
 
-from mdrag.config import LIMITS
 from mdrag.data.domains import DOMAINS, resolve_domain
+from mdrag.engine import Engine
 from mdrag.evaluation.retrieval_metrics import RETRIEVAL_METRICS
 from mdrag.evaluation.sampling import SAMPLES, sample
 from mdrag.evaluation.store import ResultsStore, answer_key, retrieval_id
 from mdrag.evaluation.verdicts import judge_store
-from mdrag.generation.model import load_generator
 from mdrag.generation.variants import adapter_dir, get_variant
 from mdrag.hashing import file_sha256
 from mdrag.machine import versions
-from mdrag.pipeline import SETTINGS, RagPipeline
+from mdrag.pipeline import SETTINGS
 from mdrag.retrieval.retrievers import check_retriever_available
 
 
@@ -46,9 +45,7 @@ class Grid:
     limit: int | None = None
     retrievers: list[str] = field(default_factory=lambda: ["splade"])
     reranker: str = "minilm"
-    generator_path: str | None = None
     n_distractors: int = 4
-    endpoint: str | None = None  # generate on an OpenAI-compatible server (vLLM multi-LoRA) instead of locally
     sample: str = "stratified"  # evaluation/sampling.py; "file": the split's first questions (the first grids)
     seed: int = 0
 
@@ -95,25 +92,26 @@ def dtype_note(store: ResultsStore, dtype: str) -> str | None:
             "resume them).")
 
 
-def evaluate(grid: Grid, store: ResultsStore, judge=None, show_progress: bool = True) -> dict[str, int]:
-    """Run every missing cell of the grid, then judge every answer without a verdict from `judge` (if any);
-    returns counts of generated and cached rows and of verdicts."""
-    loaded = load_generator(grid.generator_path)
+def evaluate(grid: Grid, store: ResultsStore, engine: Engine, judge=None, show_progress: bool = True) -> dict[str, int]:
+    """Run every missing cell of the grid on `engine` (its generator, dtype, endpoint), then judge every answer
+    without a verdict from `judge` (if any); returns counts of generated and cached rows and of verdicts."""
+    settings = engine.settings
+    loaded = engine.generator()
     fps = {v: adapter_fingerprint(v) for v in grid.variants}  # fails early on a missing adapter
     judge_name = judge.name if judge else None
     run_id = f"run-{time.strftime('%Y%m%d-%H%M%S')}-{hashlib.sha256(repr(grid).encode()).hexdigest()[:6]}"
     # Where the answers come from is part of every key: a server's answers never pose as local ones.
-    made_by = {"generator": loaded.fingerprint, "dtype": LIMITS.dtype} if not grid.endpoint else \
-        {"generator": f"endpoint:{grid.endpoint}", "dtype": "endpoint"}
+    made_by = {"generator": loaded.fingerprint, "dtype": settings.dtype} if not settings.endpoint else \
+        {"generator": f"endpoint:{settings.endpoint}", "dtype": "endpoint"}
     note = dtype_note(store, made_by["dtype"])
     if note and show_progress:
         print(note, file=sys.stderr)
-    store.add_run(run_id, {**grid.__dict__, "generator": loaded.name, "generator_fingerprint": loaded.fingerprint,
-                           "adapters": fps, "judge": judge_name, "max_new_tokens": LIMITS.max_new_tokens,
+    store.add_run(run_id, {**grid.__dict__, "generator_path": settings.generator, "endpoint": settings.endpoint,
+                           "generator": loaded.name, "generator_fingerprint": loaded.fingerprint,
+                           "adapters": fps, "judge": judge_name, "max_new_tokens": settings.max_new_tokens,
                            "generation": made_by,
                            "versions": versions()})
-    pipes = {(d, r): RagPipeline.for_domain(d, retriever=r, reranker=grid.reranker,
-                                            generator_path=grid.generator_path, endpoint=grid.endpoint)
+    pipes = {(d, r): engine.pipeline(d, retriever=r, reranker=grid.reranker)
              for d in grid.domains for r in grid.retrievers}
     per_domain = [[(d, q) for q in sample([q for q in pipes[d, grid.retrievers[0]].domain.split(grid.split)
                                            if q.gold_ids], grid.limit, grid.sample, grid.seed)]
@@ -127,14 +125,13 @@ def evaluate(grid: Grid, store: ResultsStore, judge=None, show_progress: bool = 
     for (domain, q), retriever in itertools.product(work, grid.retrievers):
         pipe = pipes[domain, retriever]
         rid = retrieval_id(retriever, grid.reranker)
-        text, bench = pipe.resolve_query(None, q.id)
-        ranked = pipe.retrieve(text, set(q.gold_ids), {})
-        retrieval = _retrieval_scores(ranked, set(q.gold_ids))
+        retrieved = pipe.retrieve(query_id=q.id)
+        retrieval = _retrieval_scores(retrieved.ranked, set(q.gold_ids))
         for setting in grid.settings:
-            trace = pipe.make_trace(text, bench, ranked, setting, seed=0, n_distractors=grid.n_distractors)
+            trace = pipe.trace(retrieved, setting, seed=0, n_distractors=grid.n_distractors)
             prompt_hash = hashlib.sha256(trace.prompt.encode()).hexdigest()[:16]
             keys = {v: answer_key(domain=domain, query=q.id, setting=setting, prompt=prompt_hash, variant=v,
-                                  adapter=fps[v], max_new_tokens=LIMITS.max_new_tokens, generation=made_by,
+                                  adapter=fps[v], max_new_tokens=settings.max_new_tokens, generation=made_by,
                                   retriever=rid)
                     for v in grid.variants}
             todo = [v for v, k in keys.items() if not store.has(k)]

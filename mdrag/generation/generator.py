@@ -9,7 +9,6 @@ tested against). Same prompt in every row, so no padding is needed.
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,19 +20,13 @@ from mdrag.generation.multi_lora import MultiLoraModel
 from mdrag.generation.variants import adapter_dir, get_variant
 
 BASE = "__base__"  # peft's name for "no adapter" in adapter_names
-_WRAP_LOCK = threading.Lock()
-_FAST: dict[tuple[str, str], MultiLoraModel] = {}
 
 
-def multi_lora_model(loaded: LoadedModel, dtype: str) -> MultiLoraModel:
-    """One stacked-adapter copy of the base per (weights, dtype), shared by every caller."""
+def stacked_model(loaded: LoadedModel, dtype: str) -> MultiLoraModel:
+    """A new stacked-adapter copy of the base in `dtype` (the engine builds one and shares it)."""
     import torch
 
-    key = (loaded.fingerprint, dtype)
-    with _WRAP_LOCK:
-        if key not in _FAST:
-            _FAST[key] = MultiLoraModel.from_pretrained(loaded.path, getattr(torch, dtype))
-        return _FAST[key]
+    return MultiLoraModel.from_pretrained(loaded.path, getattr(torch, dtype))
 
 
 @dataclass
@@ -46,12 +39,23 @@ class Generation:
 
 
 class Generator:
+    """Greedy decoding over a shared base: `loaded` (peft attaches and checks the adapters there) and, for the
+    fast path, `stacked`, the base in the generation dtype with the adapters stacked (built here when not
+    given: a one-off decoder; the engine passes its shared one)."""
+
     def __init__(self, loaded: LoadedModel, max_new_tokens: int = LIMITS.max_new_tokens, fast: bool = True,
-                 dtype: str | None = None):
+                 dtype: str = "float32", stacked: MultiLoraModel | None = None):
         self.loaded = loaded
         self.max_new_tokens = max_new_tokens
         self.fast = fast
-        self.dtype = dtype or LIMITS.dtype  # read when built, not at import: a test may pin float32
+        self.dtype = dtype
+        self._stacked = stacked
+
+    @property
+    def stacked(self) -> MultiLoraModel:
+        if self._stacked is None:
+            self._stacked = stacked_model(self.loaded, self.dtype)
+        return self._stacked
 
     @property
     def tokenizer(self):
@@ -69,7 +73,8 @@ class Generator:
         return sorted(i for i in ids if i is not None)
 
     def ensure_adapters(self, variants: list[str]) -> list[str]:
-        """Attach the adapters these variants need (once each); returns the per-row adapter names."""
+        """Attach the adapters these variants need (once each, to the peft model and, fast path, the stacked
+        model); returns the per-row adapter names."""
         names = []
         for v in variants:
             spec = get_variant(v)
@@ -77,8 +82,10 @@ class Generator:
                 names.append(BASE)
                 continue
             folder = adapter_dir(v)
-            with _WRAP_LOCK:  # the LoadedModel is shared: wrap it in a PeftModel once, for everyone
+            with self.loaded.lock:  # the LoadedModel is shared: wrap it in a PeftModel once, for everyone
                 self.loaded.model = attach_adapter(self.loaded.model, v, folder, self.loaded.fingerprint)
+                if self.fast:
+                    self.stacked.add_from_peft(self.loaded.model, v)
             names.append(v)
         return names
 
@@ -131,10 +138,7 @@ class Generator:
 
         from mdrag.generation.kv_cache import reserved_cache
 
-        fast = multi_lora_model(self.loaded, self.dtype)
-        for name in dict.fromkeys(names):
-            if name != BASE:
-                fast.add_from_peft(self.loaded.model, name)
+        fast = self.stacked  # ensure_adapters stacked every adapter of `names`
         tokens: list[list[int]] = [[] for _ in names]
         active: list[int] = []
         nxt: list[int] = []

@@ -8,9 +8,8 @@ the dequantised weights, and save plain safetensors; later starts reload in well
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass
-from functools import cache
+import threading
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from mdrag.cache_files import build_once
@@ -58,6 +57,8 @@ class LoadedModel:
     tokenizer: object
     path: Path
     fingerprint: str  # hash of the weights: keys caches and adapter compatibility
+    # Held while an adapter is attached: wrapping in a PeftModel replaces `model` for everyone who shares it.
+    lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
 
     @property
     def name(self) -> str:
@@ -66,7 +67,7 @@ class LoadedModel:
 
 def resolve_generator_dir(path: str | Path | None = None) -> Path:
     """`None` or 'smollm2-135m' -> the packaged model; otherwise a local HF directory."""
-    chosen = path or os.environ.get("MDRAG_GENERATOR")
+    chosen = path
     if chosen in (None, "", "smollm2-135m"):
         return converted_generator_dir()
     folder = Path(chosen)
@@ -85,16 +86,12 @@ def generator_config(path: str | None = None):
     return AutoConfig.from_pretrained(resolve_generator_dir(path), trust_remote_code=False)
 
 
-def load_generator(path: str | None = None, attn_implementation: str = "sdpa") -> LoadedModel:
-    """The generator in eval mode, fp32 on CPU, loaded once per resolved directory (so changing
-    MDRAG_GENERATOR or passing another path never returns a model cached for a different one)."""
-    return _load_generator(resolve_generator_dir(path), attn_implementation)
-
-
-@cache
-def _load_generator(folder: Path, attn_implementation: str) -> LoadedModel:
-    """Never `trust_remote_code`; safetensors only."""
+def load_generator(path: str | Path | None = None, attn_implementation: str = "sdpa") -> LoadedModel:
+    """A freshly loaded generator in eval mode, fp32 on CPU (each call loads again: the engine,
+    mdrag/engine.py, is what loads it once and shares it). Never `trust_remote_code`; safetensors only."""
     import torch
+
+    folder = resolve_generator_dir(path)
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=False)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from functools import cache
 from pathlib import Path
 from typing import Protocol
 
@@ -32,31 +31,29 @@ class Reranker(Protocol):
     def score(self, query: str, texts: list[str]) -> np.ndarray: ...
 
 
-# passage content -> row of its saved MiniLM embedding, per prepared corpus fingerprint
-_KNOWN: dict[str, tuple[dict[str, int], np.ndarray]] = {}
-_KNOWN_LOCK = threading.Lock()
-
-
-@dataclass(frozen=True)
 class MiniLMRescorer:
-    name: str = "minilm"
-    label: str = "MiniLM-L6 cosine rescoring (stand-in for the paper's DeBERTa-v3 cross-encoder)"
+    name = "minilm"
+    label = "MiniLM-L6 cosine rescoring (stand-in for the paper's DeBERTa-v3 cross-encoder)"
+
+    def __init__(self) -> None:
+        # corpus fingerprint -> (passage content -> row of its saved MiniLM embedding, the embeddings (n, 384))
+        self._known: dict[str, tuple[dict[str, int], np.ndarray]] = {}
+        self._lock = threading.Lock()
 
     def prepare(self, domain: Domain) -> None:
         """Reuse the saved dense index's passage embeddings (same encoder, float32) instead of encoding
         50 candidates per query (~3 s on 2 cores -> one query encoding, ~10 ms)."""
         from mdrag.retrieval.retrievers import saved_dense_embeddings
 
-        global _KNOWN
-
         key = domain.fingerprint()
-        if key not in _KNOWN:
+        if key not in self._known:
             emb = saved_dense_embeddings(domain)
             rows = {p.content: i for i, p in enumerate(domain.passages)} if emb is not None else {}
             # A new mapping swapped in whole, never a dict changed in place: another session's `score` may be
             # iterating the current one (a "dictionary changed size during iteration" race otherwise).
-            with _KNOWN_LOCK:
-                _KNOWN = {**_KNOWN, key: (rows, emb if emb is not None else np.zeros((0, 384), np.float32))}
+            with self._lock:
+                self._known = {**self._known, key: (rows, emb if emb is not None else np.zeros((0, 384),
+                                                                                           np.float32))}
 
     def score(self, query: str, texts: list[str]) -> np.ndarray:
         if not texts:
@@ -64,7 +61,7 @@ class MiniLMRescorer:
         q = encoders.minilm_embed([query])[0]  # (384,)
         emb = np.zeros((len(texts), q.shape[0]), dtype=np.float32)  # (n, 384)
         missing = []
-        known = list(_KNOWN.values())  # this call's snapshot: prepare() replaces the mapping, never edits it
+        known = list(self._known.values())  # this call's snapshot: prepare() replaces the mapping, never edits it
         for i, text in enumerate(texts):
             hit = next(((rows, m) for rows, m in known if text in rows), None)
             if hit is None:
@@ -112,9 +109,14 @@ class CrossEncoderReranker:
 RERANKERS = {"minilm": MiniLMRescorer, "none": NoReranker}
 
 
-@cache
-def get_reranker(name: str) -> Reranker:
-    """A registered reranker by name, or a cross-encoder from a local directory path."""
+def reranker_label(name: str) -> str:
+    """A registered reranker's label without building it; a cross-encoder directory's name."""
+    return RERANKERS[name].label if name in RERANKERS else f"cross-encoder {Path(name).name}"
+
+
+def make_reranker(name: str) -> Reranker:
+    """A new reranker: a registered one by name, or a cross-encoder from a local directory path (the engine
+    keeps one per name)."""
     if name in RERANKERS:
         return RERANKERS[name]()
     if Path(name).is_dir():

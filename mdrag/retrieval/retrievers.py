@@ -197,7 +197,6 @@ RETRIEVERS: dict[str, Callable[[Domain], Retriever]] = {
     "dense": DenseRetriever,
     "bm25": BM25Retriever,
 }
-_LOADED: dict[tuple[str, str], Retriever] = {}
 
 
 RETRIEVERS["dense-ft"] = adapted_dense(None)  # each domain's own fine-tuned encoder
@@ -228,10 +227,8 @@ def check_retriever_available(name: str, domain: str) -> None:
         load_card(find_adapted(name.removeprefix(ADAPTED_PREFIX) if name != "dense-ft" else domain))
 
 
-def get_retriever(name: str, domain: Domain) -> Retriever:
+def make_retriever(name: str, domain: Domain) -> Retriever:
+    """A new retriever over `domain` (its index loaded or built; the engine keeps one per name and corpus)."""
     check_retriever_name(name)
     make = adapted_dense(name.removeprefix(ADAPTED_PREFIX)) if name.startswith(ADAPTED_PREFIX) else RETRIEVERS[name]
-    key = (name, domain.name + ":" + domain.fingerprint())
-    if key not in _LOADED:
-        _LOADED[key] = make(domain)
-    return _LOADED[key]
+    return make(domain)

@@ -35,20 +35,21 @@ def messages(question: str, passages: list[str]) -> list[dict[str, str]]:
     return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}]
 
 
-def rag_examples(spec: ExampleSpec | None = None, pipeline=None) -> list[dict]:
+def rag_examples(spec: ExampleSpec | None = None, engine=None) -> list[dict]:
     """[{query_id, question, passages, passage_ids, gold}] for the first `n` questions of the split
-    (file order, which the seeded split already shuffles), retrieved and reranked like at inference."""
-    from mdrag.pipeline import RagPipeline
+    (file order, which the seeded split already shuffles), retrieved and reranked like at inference, by the
+    pipeline's own retrieve step (on `engine`; a fresh one when not given)."""
+    from mdrag.engine import Engine
 
     spec = spec or ExampleSpec()
     path = cache_dir() / "training" / f"examples-{spec.domain}-{spec.key()}.jsonl"
     if path.exists():
         return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
-    pipe = pipeline or RagPipeline.for_domain(spec.domain, retriever=spec.retriever, reranker=spec.reranker,
-                                              top_k=spec.top_k)
+    pipe = (engine or Engine()).pipeline(spec.domain, retriever=spec.retriever, reranker=spec.reranker,
+                                         top_k=spec.top_k)
     rows = []
     for q in tqdm(pipe.domain.split(spec.split)[: spec.n], desc="retrieving training passages", unit="question"):
-        ranked = pipe.retrieve(q.text, set(q.gold_ids), {})[: spec.top_k]
+        ranked = pipe.retrieve(query_id=q.id).ranked[: spec.top_k]
         rows.append({"query_id": q.id, "question": q.text, "passages": [p.content for p in ranked],
                      "passage_ids": [p.id for p in ranked], "gold": q.answers[0] if q.answers else ""})
     path.parent.mkdir(parents=True, exist_ok=True)

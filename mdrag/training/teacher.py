@@ -23,7 +23,7 @@ from typing import Protocol
 
 from tqdm import tqdm
 
-from mdrag.config import ASSETS_DIR, LIMITS
+from mdrag.config import ASSETS_DIR, LIMITS, generation_dtype
 from mdrag.errors import MdragError, UnknownNameError
 from mdrag.openai_compat import ChatEndpoint, EndpointError
 from mdrag.training.examples import messages
@@ -55,7 +55,9 @@ class _LocalTeacher:
         from mdrag.generation.model import load_generator
 
         if self._generator is None:
-            self._generator = Generator(load_generator(str(self.folder)), LIMITS.max_new_tokens)
+            # the CPU's generation dtype, as the labels shipped in assets/teacher_labels were made
+            self._generator = Generator(load_generator(str(self.folder)), LIMITS.max_new_tokens,
+                                        dtype=generation_dtype())
         msgs = messages(question, passages)
         if self.show_gold:
             msgs[-1]["content"] += SELF_DISTILL_INSTRUCTION.format(gold=gold)

@@ -1,12 +1,15 @@
 """Benchmarks: every figure next to a baseline measured in the same run, as a ratio.
 
-    python -m mdrag.bench [--only decode,variants,ask,ingest,attention,ablation,retrieval,evaluation,
-                                  train,memory]
+    python -m bench [--only decode,variants,ask,ingest,attention,ablation,retrieval,evaluation,train,memory,
+                            judge,sessions]
                           [--json out.json] [--quick]
 
 Each section prints rows (what, ours, baseline, ratio, target). Memory is measured in a fresh subprocess per
 configuration: the peak resident memory (VmHWM) is reset after loading, so model loading cannot hide the
 peak of what is measured. Times are the median of repeats after a warm-up. Real packaged models, shipped assets.
+Every section runs on one engine (mdrag/engine.py) built in `main` from the environment, as the app and the CLI
+build theirs; the baselines it measures against (plain transformers, peft's own batch, float32) are built beside
+it on purpose.
 """
 
 from __future__ import annotations
@@ -19,8 +22,12 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
+
+from mdrag.engine import Engine
 
 ROWS: list[dict] = []
+ROOT = Path(__file__).resolve().parents[1]  # children run from here, so `import bench` / `import app` resolve
 
 
 @dataclass(frozen=True)
@@ -46,13 +53,14 @@ class Sizes:
     train_variants: tuple[str, ...] = ("full", "qk_att", "att", "mlp")  # each beside updating all weights
     domains: int = 5  # domains whose indexes the memory section loads
     judge_answers: int = 48  # shipped answers judged by each contender (judge section)
+    sessions: int = 8  # browser sessions asking at once (sessions section)
 
 
 FULL = Sizes()
 QUICK = Sizes(prompt=160, new=12, turns=1, ingest=(200,), ingest_native_bf16=(), attention=(300,),
               attention_tries=1, queries=3,
               index_sample=16, grid_prompts=1, grid_variants=2, train_tokens=96, train_steps=1,
-              train_variants=("qk_att",), domains=1, judge_answers=8)
+              train_variants=("qk_att",), domains=1, judge_answers=8, sessions=2)
 
 
 def _row(section: str, what: str, ours: float, base: float | None, unit: str, target: str = "",
@@ -85,16 +93,15 @@ def peak_memory_mb() -> float:
     return _status_mb("VmHWM")
 
 
-def _status_mb(field: str) -> float:
-    with open("/proc/self/status") as f:
+def _status_mb(field: str, pid: int | str = "self") -> float:
+    with open(f"/proc/{pid}/status") as f:
         line = next(x for x in f if x.startswith(field + ":"))
     return int(line.split()[1]) / 1024  # kB -> MB
 
 
 def _retrieved_prompt(pipe, query_id: str) -> list[int]:
     """The generator prompt of a benchmark question in the retrieved setting (retrieval and rerank run)."""
-    text, bench = pipe.resolve_query(None, query_id)
-    return pipe.make_trace(text, bench, pipe.retrieve(text, set(bench.gold_ids), {}), "retrieved").prompt_ids
+    return pipe.trace(pipe.retrieve(query_id=query_id), "retrieved").prompt_ids
 
 
 def _interleaved_medians(fns: list[Callable[[], object]], repeats: int, warm: bool = True) -> list[float]:
@@ -116,14 +123,12 @@ def _median_time(fn: Callable[[], object], repeats: int = 3, warm: bool = True) 
     return _interleaved_medians([fn], repeats, warm)[0]
 
 
-def _prompt(n_tokens: int, domain: str = "nq_open") -> list[int]:
+def _prompt(engine: Engine, n_tokens: int, domain: str = "nq_open") -> list[int]:
     """A real 5-passage RAG prompt, padded with more passages or cut to about n_tokens."""
-    from mdrag.data.benchmark import load_domain
-    from mdrag.generation.model import load_generator
     from mdrag.generation.prompts import build_prompt
 
-    tok = load_generator().tokenizer
-    dom = load_domain(domain)
+    tok = engine.generator().tokenizer
+    dom = engine.domain(domain)
     query = dom.split("test")[0]
     passages = [p.content for p in dom.passages[:5]]
     k = 5
@@ -137,20 +142,17 @@ def _prompt(n_tokens: int, domain: str = "nq_open") -> list[int]:
 VARIANT_COUNT_TARGETS = {3: "<= 2x one", 6: "<= 3x one"}
 
 
-def _load_adapters(variants: list[str]) -> None:
-    """Load every adapter once (safetensors read into peft, then copied into the shared stacked model) on a
-    short prompt, so no timed run pays a first load: a section run alone (`--only ask`) otherwise charged
-    ~0.4 s per new adapter to whichever count used it first."""
-    from mdrag.generation.generator import Generator
-    from mdrag.generation.model import load_generator
-
-    Generator(load_generator(), max_new_tokens=1).generate(_prompt(32), variants)
+def _load_adapters(engine: Engine, variants: list[str]) -> None:
+    """Load every adapter once (safetensors read into peft, then copied into the shared stacked model) and run
+    them on a short prompt, so no timed run pays a first load: a section run alone (`--only ask`) otherwise
+    charged ~0.4 s per new adapter to whichever count used it first."""
+    engine.decoder(max_new_tokens=1).generate(_prompt(engine, 32), variants)
 
 
 # ------------------------------------------------------------------------------------------- sections
 
 
-def bench_decode(size: Sizes) -> None:
+def bench_decode(size: Sizes, engine: Engine) -> None:
     """Our generator path vs plain model.generate on the same weights, prompt, dtype and greedy settings.
 
     The baseline is the model as transformers loads it (AutoModelForCausalLM, sdpa), what a user of plain
@@ -160,16 +162,13 @@ def bench_decode(size: Sizes) -> None:
     import torch
     from transformers import AutoModelForCausalLM
 
-    from mdrag.config import LIMITS
-    from mdrag.generation.generator import Generator
-    from mdrag.generation.model import load_generator
-
-    loaded = load_generator()
-    ids, new = _prompt(size.prompt), size.new
-    for dtype in dict.fromkeys([LIMITS.dtype, "float32"]):
+    loaded = engine.generator()
+    default = engine.settings.dtype
+    ids, new = _prompt(engine, size.prompt), size.new
+    for dtype in dict.fromkeys([default, "float32"]):
         model = AutoModelForCausalLM.from_pretrained(loaded.path, dtype=getattr(torch, dtype),
                                                      attn_implementation="sdpa", use_safetensors=True).eval()
-        gen = Generator(loaded, max_new_tokens=new, dtype=dtype)
+        gen = engine.decoder(max_new_tokens=new, dtype=dtype)
 
         def plain(model=model) -> None:
             with torch.inference_mode():
@@ -185,28 +184,27 @@ def bench_decode(size: Sizes) -> None:
         with torch.inference_mode():
             model.generate(torch.tensor([ids]), max_new_tokens=4, do_sample=False,
                            pad_token_id=loaded.tokenizer.pad_token_id)
-        Generator(loaded, max_new_tokens=4, dtype=dtype).generate(ids, ["vanilla"])
+        engine.decoder(max_new_tokens=4, dtype=dtype).generate(ids, ["vanilla"])
         # 3 turns for the default dtype (the target row), 1 for float32 (context only): the 10-minute budget
-        turns = size.turns if dtype == LIMITS.dtype else 1
+        turns = size.turns if dtype == default else 1
         t_plain, t_ours = _interleaved_medians([plain, ours], turns, warm=False)
         _row("decode", f"{len(ids)}-token prompt + {new} tokens, {dtype}: ours vs plain transformers "
              f"model.generate (tokens/s, median of {turns} interleaved runs)",
              new / t_ours, new / t_plain, "tok/s", ">= 1.0x", higher_is_better=True)
 
 
-def bench_variants(size: Sizes) -> None:
+def bench_variants(size: Sizes, engine: Engine) -> None:
     """N variants on one prompt: one stacked batch vs one after another (size.new tokens each)."""
     from mdrag.generation.generator import Generator
-    from mdrag.generation.model import load_generator
 
-    loaded = load_generator()
-    ids, new = _prompt(size.prompt), size.new
-    gen = Generator(loaded, max_new_tokens=new)
+    loaded = engine.generator()
+    ids, new = _prompt(engine, size.prompt), size.new
+    gen = engine.decoder(max_new_tokens=new)
     gen.stop_ids = lambda: []  # every variant decodes the full budget: the worst case for batching
     order = ["vanilla", "full", "qk_att", "att", "mlp", "full_skd"]
     # Warm once for all (kernels, every adapter loaded) instead of one warm-up run per timing: same
     # figures, ~1.5 min less of the 10-minute budget.
-    _load_adapters(order)
+    _load_adapters(engine, order)
     alone = {v: _median_time(lambda v=v: gen.generate(ids, [v]), 1, warm=False) for v in order}
     one = alone["qk_att"]
     for n in (1, 3, 6):
@@ -227,17 +225,13 @@ def bench_variants(size: Sizes) -> None:
     _row("variants", "4 variants: stacked LoRA batch vs peft mixed-adapter batch (fp32)", ours4, peft_batch, "s")
 
 
-def bench_ask(size: Sizes) -> None:
+def bench_ask(size: Sizes, engine: Engine) -> None:
     """What the Ask screen feels like: question -> first token / first full answer / all answers, for 1, 2, 3
     and 6 variants, size.new tokens each (stop tokens off: the worst case), retrieval and reranking included.
     Baseline: the one-variant run in this process."""
-    from mdrag.generation.generator import Generator
-    from mdrag.generation.model import load_generator
-    from mdrag.pipeline import RagPipeline
-
-    pipe = RagPipeline.for_domain("clapnq")
+    pipe = engine.pipeline("clapnq")
     query = pipe.domain.split("test")[0]
-    gen = Generator(load_generator(), max_new_tokens=size.new)
+    gen = engine.decoder(max_new_tokens=size.new)
     gen.stop_ids = lambda: []
     order = ["qk_att", "full", "vanilla", "att", "mlp", "full_skd"]
 
@@ -252,7 +246,7 @@ def bench_ask(size: Sizes) -> None:
         marks["prompt tokens"] = len(ids)
         return marks
 
-    _load_adapters(order)
+    _load_adapters(engine, order)
     ask(order[:1])  # warm-up: models, indexes
     runs = {n: [ask(order[:n])] for n in size.ask_counts}
     one = {k: statistics.median(r[k] for r in runs[1]) for k in runs[1][0]}
@@ -265,42 +259,39 @@ def bench_ask(size: Sizes) -> None:
                  got[what], one[what], "s", target, grow=("Ask screen: seconds vs number of variants", n, what, ""))
 
 
-def bench_ingest(size: Sizes) -> None:
+def bench_ingest(size: Sizes, engine: Engine) -> None:
     """Prefill tokens/s in bfloat16 vs float32, whichever is the default here (config.generation_dtype picks
     bf16 only on a CPU with native bf16 matmuls: where oneDNN emulates it, it is several times slower)."""
     import torch
 
-    from mdrag.config import LIMITS, native_bf16
-    from mdrag.generation.generator import multi_lora_model
-    from mdrag.generation.model import load_generator
+    from mdrag.config import native_bf16
 
-    loaded = load_generator()
     # emulated bf16 is slow (~65 tok/s): its 1,600-token row would cost a minute of the 10-minute budget
     sizes = size.ingest + (size.ingest_native_bf16 if native_bf16() else ())
-    base = multi_lora_model(loaded, "float32").model
-    bf16 = multi_lora_model(loaded, "bfloat16").model
+    base = engine.stacked("float32").model
+    bf16 = engine.stacked("bfloat16").model
     with torch.inference_mode():  # warm-up on a short prompt: a full-length one costs 11 s in emulated bf16
         for m in (base, bf16):
-            m(input_ids=torch.tensor([_prompt(32)]), logits_to_keep=1)
+            m(input_ids=torch.tensor([_prompt(engine, 32)]), logits_to_keep=1)
     for n in sizes:
-        ids = torch.tensor([_prompt(n)])
+        ids = torch.tensor([_prompt(engine, n)])
         with torch.inference_mode():
             t_base, t_bf16 = _interleaved_medians([lambda ids=ids, m=m: m(input_ids=ids, logits_to_keep=1)
                                                    for m in (base, bf16)], 2, warm=False)
-        _row("ingest", f"prefill {n} tokens, bfloat16 vs float32 (tokens/s; this CPU's default: {LIMITS.dtype}, "
-             f"native bf16: {native_bf16()})", n / t_bf16, n / t_base, "tok/s", higher_is_better=True,
+        _row("ingest", f"prefill {n} tokens, bfloat16 vs float32 (tokens/s; this CPU's default: "
+             f"{engine.settings.dtype}, native bf16: {native_bf16()})", n / t_bf16, n / t_base, "tok/s",
+             higher_is_better=True,
              grow=("prefill tokens/s vs prompt length", n, "bfloat16", "float32"))
 
 
 _MEM_CHILD = r"""
 import json, sys, time, torch
-from mdrag.bench import _prompt, peak_memory_mb, reset_peak_memory
-from mdrag.generation.generator import multi_lora_model
-from mdrag.generation.model import load_generator
+from bench.suite import _prompt, peak_memory_mb, reset_peak_memory
+from mdrag.engine import Engine
 mode, n = sys.argv[1], int(sys.argv[2])
-loaded = load_generator()
-fast = multi_lora_model(loaded, "float32")
-ids = _prompt(n)
+engine = Engine()
+fast = engine.stacked("float32")
+ids = _prompt(engine, n)
 x = torch.tensor([ids])
 if mode == "segments":
     from analysis.attention import install, recording
@@ -329,11 +320,12 @@ print(json.dumps({"seconds": seconds, "extra_mb": after - before}))
 
 
 def _child(mode: str, n: int) -> dict:
-    out = subprocess.run([sys.executable, "-c", _MEM_CHILD, mode, str(n)], capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-c", _MEM_CHILD, mode, str(n)], capture_output=True, text=True, check=True,
+                         cwd=ROOT)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def bench_attention(size: Sizes) -> None:
+def bench_attention(size: Sizes, engine: Engine) -> None:
     """Segment attention (bounded) and output_attentions=True vs a plain sdpa forward, fresh process each."""
     for n in size.attention:
         tries = size.attention_tries if n == size.attention[0] else 1  # longer ones feed the growth figure
@@ -352,41 +344,39 @@ def bench_attention(size: Sizes) -> None:
              "MB", "< 100 MB at 1,000 tokens")
 
 
-def bench_ablation(size: Sizes) -> None:
+def bench_ablation(size: Sizes, engine: Engine) -> None:
     """Passage ablation (captum, 1 + k forwards) vs one forward pass over the same prompt and answer."""
     import torch
 
     from analysis.attribution import _Model, passage_ablation
-    from mdrag.pipeline import RagPipeline
 
-    pipe = RagPipeline.for_domain("nq_open", reranker="none")
+    pipe = engine.pipeline("nq_open", reranker="none")
     query = pipe.domain.split("test")[0]
-    trace = pipe.run(query.text, variants=["vanilla"], query_id=query.id)
-    m = _Model(trace, "vanilla", None, None)
+    trace = pipe.run(None, variants=["vanilla"], query_id=query.id)
+    m = _Model(trace, "vanilla", engine)
     one = _median_time(lambda: m.answer_logprob(trace.prompt), 2)
-    full = _median_time(lambda: passage_ablation(trace, "vanilla"), 1)
+    full = _median_time(lambda: passage_ablation(trace, "vanilla", engine), 1)
     k = len(trace.passages)
     _row("ablation", f"passage ablation ({k} passages) vs one forward", full, one, "s", f"<= {k + 1}x")
     del torch
 
 
-def bench_retrieval(size: Sizes) -> None:
+def bench_retrieval(size: Sizes, engine: Engine) -> None:
     """First stage per shipped corpus (SPLADE, dense vs BM25), reranking 50 candidates (saved passage
     embeddings vs encoding the candidates), and index build cost per 10k passages."""
     import numpy as np
 
-    from mdrag.data.benchmark import load_domain
     from mdrag.retrieval import encoders
-    from mdrag.retrieval.rerank import get_reranker
-    from mdrag.retrieval.retrievers import get_retriever, index_folders
+    from mdrag.retrieval.retrievers import index_folders
 
+    load_domain = engine.domain
     for name in ("nq_open", "pubmedqa", "covidqa", "tatqa", "clapnq"):
         dom = load_domain(name)
         queries = [q.text for q in dom.split("test")[: size.queries]]
-        bm25 = get_retriever("bm25", dom)
+        bm25 = engine.retriever("bm25", dom)
         t_b = [_median_time(lambda q=q, r=bm25: r.search(q, 50), 1) for q in queries]
         for kind in ("splade", "dense"):
-            r = get_retriever(kind, dom)
+            r = engine.retriever(kind, dom)
             t = [_median_time(lambda q=q, r=r: r.search(q, 50), 1) for q in queries]
             _row("retrieval", f"{name} ({len(dom.passages)} passages): {kind} encode+search p50 vs BM25 p50",
                  statistics.median(t) * 1000, statistics.median(t_b) * 1000, "ms",
@@ -394,8 +384,8 @@ def bench_retrieval(size: Sizes) -> None:
                  grow=("first-stage p50 (ms) vs corpus size", len(dom.passages), kind, "bm25"))
     dom = load_domain("nq_open")
     query = dom.split("test")[0].text
-    cands = [dom.passages[i].content for i in get_retriever("splade", dom).search(query, 50)[0]]
-    reranker = get_reranker("minilm")
+    cands = [dom.passages[i].content for i in engine.retriever("splade", dom).search(query, 50)[0]]
+    reranker = engine.reranker("minilm")
 
     def ours() -> None:
         reranker.prepare(dom)
@@ -421,21 +411,19 @@ def bench_retrieval(size: Sizes) -> None:
                  None, "MB")
 
 
-def bench_evaluation(size: Sizes) -> None:
+def bench_evaluation(size: Sizes, engine: Engine) -> None:
     """Rows/min of the grid: variants batched per prompt vs one variant per generate call."""
     from mdrag.generation.generator import Generator
-    from mdrag.generation.model import load_generator
-    from mdrag.pipeline import RagPipeline
 
-    pipe = RagPipeline.for_domain("nq_open", reranker="none")
-    loaded = load_generator()
-    gen = Generator(loaded)
+    pipe = engine.pipeline("nq_open", reranker="none")
+    loaded = engine.generator()
+    gen = engine.decoder()
     variants = ["vanilla", "full", "qk_att", "att", "mlp", "full_skd"][: size.grid_variants]
     n = len(variants)
     prompts = []
     for q in pipe.domain.split("test")[: size.grid_prompts]:
         prompts.append(_retrieved_prompt(pipe, q.id))
-    _load_adapters(variants)
+    _load_adapters(engine, variants)
 
     def rows_per_min(generate_prompt: Callable[[list[int]], object]) -> float:
         t0 = time.perf_counter()
@@ -456,7 +444,7 @@ def bench_evaluation(size: Sizes) -> None:
     # The ceiling for any batching of variants: each variant's prefill cannot be shared (every adapter changes
     # keys and values from layer 0 on), so batching can at best remove the decoding. Rows/min if generation
     # were the prefills alone (max_new_tokens=0), against the sequential rate: the most a >= 3x target can get.
-    prefill_only = Generator(loaded, max_new_tokens=0)
+    prefill_only = engine.decoder(max_new_tokens=0)
     ceiling = rows_per_min(lambda ids: prefill_only.generate(ids, variants))
     _row("evaluation", "ceiling: rows/min if only the prefills remained (decoding free) vs one at a time", ceiling,
          sequential, "rows/min", "bounds the >= 3x target", higher_is_better=True)
@@ -466,7 +454,8 @@ _TRAIN_CHILD = r"""
 import json, sys, time, torch
 from peft import get_peft_model
 from transformers import AutoModelForCausalLM
-from mdrag.bench import _prompt, peak_memory_mb
+from bench.suite import _prompt, peak_memory_mb
+from mdrag.engine import Engine
 from mdrag.generation.model import resolve_generator_dir
 from mdrag.training.lora import lora_config
 variant, n, steps = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
@@ -478,7 +467,7 @@ if variant != "all-weights":
 model.train()
 trainable = [p for p in model.parameters() if p.requires_grad]
 opt = torch.optim.AdamW(trainable, lr=5e-4, weight_decay=0.1)  # the paper's optimiser settings
-ids = torch.tensor([_prompt(n)])  # (1, n): batch 1 as in the paper
+ids = torch.tensor([_prompt(Engine(), n)])  # (1, n): batch 1 as in the paper
 def step():
     loss = model(input_ids=ids, labels=ids).loss
     loss.backward(); opt.step(); opt.zero_grad(set_to_none=True)
@@ -493,7 +482,7 @@ print(json.dumps({"tokens_per_s": n / seconds, "peak_mb": peak_memory_mb(),
 """
 
 
-def bench_train(size: Sizes) -> None:
+def bench_train(size: Sizes, engine: Engine) -> None:
     """Training step throughput per LoRA variant vs updating all weights, fresh process each.
 
     One step = forward + backward + AdamW on one 512-token RAG example (batch 1, fp32: what SFTTrainer runs
@@ -502,7 +491,7 @@ def bench_train(size: Sizes) -> None:
     rows = {}
     for variant in ("all-weights", *size.train_variants):
         out = subprocess.run([sys.executable, "-c", _TRAIN_CHILD, variant, str(n), str(steps)], capture_output=True,
-                             text=True, check=True)
+                             text=True, check=True, cwd=ROOT)
         rows[variant] = json.loads(out.stdout.strip().splitlines()[-1])
     base = rows.pop("all-weights")
     for variant, r in rows.items():
@@ -514,7 +503,7 @@ def bench_train(size: Sizes) -> None:
 
 _APP_CHILD = r"""
 import json, sys
-from mdrag.bench import _retrieved_prompt, peak_memory_mb
+from bench.suite import _retrieved_prompt, peak_memory_mb
 mode, domains = sys.argv[1], int(sys.argv[2])
 if mode == "plain":
     import torch
@@ -526,27 +515,26 @@ if mode == "plain":
 else:
     import app  # noqa: F401  (what `python app.py` imports)
     from mdrag.data.domains import DOMAINS
-    from mdrag.generation.generator import Generator
-    from mdrag.generation.model import load_generator
-    from mdrag.pipeline import RagPipeline
+    from mdrag.engine import Engine
+    engine = Engine()
+    engine.attach_shipped()  # as app.main does at start
     # Every domain's indexes loaded and searched (one question each, reranked), then all six variants answer
     # the last one: the generation's peak lands on top of every index at once, the worst case of a session.
     for name in list(DOMAINS)[:domains]:
-        pipe = RagPipeline.for_domain(name)
+        pipe = engine.pipeline(name)
         ids = _retrieved_prompt(pipe, pipe.domain.split("test")[0].id)
-    Generator(load_generator(), max_new_tokens=8).generate(ids, ["vanilla", "full", "qk_att", "att", "mlp",
-                                                                 "full_skd"])
+    engine.decoder(max_new_tokens=8).generate(ids, ["vanilla", "full", "qk_att", "att", "mlp", "full_skd"])
 print(json.dumps({"peak_mb": peak_memory_mb()}))  # VmHWM: ru_maxrss would include the parent's peak
 """
 
 
-def bench_memory(size: Sizes) -> None:
+def bench_memory(size: Sizes, engine: Engine) -> None:
     """Peak resident memory of the app's work (every domain's indexes, all six variants) vs loading the base
     model with plain transformers, fresh process each."""
     got = {}
     for mode in ("plain", "app"):
         out = subprocess.run([sys.executable, "-c", _APP_CHILD, mode, str(size.domains)], capture_output=True,
-                             text=True, check=True)
+                             text=True, check=True, cwd=ROOT)
         got[mode] = json.loads(out.stdout.strip().splitlines()[-1])["peak_mb"]
     _row("memory", f"app peak RSS ({size.domains} domains' indexes, 6 variants answered) vs plain transformers "
          "base model",
@@ -578,26 +566,24 @@ def _judge_items(n: int, same_questions: bool) -> list[tuple[str, str, str]]:
 
 _JUDGE_CHILD = r"""
 import json
-from mdrag.bench import peak_memory_mb
+from bench.suite import peak_memory_mb
 import app  # noqa: F401  (what `python app.py` imports)
+from mdrag.engine import Engine
 from mdrag.evaluation.judge import get_judge, gold_text
-from mdrag.generation.generator import Generator
-from mdrag.generation.model import load_generator
-from mdrag.pipeline import RagPipeline
 # The Ask screen with verdicts: one domain's indexes, six variants answer, then the judge reads every answer.
-pipe = RagPipeline.for_domain("nq_open")
+engine = Engine()
+pipe = engine.pipeline("nq_open")
 q = pipe.domain.split("test")[0]
-text, bench = pipe.resolve_query(None, q.id)
-trace = pipe.make_trace(text, bench, pipe.retrieve(text, set(bench.gold_ids), {}), "retrieved")
-gens = Generator(load_generator(), max_new_tokens=8).generate(trace.prompt_ids, ["vanilla", "full", "qk_att", "att",
-                                                                                 "mlp", "full_skd"])
-judge = get_judge()
-judge.judge_many([(text, gold_text(q.answers), g.text) for g in gens])
+trace = pipe.trace(pipe.retrieve(query_id=q.id), "retrieved")
+gens = engine.decoder(max_new_tokens=8).generate(trace.prompt_ids, ["vanilla", "full", "qk_att", "att", "mlp",
+                                                                    "full_skd"])
+judge = get_judge(None, engine.settings.dtype)
+judge.judge_many([(q.text, gold_text(q.answers), g.text) for g in gens])
 print(json.dumps({"peak_mb": peak_memory_mb()}))
 """
 
 
-def bench_judge(size: Sizes) -> None:
+def bench_judge(size: Sizes, engine: Engine) -> None:
     """Verdicts per minute of the packaged judge (batches of similar lengths over the KV cache of the prompt
     prefix every judge prompt shares) vs naive one-at-a-time judging with plain transformers, on the same
     shipped answers, weights and dtype; and peak memory with the generator and the judge both loaded."""
@@ -606,7 +592,7 @@ def bench_judge(size: Sizes) -> None:
 
     from mdrag.evaluation.judge import get_judge, judge_messages
 
-    judge = get_judge()
+    judge = get_judge(None, engine.settings.dtype)
     plain = AutoModelForCausalLM.from_pretrained(judge.folder, dtype=getattr(torch, judge.dtype),
                                                  attn_implementation="sdpa").eval()
     yes, no = judge.ids["yes"], judge.ids["no"]
@@ -635,10 +621,122 @@ def bench_judge(size: Sizes) -> None:
                                      warm=False)
             _row("judge", "seconds per verdict (unrelated answers): batches without any prefix cache vs with it",
                  no_prefix / n, ours / n, "s")
-    out = subprocess.run([sys.executable, "-c", _JUDGE_CHILD], capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-c", _JUDGE_CHILD], capture_output=True, text=True, check=True, cwd=ROOT)
     peak = json.loads(out.stdout.strip().splitlines()[-1])["peak_mb"]
     _row("judge", f"peak RSS, generator (6 variants) and judge ({judge.dtype}) both loaded", peak, None, "MB",
          "< 6,000 MB")
+
+
+# Session i asks SESSION_CASES[i % len]: a domain's first test question in the oracle setting (short prompts: the
+# load, not the prompt length, is what is measured) with its own variants, one of them an adapter on the MLP only.
+SESSION_CASES = [("nq_open", ["vanilla", "qk_att"]), ("pubmedqa", ["full"]), ("covidqa", ["mlp", "vanilla"]),
+                 ("tatqa", ["att"]), ("clapnq", ["qk_att_eq", "full_skd"]), ("nq_open", ["full_shuf"]),
+                 ("pubmedqa", ["vanilla", "mlp"]), ("covidqa", ["qk_att"])]
+_FIRST_TOKEN_JS = """() => [...document.querySelectorAll('#answers .mdrag-partial')].some(
+    e => e.textContent.replace('generating…', '').trim().length > 0)
+    || document.querySelectorAll('#answers .mdrag-answer-text').length > 0"""
+_ALL_ANSWERS_JS = """n => document.querySelectorAll('#answers .mdrag-answer').length === n
+    && !document.querySelector('#answers .pending')"""
+
+
+def _start_app(port: int, jobs: int) -> subprocess.Popen:
+    import urllib.request
+
+    proc = subprocess.Popen([sys.executable, str(ROOT / "app.py"), "--port", str(port), "--model-jobs", str(jobs)],
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    start = time.time()
+    while True:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5)
+            return proc
+        except OSError:
+            if proc.poll() is not None or time.time() - start > 600:
+                proc.kill()
+                raise RuntimeError("the app did not start") from None
+            time.sleep(1)
+
+
+def _session_urls(engine: Engine, base: str, n: int) -> list[tuple[str, int]]:
+    """(case URL, number of variants) per session; the question is the domain's first test question."""
+    cases = []
+    for i in range(n):
+        domain, variants = SESSION_CASES[i % len(SESSION_CASES)]
+        qid = engine.domain(domain).split("test")[0].id
+        cases.append((f"{base}?domain={domain}&qid={qid}&setting=oracle&variants={','.join(variants)}",
+                      len(variants)))
+    return cases
+
+
+def _drive(browser, cases: list[tuple[str, int]]) -> list[dict[str, float]]:
+    """Open every case in its own page, press Ask in all of them within a few milliseconds, and record per page
+    the seconds to its first streamed token and to all its answers (polled every 50 ms)."""
+    pages = []
+    for url, _ in cases:
+        page = browser.new_page()
+        page.set_default_timeout(900_000)
+        page.goto(url)
+        page.wait_for_function("() => [...document.querySelectorAll('textarea')].some(t => t.value.length > 3)")
+        pages.append(page)
+    marks: list[dict[str, float]] = [{} for _ in pages]
+    t0 = time.perf_counter()
+    for page in pages:
+        page.click("#ask-button")
+    while any("all answers" not in m for m in marks):
+        for page, m, (_, n) in zip(pages, marks, cases, strict=True):
+            if "first token" not in m and page.evaluate(_FIRST_TOKEN_JS):
+                m["first token"] = time.perf_counter() - t0
+            if "all answers" not in m and page.evaluate(_ALL_ANSWERS_JS, n):
+                m["all answers"] = time.perf_counter() - t0
+                m.setdefault("first token", m["all answers"])
+        if time.perf_counter() - t0 > 1800:
+            raise RuntimeError("sessions did not finish in 30 minutes")
+        time.sleep(0.05)
+    for page in pages:
+        page.close()
+    return marks
+
+
+def _quantile(values: list[float], q: float) -> float:
+    import numpy as np
+
+    return float(np.quantile(values, q))
+
+
+def bench_sessions(size: Sizes, engine: Engine) -> None:
+    """The real app in Debian's chromium: `size.sessions` browser sessions press Ask at once (different domains
+    and variants, oracle setting), vs the same questions asked one session at a time; p50 / p95 of the time to
+    the first streamed token and to all answers, and the app's peak resident memory. With --model-jobs 1 (the
+    default on 2 cores) the generations queue: the p95 is about n times one session's, by design."""
+    import os
+    import socket
+
+    from playwright.sync_api import sync_playwright
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    proc = _start_app(port, 1)
+    try:
+        cases = _session_urls(engine, f"http://127.0.0.1:{port}/", size.sessions)
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=os.environ.get("MDRAG_CHROMIUM", "/usr/bin/chromium"))
+            _drive(browser, cases[:1])  # warm-up: the first ask loads indexes and the judge
+            alone = [_drive(browser, [case])[0] for case in cases]
+            together = _drive(browser, cases)
+            browser.close()
+        peak = _status_mb("VmHWM", proc.pid)
+    finally:
+        proc.terminate()
+        proc.wait(60)
+    n = len(cases)
+    for what in ("first token", "all answers"):
+        for q, label in ((0.5, "p50"), (0.95, "p95")):
+            ours = _quantile([m[what] for m in together], q)
+            base = _quantile([m[what] for m in alone], q)
+            _row("sessions", f"{n} sessions at once vs one at a time: {label} seconds to {what} (model jobs 1)",
+                 ours, base, "s")
+    _row("sessions", f"app peak resident memory after {n} sessions at once (every shipped adapter attached at "
+         "start)", peak, None, "MB")
 
 
 def growth_figure(rows: list[dict]):
@@ -692,11 +790,12 @@ def write_figure(fig, path: str) -> None:
 
 SECTIONS = {"decode": bench_decode, "variants": bench_variants, "ask": bench_ask, "ingest": bench_ingest,
             "attention": bench_attention, "ablation": bench_ablation, "retrieval": bench_retrieval,
-            "evaluation": bench_evaluation, "train": bench_train, "memory": bench_memory, "judge": bench_judge}
+            "evaluation": bench_evaluation, "train": bench_train, "memory": bench_memory, "judge": bench_judge,
+            "sessions": bench_sessions}
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m mdrag.bench", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", help=f"comma-separated sections: {', '.join(SECTIONS)}")
     parser.add_argument("--json", help="write all rows here")
@@ -709,15 +808,17 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [s for s in chosen if s not in SECTIONS]
     if unknown:
         parser.error(f"unknown sections {unknown}; known: {', '.join(SECTIONS)}")
+    from mdrag.engine import Settings
     from mdrag.machine import cpu, describe, versions
 
-    machine = {**cpu(), "versions": versions()}
+    engine = Engine(Settings.from_env())
+    machine = {**cpu(dtype=engine.settings.dtype), "versions": versions()}
     print(f"machine: {describe(machine)}; torch {machine['versions']['torch']}", flush=True)
     started = time.perf_counter()
     took = {}
     for name in chosen:
         t0 = time.perf_counter()
-        SECTIONS[name](QUICK if args.quick else FULL)
+        SECTIONS[name](QUICK if args.quick else FULL, engine)
         took[name] = time.perf_counter() - t0
     import pandas as pd
 

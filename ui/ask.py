@@ -1,0 +1,209 @@
+"""The Ask tab: a question through retrieval, reranking and every chosen variant, answers streamed side by side,
+then the judge's verdict on each."""
+
+from __future__ import annotations
+
+import time
+import urllib.parse
+from collections.abc import Iterator
+
+import gradio as gr
+
+from mdrag.data.domains import DOMAINS
+from mdrag.errors import MdragError
+from mdrag.generation.variants import VARIANTS, available_variants
+from mdrag.pipeline import SETTINGS, TokenEvent
+from mdrag.retrieval.rerank import RERANKERS
+from mdrag.retrieval.retrievers import retriever_names
+from mdrag.trace import RagTrace
+from ui.common import Server, error_html, esc
+
+DEFAULT_QUESTION = "who got the first nobel prize in physics"
+
+
+def passages_html(trace: RagTrace) -> str:
+    rows = []
+    for p in trace.passages:
+        fs = "–" if p.first_stage_score is None else f"{p.first_stage_score:.3f}"
+        rr = "–" if p.rerank_score is None else f"{p.rerank_score:.3f}"
+        first = "–" if p.first_stage_rank is None else str(p.first_stage_rank)
+        gold = '<b style="color:#b8860b">★ GOLD</b>' if p.is_gold else ""
+        rows.append(
+            f"<tr><td>{p.rank}</td><td>{gold}</td><td>{fs}</td><td>{first}</td><td>{rr}</td>"
+            f"<td><b>{esc(p.title)}</b> {esc(p.text)}<br><small>{esc(p.id)}</small></td></tr>"
+        )
+    return (
+        f"<p>Retriever: {esc(trace.retriever)} · Reranker: {esc(trace.reranker)} · setting: {esc(trace.setting)}</p>"
+        "<table class='mdrag-passages'><tr><th>#</th><th>gold</th><th>first stage</th><th>first-stage rank</th>"
+        "<th>rerank</th><th>passage</th></tr>" + "".join(rows) + "</table>"
+    )
+
+
+def answers_html(trace: RagTrace, order: list[str] | None = None, partial: dict[str, str] | None = None,
+                 judging: bool = False) -> str:
+    """Answer cards in the requested order: finished ones with metrics (and the judge's verdict once it is
+    there), running ones with their text so far."""
+    gold = (f"<p><b>Gold answer:</b> {esc(' | '.join(trace.gold_answers))}</p>" if trace.gold_answers else
+            "<p><small>Free question: no gold answer, no metrics.</small></p>")
+
+    def metrics(a) -> str:
+        shown = [f"{esc(k)} {v:.2f}" for k, v in a.metrics.items() if isinstance(v, int | float)]
+        return f"<br><small>vs gold: {' · '.join(shown)}</small>" if shown else ""
+
+    def card(name: str) -> str:
+        a = trace.answers.get(name)
+        if a is None:
+            so_far = esc((partial or {}).get(name, ""))
+            return (f"<div class='mdrag-answer pending' data-variant='{esc(name)}'><h4>{esc(VARIANTS[name].label)}"
+                    f"</h4><p class='mdrag-partial'>{so_far} <i>generating…</i></p></div>")
+        return (f"<div class='mdrag-answer' data-variant='{esc(name)}'><h4>{esc(a.label or name)}</h4>"
+                f"<p class='mdrag-answer-text'>{esc(a.text) or '<i>(empty)</i>'}</p>"
+                f"<small>{len(a.token_ids)} tokens · ready after {a.seconds:.1f} s</small>{metrics(a)}"
+                f"{verdict(a)}</div>")
+
+    def verdict(a) -> str:
+        v = a.verdict
+        if v is None:
+            return "<br><small class='mdrag-verdict pending'><i>judging…</i></small>" if judging else ""
+        if v["score"] is None:
+            return f"<br><small class='mdrag-verdict'>LLMEval: no verdict ({esc(str(v['error']))})</small>"
+        word = "Yes" if v["score"] > 0.5 else "No"
+        low = f" · only {v['mass']:.0%} of its first token on Yes/No" if v.get("mass") is not None and \
+            v["mass"] < 0.5 else ""
+        return (f"<br><small class='mdrag-verdict'>LLMEval {v['score']:.2f} ({word}{low}) · judge: {esc(v['judge'])}"
+                f"{' (weak stand-in)' if v.get('weak') else ''}</small>")
+
+    names = list(dict.fromkeys([*(order or []), *trace.answers]))
+    timing = " · ".join(f"{esc(k)} {v:.2f} s" for k, v in trace.timings.items())
+    return (gold + "<div class='mdrag-answers'>" + "".join(card(n) for n in names)
+            + f"</div><p><small>{timing}</small></p>")
+
+
+def case_link(domain: str, question: str, query_id: str | None, setting: str, variants: list[str]) -> str:
+    params = {"domain": domain, "setting": setting, "variants": ",".join(variants)}
+    params.update({"qid": query_id} if query_id else {"q": question})
+    return "?" + urllib.parse.urlencode(params)
+
+
+class AskTab:
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        self.engine = server.engine
+
+    # ------------------------------------------------------------------------------------------ layout
+    def layout(self) -> None:
+        """The tab's components (call inside `gr.Tab`); `inputs` and `outputs` are what `ask` takes and fills."""
+        with gr.Row():
+            self.question = gr.Textbox(label="Question", value=DEFAULT_QUESTION, scale=4,
+                                       max_length=self.engine.settings.max_query_chars)
+            self.domain = gr.Dropdown(list(DOMAINS), value="nq_open", label="Domain")
+        with gr.Row():
+            self.pick = gr.Dropdown([], label="…or pick a test question (gold answer shown)", scale=4)
+            self.gold_info = gr.Markdown()
+        with gr.Row():
+            self.setting = gr.Radio(list(SETTINGS), value="retrieved", label="Setting")
+            self.retriever = gr.Dropdown(retriever_names(), value="splade", label="First stage")
+            self.reranker = gr.Dropdown(list(RERANKERS), value="minilm", label="Reranker")
+            self.top_k = gr.Slider(1, 10, value=self.engine.settings.top_k, step=1, label="top-k to the generator")
+        self.variants = gr.CheckboxGroup([(VARIANTS[name].label, name) for name in available_variants()],
+                                         value=["vanilla", "qk_att"], label="Variants (one batch)")
+        self.with_judge = gr.Checkbox(True, label="LLMEval verdict on each answer after it is ready (packaged "
+                                      "1.5B judge; questions with a gold answer)")
+        self.go = gr.Button("Ask", variant="primary", elem_id="ask-button")
+        self.answers = gr.HTML(elem_id="answers")
+        self.link = gr.Textbox(label="Link to this case (append to the app's URL)", buttons=["copy"],
+                               interactive=False, elem_id="case-link")
+        self.passages = gr.HTML(elem_id="passages")
+        with gr.Accordion("Exact prompt", open=False):
+            self.prompt = gr.Textbox(show_label=False, lines=12)
+        self.query_id = gr.State(None)
+        self.domain.change(self.test_questions, self.domain, self.pick)
+        self.pick.change(self.pick_question, [self.domain, self.pick], [self.question, self.gold_info]).then(
+            lambda q: q, self.pick, self.query_id)
+        self.question.input(lambda: None, None, self.query_id)  # typing a new question detaches the picked id
+        self.inputs = [self.question, self.domain, self.query_id, self.setting, self.retriever, self.reranker,
+                       self.top_k, self.variants, self.with_judge]
+
+    # ---------------------------------------------------------------------------------------- handlers
+    def test_questions(self, domain: str):
+        try:
+            queries = self.engine.domain(domain).split("test")
+        except MdragError:
+            return gr.update(choices=[], value=None)
+        return gr.update(choices=[(f"{q.id} — {q.text[:90]}", q.id) for q in queries], value=None)
+
+    def pick_question(self, domain: str, query_id: str | None) -> tuple[str, str]:
+        if not query_id:
+            return gr.update(), ""
+        query = self.engine.domain(domain).query_by_id.get(query_id)
+        if query is None:
+            return gr.update(), ""
+        return query.text, f"Gold answer: {' | '.join(query.answers) or '(none)'} · {query.answer_type} · {query.id}"
+
+    def ask(self, question: str, domain: str, query_id: str | None, setting: str, retriever: str, reranker: str,
+            top_k: int, variants: list[str], with_judge: bool = True,
+            progress=gr.Progress(track_tqdm=True)) -> Iterator[tuple]:  # noqa: B008
+        """Retrieve, show passages, then show each variant's answer as soon as it is ready; then (questions with
+        a gold answer) the judge's verdict on each, which never delays the answers. Yields (answers, passages,
+        prompt, trace, link, attention variants, attribution variants)."""
+        variants = variants or ["vanilla"]
+        try:
+            pipe = self.engine.pipeline(domain, retriever=retriever, reranker=reranker, top_k=int(top_k))
+            progress(0.1, desc="retrieving")
+            retrieval = pipe.retrieve(question, query_id or None)  # also matches a typed benchmark question
+            trace = pipe.trace(retrieval, setting)
+        except MdragError as err:
+            yield error_html(err), "", "", None, "", gr.update(), gr.update()
+            return
+        link = case_link(domain, trace.query, trace.query_id, setting, variants)
+        judging = bool(with_judge and trace.gold_answers)  # finished cards say a verdict is coming
+
+        def choices() -> dict:  # a fresh update per output: Gradio consumes the dict it is given
+            return gr.update(choices=variants, value=variants[:2])
+
+        yield answers_html(trace, variants), passages_html(trace), trace.prompt, None, link, gr.update(), gr.update()
+        progress(0.4, desc=f"generating {len(variants)} variants in one batch")
+        partial: dict[str, str] = {}
+        shown_at = 0.0
+        # Closing this generator (Gradio does when the tab closes, the event is cancelled or re-submitted) closes
+        # the stream, which stops the decoding at its next token and joins its worker.
+        events = pipe.stream(trace, variants)
+        try:
+            for event in events:
+                if isinstance(event, TokenEvent):  # redraw at most every stream_every seconds
+                    partial[event.variant] = event.text
+                    if time.monotonic() - shown_at < self.server.stream_every:
+                        continue
+                shown_at = time.monotonic()
+                yield answers_html(trace, variants, partial, judging), gr.update(), gr.update(), None, link, \
+                    gr.update(), gr.update()
+        except Exception as err:  # shown in the page
+            yield error_html(err), passages_html(trace), trace.prompt, None, link, gr.update(), gr.update()
+            return
+        finally:
+            events.close()
+        yield answers_html(trace, variants, judging=judging), gr.update(), gr.update(), trace, link, choices(), \
+            choices()
+        if judging:
+            from mdrag.evaluation.verdicts import judge_trace
+
+            progress(0.9, desc="judging the answers against the gold answer")
+            try:
+                judge_trace(trace, self.server.judge())
+            except MdragError as err:  # e.g. the judge's packages are missing: the answers stay
+                for a in trace.answers.values():
+                    a.verdict = {"judge": self.server.judge_spec, "score": None, "error": str(err)}
+            yield answers_html(trace, variants), gr.update(), gr.update(), trace, link, gr.update(), gr.update()
+
+    def from_url(self, request: gr.Request):
+        """?domain=..&qid=..|q=..&setting=..&variants=.. reproduces a case."""
+        params = dict(request.query_params) if request else {}
+        domain = params.get("domain") if params.get("domain") in DOMAINS else "nq_open"
+        setting = params.get("setting") if params.get("setting") in SETTINGS else "retrieved"
+        chosen = [v for v in params.get("variants", "vanilla,qk_att").split(",") if v in VARIANTS] or ["vanilla"]
+        qid = params.get("qid")
+        text = params.get("q", DEFAULT_QUESTION)
+        if qid:
+            query = self.engine.domain(domain).query_by_id.get(qid)
+            text, qid = (query.text, qid) if query else (text, None)
+        return domain, text, qid, setting, chosen

@@ -1,0 +1,37 @@
+"""The Failures tab: stored cases worth a look (a variant wrong where another is right, ...); a click loads one
+into Ask."""
+
+from __future__ import annotations
+
+import gradio as gr
+import pandas as pd
+
+from mdrag.evaluation import dashboard
+from mdrag.generation.variants import VARIANTS
+from ui.dashboards import DashboardsTab
+
+
+class FailuresTab:
+    def __init__(self, dashboards: DashboardsTab) -> None:
+        self.dashboards = dashboards  # the same offered stores and judge selector
+
+    def layout(self) -> None:
+        self.kinds = gr.CheckboxGroup(list(dashboard.FAILURE_KINDS), label="kinds (none = all)",
+                                      info="; ".join(f"{k}: {v}" for k, v in dashboard.FAILURE_KINDS.items()))
+        self.button = gr.Button("Find cases", variant="primary", elem_id="failures-button")
+        self.table = gr.Dataframe(label="click a row to load it into Ask", interactive=False,
+                                  elem_id="failures-table")
+        self.button.click(self.failures, [self.dashboards.store, self.kinds, self.dashboards.judge], self.table)
+
+    def failures(self, label: str, kinds: list[str], judge: str | None = None) -> pd.DataFrame:
+        cases = dashboard.failure_cases(self.dashboards.frame(label, judge))
+        if kinds:
+            cases = cases[cases["kind"].isin(kinds)]
+        return cases.reset_index(drop=True)
+
+    @staticmethod
+    def load_case(cases: pd.DataFrame, evt: gr.SelectData):
+        """A clicked failure row -> the Ask tab's inputs (then Ask runs it)."""
+        row = cases.iloc[evt.index[0]]
+        chosen = [v for v in str(row["variants"]).split(",") if v in VARIANTS] or ["vanilla"]
+        return row["domain"], row["question"], row["query_id"], row["setting"], chosen, gr.Tabs(selected="ask")
