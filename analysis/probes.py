@@ -84,19 +84,14 @@ def probe_material(pipe, query: Query, ranked: list[RetrievedPassage], k: int
 def gold_logprobs(trace: RagTrace, variants: list[str], gold: str, engine: Engine) -> dict[str, float]:
     """log P(gold answer tokens | prompt) per variant, all variants as rows of one forward pass (the engine's
     stacked model, generation dtype)."""
-    import torch
+    from mdrag.generation.scoring import continuation_logprobs
 
-    fast = engine.stacked()
     names = engine.attach(variants)
     target = engine.generator().tokenizer(gold, add_special_tokens=False)["input_ids"]
     if not target:
         return dict.fromkeys(variants, float("nan"))
-    ids = torch.tensor([trace.prompt_ids + target] * len(variants))  # (V, prompt + gold)
-    with torch.inference_mode(), fast.rows(names):
-        logits = fast.model(input_ids=ids, logits_to_keep=len(target) + 1).logits[:, :-1]  # (V, gold, vocab)
-    logp = torch.log_softmax(logits.float(), dim=-1)
-    picked = logp[:, torch.arange(len(target)), torch.tensor(target)].sum(dim=1)  # (V,)
-    return {v: float(x) for v, x in zip(variants, picked, strict=True)}
+    picked = continuation_logprobs(engine.stacked(), names, list(trace.prompt_ids), target)
+    return dict(zip(variants, picked, strict=True))
 
 
 def gold_attention(trace: RagTrace, variants: list[str], engine: Engine) -> dict[str, float]:

@@ -1,5 +1,5 @@
 """Command line: python -m mdrag {prepare, index, domains, ask, retrieval-eval, train-retriever, variants, distill,
-train, evaluate, judge, probe, serve, report, attention-summary, merge-store}."""
+train, evaluate, judge, probe, canaries, serve, report, attention-summary, merge-store}."""
 
 from __future__ import annotations
 
@@ -305,6 +305,26 @@ def _cmd_probe(args) -> int:
     return 0
 
 
+def _cmd_canaries(args) -> int:
+    from pathlib import Path
+
+    from mdrag.evaluation.canaries import ALERT_DROP, canary_table, prepare, run_canaries
+    from mdrag.evaluation.store import ResultsStore
+
+    if args.prepare:
+        print(f"canary files: {prepare()}")
+        return 0
+    store = ResultsStore(Path(args.store))
+    counts = run_canaries(args.engine, store, args.variants.split(","),
+                          args.canaries.split(",") if args.canaries else None, args.limit)
+    print(f"{args.store}: {counts}")
+    table = canary_table(store.canary_frame())
+    print(f"## Forgetting canaries: each variant vs vanilla on the same items (alert: worse by more than "
+          f"{ALERT_DROP:.0%} relative)")
+    print(table.to_markdown(index=False, floatfmt=".3f"))
+    return 0
+
+
 def _cmd_attention_summary(args) -> int:
     from pathlib import Path
 
@@ -531,6 +551,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--generator", help="local HF causal-LM directory (default: packaged SmolLM2-135M)")
     s.add_argument("--store", default="results.sqlite")
     s.set_defaults(func=_cmd_probe)
+
+    s = sub.add_parser("canaries", help="forgetting canaries: every variant on MMLU, BIG-bench causal judgment, "
+                       "TruthfulQA and held-out Wikipedia text by log-likelihood, vs vanilla (resumable, into a store)")
+    s.add_argument("--variants", default="full,qk_att", help="variants to check (vanilla is always added)")
+    s.add_argument("--canaries", help="comma-separated (default: all): mmlu, causal_judgment, truthfulqa, wiki_loss")
+    s.add_argument("--limit", type=int, help="at most this many items per canary")
+    s.add_argument("--store", default="results.sqlite")
+    s.add_argument("--prepare", action="store_true", help="rebuild assets/canaries from ../shared/data/raw")
+    s.set_defaults(func=_cmd_canaries)
 
     s = sub.add_parser("attention-summary", help="attention on gold vs distractor passages by layer band, "
                                                  "per variant and setting, from a results store")

@@ -148,7 +148,7 @@ def test_llmeval_names_its_judge_shows_its_validity_and_greys_domains_it_cannot_
     from mdrag.evaluation.judge_validity import against_match
 
     out = dash.dashboards(str(tiny_store), [], [], [], [], "LLMEval", "domain", "flaky-judge")
-    bars, summary, validity = out[0], out[6], out[9]
+    bars, summary, validity = out[0], out[6], out[10]  # 9: the canaries table
     assert "judge: flaky" in bars.layout.title.text and "LLMEval judge: flaky" in summary
     df = dashboard.load_results(tiny_store, "flaky-judge")
     want = against_match(df).set_index("domain")

@@ -48,6 +48,9 @@ class DashboardsTab:
                                       "questions (retrieved setting, 95% bootstrap CI)")
         adapted = gr.Dataframe(label="adapted dense retrievers: first-stage quality before/after (trained_on_it "
                                      "false: forgetting check)")
+        canaries = gr.Dataframe(label="generator adapters, forgetting canaries: each variant vs vanilla on the same "
+                                      "items, 95% CI; alert = worse by more than 5% relative; 'can detect' = a 5% drop "
+                                      "is within reach at this n (python -m mdrag canaries)", elem_id="canaries")
         gr.Markdown("### Is the judge any good? (evaluation/judge_validity.py; kappa < 0.4 greys a domain's LLMEval "
                     "bars)")
         valid_match = gr.Dataframe(label="judge vs Match per domain: kappa and AUC with 95% CIs, length bias "
@@ -62,8 +65,9 @@ class DashboardsTab:
         probe_curves = gr.Plot(elem_id="probe-curves")
         probe_dependence = gr.Dataframe(label="Match with the gold passage first minus at positions 2..k, per "
                                               "question; vs vanilla paired (95% CI); shortcut: CI above 0")
-        self.outputs = [bars, by_setting, robust, longform, table, csv, summary, compared, adapted, valid_match,
-                        valid_settings, valid_sanity, valid_human, probe_curves, probe_dependence, probe_summary]
+        self.outputs = [bars, by_setting, robust, longform, table, csv, summary, compared, adapted, canaries,
+                        valid_match, valid_settings, valid_sanity, valid_human, probe_curves, probe_dependence,
+                        probe_summary]
         self.button.click(self.dashboards, [self.store, self.domains, self.variants, self.settings, self.retrievers,
                                             self.metric, self.by, self.judge], self.outputs)
         self.store.change(self.store_changed, self.store, [self.judge, self.retrievers])
@@ -120,7 +124,8 @@ class DashboardsTab:
                                                                      every_retriever), metric)
         probe = dashboard.position_probe(store, domains, variants)
         return (bars, by_setting, robust, longform, table, str(csv), esc(summary), compared.round(3),
-                dashboard.adapted_retrievers().round(3), valid["against_match"].round(3), valid["settings"].round(3),
+                dashboard.adapted_retrievers().round(3), dashboard.canaries(store).round(3),
+                valid["against_match"].round(3), valid["settings"].round(3),
                 valid.get("sanity", pd.DataFrame()).round(3), esc(dashboard.human_summary(valid.get("human", {}))),
                 probe["figure"], probe["dependence"].round(3), esc(probe["summary"]))
 

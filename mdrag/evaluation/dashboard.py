@@ -83,6 +83,14 @@ def adapted_retrievers() -> pd.DataFrame:
     return adaptation_table()
 
 
+def canaries(path: str | Path | ResultsStore | None) -> pd.DataFrame:
+    """The forgetting canaries of a store (evaluation/canaries.py): each variant against vanilla, alerts marked;
+    empty when the store holds none."""
+    from mdrag.evaluation.canaries import canary_table
+
+    return canary_table(open_store(path).canary_frame())
+
+
 def retriever_comparison(df: pd.DataFrame, metric: str = "Match") -> pd.DataFrame:
     """"Better retriever or generator adapter?" paired differences (empty with one retriever)."""
     if "retriever" not in df or df["retriever"].nunique() < 2:

@@ -318,6 +318,25 @@ def validity_section(store, df: pd.DataFrame) -> tuple[list[str], dict[str, pd.D
     return parts, csvs
 
 
+def canary_section(store) -> tuple[list[str], dict[str, pd.DataFrame]]:
+    """Markdown parts and the CSV table of the forgetting canaries, when the store holds their rows."""
+    from mdrag.evaluation.canaries import ALERT_DROP, CANARIES, canary_table
+
+    table = canary_table(store.canary_frame())
+    if table.empty:
+        return [], {}
+    alerts = table[table["alert"]]
+    notes = [f"{c.name}: {c.note}" for c in CANARIES.values() if c.note and c.name in set(table["canary"])]
+    parts = ["## Forgetting canaries: what each adapter costs elsewhere (python -m mdrag canaries)",
+             f"Each variant against vanilla on the same items (paired difference, 95% bootstrap CI); alert: worse by "
+             f"more than {ALERT_DROP:.0%} relative; 'can detect a 5% drop': the paired MDE at 80% power is within "
+             f"{ALERT_DROP:.0%} of vanilla's score at this n.", table.to_markdown(index=False, floatfmt=".3f"),
+             ("Alerts: " + "; ".join(f"{r.variant} on {r.canary} ({r.metric}, {r.relative:+.1%})"
+                                     for r in alerts.itertuples()) if len(alerts) else "No alert.")
+             + (" Notes: " + "; ".join(notes) + "." if notes else "")]
+    return parts, {"canaries": table}
+
+
 def probe_section(store) -> tuple[list[str], dict[str, pd.DataFrame]]:
     """Markdown parts and CSV tables of the position probe, when the store holds its rows."""
     from mdrag.evaluation.probe_tables import curves, flagged, position_dependence
@@ -398,9 +417,10 @@ def report(df: pd.DataFrame, csv_dir: Path | None = None, adapted: pd.DataFrame 
         parts += extra
         found.update(csvs)
     if store is not None:
-        extra, csvs = probe_section(store)
-        parts += extra
-        found.update(csvs)
+        for section in (probe_section, canary_section):
+            extra, csvs = section(store)
+            parts += extra
+            found.update(csvs)
     if csv_dir is not None:
         csv_dir.mkdir(parents=True, exist_ok=True)
         for name, table in found.items():

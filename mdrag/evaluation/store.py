@@ -47,6 +47,10 @@ ITEM_COLUMNS = ["answer_id", "suite", "item", "kind", "expect", "domain", "quest
 PROBE_COLUMNS = ["key", "run_id", "probe", "condition", "domain", "query_id", "variant", "answer_type", "question",
                  "gold", "passages", "gold_position", "prompt_hash", "answer", "answer_id", "n_tokens", "seconds",
                  "metrics", "gold_logprob", "gold_attention", "created"]
+# Forgetting canaries (evaluation/canaries.py): one row per (canary, item, variant), keyed by the adapter file and
+# the generation; accuracy (0/1, raw and length-normalised) for choice canaries, NLL per token for loss canaries.
+CANARY_COLUMNS = ["key", "run_id", "canary", "item", "variant", "adapter", "dtype", "correct", "correct_norm", "nll",
+                  "n_tokens", "created"]
 LEGACY_COLUMNS = ["judge", "judge_score", "judge3_score", "judge_error"]  # schema <= 3, on the results rows
 V3_COLUMNS = [c for c in COLUMNS if c != "answer_id"] + LEGACY_COLUMNS  # a schema-3 results row
 LEGACY_PROMPT = "bergen-v1-first-alias"  # the judge prompt before schema 4: only the first gold alias shown
@@ -180,6 +184,8 @@ class ResultsStore:
                         "PRIMARY KEY (suite, item, kind))")
         cols = ", ".join(f"{c} {'TEXT PRIMARY KEY' if c == 'key' else ''}" for c in PROBE_COLUMNS)
         self.db.execute(f"CREATE TABLE IF NOT EXISTS probe_rows ({cols})")
+        cols = ", ".join(f"{c} {'TEXT PRIMARY KEY' if c == 'key' else ''}" for c in CANARY_COLUMNS)
+        self.db.execute(f"CREATE TABLE IF NOT EXISTS canary_rows ({cols})")
 
     def _upgrade(self) -> None:
         """Schema 2 or 3 -> 4 in one transaction: nothing lands unless every row made it."""
@@ -335,6 +341,23 @@ class ResultsStore:
         with self.db:
             self.db.executemany(f"INSERT OR REPLACE INTO probe_rows VALUES ({', '.join('?' for _ in PROBE_COLUMNS)})",
                                 values)
+
+    def has_canary(self, key: str) -> bool:
+        return self.db.execute("SELECT 1 FROM canary_rows WHERE key=?", (key,)).fetchone() is not None
+
+    def put_canary_rows(self, rows: list[dict]) -> None:
+        """Canary rows (CANARY_COLUMNS) of one item in one transaction (a killed run resumes without duplicates)."""
+        with self.db:
+            self.db.executemany(f"INSERT OR REPLACE INTO canary_rows VALUES ({', '.join('?' for _ in CANARY_COLUMNS)})",
+                                [tuple(r.get(c) for c in CANARY_COLUMNS) for r in rows])
+
+    def canary_frame(self):
+        """Canary rows as a DataFrame; empty when the store has none (or predates the table)."""
+        import pandas as pd
+
+        if not self.db.execute("SELECT 1 FROM sqlite_master WHERE name='canary_rows'").fetchone():
+            return pd.DataFrame(columns=CANARY_COLUMNS)
+        return pd.read_sql_query(f"SELECT {', '.join(CANARY_COLUMNS)} FROM canary_rows", self.db)
 
     def probe_frame(self, probe: str | None = None):
         """Probe rows as a DataFrame (metrics expanded into m_ columns); empty when the store has none."""
