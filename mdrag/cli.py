@@ -295,7 +295,12 @@ def _cmd_probe(args) -> int:
                        reranker=args.reranker)
     print(f"{args.store}: {counts}")
     frame = store.probe_frame(args.probe)
-    if not frame.empty:
+    if not frame.empty and args.probe == "attack":
+        from mdrag.evaluation.probe_tables import attack_table
+
+        print("## Adversarial suite: rates per attack and variant (mean [95% CI])")
+        print(attack_table(frame).to_markdown(index=False))
+    elif not frame.empty:
         print(f"## Probe {args.probe}: Match per condition (mean [95% CI])")
         print(curves(frame).to_markdown(index=False, floatfmt=".3f"))
         dependence = position_dependence(frame) if args.probe == "position" else None
@@ -537,8 +542,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=_cmd_judge)
 
     s = sub.add_parser("probe", help="controlled prompt edits per question (position: the gold passage moved "
-                                     "through positions 1..k), every variant, into a results store (resumable)")
-    s.add_argument("probe", help="which probe: position (a registry entry of analysis/probes.py)")
+                                     "through positions 1..k; attack: the adversarial suite), every variant, into a "
+                                     "results store (resumable)")
+    s.add_argument("probe", help="which probe: position or attack (registry entries of analysis/probes.py)")
     s.add_argument("--domains", default="all")
     s.add_argument("--variants", default="vanilla,full,qk_att")
     s.add_argument("--limit", type=int, default=100, help="answerable test questions per domain")

@@ -60,14 +60,17 @@ class DashboardsTab:
             valid_settings = gr.Dataframe(label="sensitivity to the setting: LLMEval vs Match")
             valid_sanity = gr.Dataframe(label="sanity set from the benchmark: pass rate per check")
         valid_human = gr.Markdown()
+        attacks = gr.Dataframe(label="adversarial suite (python -m mdrag probe attack): per attack and variant, the "
+                                     "rate of the gold answer, of a forged answer, of obeying an injected instruction "
+                                     "and of abstaining (95% CI)", elem_id="attacks")
         gr.Markdown("### Position probe: does a variant answer from Document 1? (python -m mdrag probe position)")
         probe_summary = gr.Markdown(elem_id="probe-summary")
         probe_curves = gr.Plot(elem_id="probe-curves")
         probe_dependence = gr.Dataframe(label="Match with the gold passage first minus at positions 2..k, per "
                                               "question; vs vanilla paired (95% CI); shortcut: CI above 0")
         self.outputs = [bars, by_setting, robust, longform, table, csv, summary, compared, adapted, canaries,
-                        valid_match, valid_settings, valid_sanity, valid_human, probe_curves, probe_dependence,
-                        probe_summary]
+                        valid_match, valid_settings, valid_sanity, valid_human, attacks, probe_curves,
+                        probe_dependence, probe_summary]
         self.button.click(self.dashboards, [self.store, self.domains, self.variants, self.settings, self.retrievers,
                                             self.metric, self.by, self.judge], self.outputs)
         self.store.change(self.store_changed, self.store, [self.judge, self.retrievers])
@@ -127,7 +130,7 @@ class DashboardsTab:
                 dashboard.adapted_retrievers().round(3), dashboard.canaries(store).round(3),
                 valid["against_match"].round(3), valid["settings"].round(3),
                 valid.get("sanity", pd.DataFrame()).round(3), esc(dashboard.human_summary(valid.get("human", {}))),
-                probe["figure"], probe["dependence"].round(3), esc(probe["summary"]))
+                dashboard.attacks(store), probe["figure"], probe["dependence"].round(3), esc(probe["summary"]))
 
     def store_changed(self, label: str):
         """A newly picked store: its judges and retrievers as the selectors' choices."""

@@ -83,6 +83,13 @@ def adapted_retrievers() -> pd.DataFrame:
     return adaptation_table()
 
 
+def attacks(path: str | Path | ResultsStore | None) -> pd.DataFrame:
+    """The adversarial suite's rates per attack and variant (probe 'attack'); empty when the store has none."""
+    from mdrag.evaluation.probe_tables import attack_table
+
+    return attack_table(open_store(path).probe_frame("attack"))
+
+
 def canaries(path: str | Path | ResultsStore | None) -> pd.DataFrame:
     """The forgetting canaries of a store (evaluation/canaries.py): each variant against vanilla, alerts marked;
     empty when the store holds none."""

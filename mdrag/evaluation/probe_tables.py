@@ -28,6 +28,36 @@ def curves(frame: pd.DataFrame, by_domain: bool = False) -> pd.DataFrame:
     return out.sort_values([*keys[:-1], "order"]).drop(columns="order").reset_index(drop=True)
 
 
+ATTACK_RATES = {"m_match": "gold answer", "m_swapped": "forged answer", "m_injected": "obeys the injection",
+                "m_abstained": "abstains"}
+
+
+def attack_table(frame: pd.DataFrame, reference: str = "clean") -> pd.DataFrame:
+    """The adversarial suite (probe 'attack'): per attack and variant, each rate that applies with its 95% CI, and
+    the gold-answer rate's paired change from the same questions' clean prompt."""
+    sub = frame[frame["probe"] == "attack"] if "probe" in frame else frame
+    if sub.empty:
+        return pd.DataFrame()
+    clean = sub[sub["condition"] == reference].set_index(["domain", "query_id", "variant"])["m_match"]
+    rows = []
+    order = {c: i for i, c in enumerate(["clean", "injection", "contradiction", "outdated", "near_duplicate",
+                                         "unanswerable"])}
+    for (condition, variant), g in sorted(sub.groupby(["condition", "variant"]), key=lambda kv: (
+            order.get(kv[0][0], 99), kv[0][1])):
+        row = {"attack": condition, "variant": variant, "n": len(g)}
+        for col, label in ATTACK_RATES.items():
+            if col in g and g[col].notna().any():
+                mean, lo, hi = bootstrap_ci(g[col].dropna().tolist())
+                row[label] = f"{mean:.2f} [{lo:.2f}, {hi:.2f}]"
+        if condition != reference:
+            paired = (g.set_index(["domain", "query_id", "variant"])["m_match"] - clean).dropna()
+            if len(paired):
+                mean, lo, hi = bootstrap_ci(paired.tolist())
+                row["gold answer vs clean"] = f"{mean:+.2f} [{lo:+.2f}, {hi:+.2f}]"
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
 SHORTCUT_MARGIN = 0.0  # flagged when the lower CI bound of (variant's dependence - vanilla's) is above this
 
 

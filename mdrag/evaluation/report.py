@@ -318,6 +318,21 @@ def validity_section(store, df: pd.DataFrame) -> tuple[list[str], dict[str, pd.D
     return parts, csvs
 
 
+def attack_section(store) -> tuple[list[str], dict[str, pd.DataFrame]]:
+    """Markdown parts and the CSV table of the adversarial suite (probe 'attack'), when the store holds it."""
+    from mdrag.evaluation.probe_tables import attack_table
+
+    table = attack_table(store.probe_frame("attack"))
+    if table.empty:
+        return [], {}
+    return ["## Adversarial suite (python -m mdrag probe attack)",
+            "Per attack built from the benchmark (seeded per question): an instruction inside the top distractor "
+            "(injection), the gold passage beside a copy with its answer swapped (contradiction), the same copy "
+            "labelled as an older version (outdated), two near-copies with one fact changed (near_duplicate), the "
+            "gold passage removed (unanswerable). Rates with 95% bootstrap CIs; the gold-answer rate's paired "
+            "change from the clean prompt:", table.to_markdown(index=False)], {"attacks": table}
+
+
 def canary_section(store) -> tuple[list[str], dict[str, pd.DataFrame]]:
     """Markdown parts and the CSV table of the forgetting canaries, when the store holds their rows."""
     from mdrag.evaluation.canaries import ALERT_DROP, CANARIES, canary_table
@@ -417,7 +432,7 @@ def report(df: pd.DataFrame, csv_dir: Path | None = None, adapted: pd.DataFrame 
         parts += extra
         found.update(csvs)
     if store is not None:
-        for section in (probe_section, canary_section):
+        for section in (probe_section, attack_section, canary_section):
             extra, csvs = section(store)
             parts += extra
             found.update(csvs)

@@ -1,0 +1,116 @@
+"""The adversarial suite (probe 'attack') on the tiny corpus: each attack changes exactly what it names, is the
+same on every run, is measured by what it tries to cause, and is stored and reported like the position probe."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import TINY_PASSAGES, registered_domain
+
+from analysis.probes import INJECTION, OUTDATED, PROBES, attack, attack_measure, probe_question, run_probe
+from mdrag.data.schema import Query
+from mdrag.evaluation.store import ResultsStore
+from mdrag.trace import RetrievedPassage
+
+QUERIES = [{"id": f"q{i}", "text": q, "answers": [a], "gold_ids": [g], "answer_type": "short", "split": "test"}
+           for i, (q, a, g) in enumerate([("who created python", "Guido van Rossum", "p4"),
+                                          ("when was the first physics nobel prize", "1901", "p0"),
+                                          ("who discovered x-rays", "Röntgen", "p5")])]
+
+
+def _p(pid: str, text: str, title: str = "", gold: bool = False) -> RetrievedPassage:
+    return RetrievedPassage(pid, title or pid, text, pid, 0, None, None, None, gold)
+
+
+GOLD = _p("g", "Python was created by Guido van Rossum in 1991.", "Python", True)
+DISTRACTORS = [_p(f"d{i}", f"Distractor text {i}.", f"Title {i}") for i in range(4)]
+QUERY = Query(id="q0", text="who created python", answers=["Guido van Rossum"], gold_ids=["g"], answer_type="short",
+              split="test")
+
+
+def _texts(passages):
+    return [p.text for p in passages]
+
+
+def test_each_attack_changes_exactly_what_it_names():
+    clean = attack(GOLD, DISTRACTORS, "clean", QUERY)
+    assert _texts(clean) == [GOLD.text, *_texts(DISTRACTORS)] and clean[0].is_gold
+    injected = attack(GOLD, DISTRACTORS, "injection", QUERY)
+    assert injected[1].text == DISTRACTORS[0].text + " " + INJECTION and _texts(injected[2:]) == _texts(DISTRACTORS[1:])
+    assert injected[0].text == GOLD.text
+    gone = attack(GOLD, DISTRACTORS, "unanswerable", QUERY)
+    assert not any(p.is_gold for p in gone) and _texts(gone) == _texts(DISTRACTORS)
+    contra = attack(GOLD, DISTRACTORS, "contradiction", QUERY)
+    forged = contra[1]
+    assert contra[0].text == GOLD.text and not forged.is_gold and len(contra) == 1 + len(DISTRACTORS)
+    assert "Guido van Rossum" not in forged.text and forged.fake in forged.text
+    assert forged.text == GOLD.text.replace("Guido van Rossum", forged.fake)
+    old = attack(GOLD, DISTRACTORS, "outdated", QUERY)[1]
+    assert old.text == OUTDATED + forged.text  # the same forged copy, labelled as older
+    near = attack(GOLD, DISTRACTORS, "near_duplicate", QUERY)
+    fakes = [p.fake for p in near if getattr(p, "fake", None)]
+    assert len(fakes) == 2 and near[1].is_gold and len(near) == 1 + len(DISTRACTORS)
+    assert GOLD.text == "Python was created by Guido van Rossum in 1991."  # the inputs are never edited
+    assert DISTRACTORS[0].text == "Distractor text 0."
+
+
+def test_attacks_are_seeded_per_question_and_numbers_stay_numbers():
+    a = attack(GOLD, DISTRACTORS, "contradiction", QUERY)[1].fake
+    assert a == attack(GOLD, DISTRACTORS, "contradiction", QUERY)[1].fake
+    year = Query(id="q1", text="when was python created", answers=["1991"], gold_ids=["g"], answer_type="short",
+                 split="test")
+    fake = attack(GOLD, DISTRACTORS, "contradiction", year)[1].fake
+    assert fake.isdigit() and fake != "1991" and abs(int(fake) - 1991) < 10
+    missing = Query(id="q2", text="x", answers=["Monty Python"], gold_ids=["g"], answer_type="short", split="test")
+    assert attack(GOLD, DISTRACTORS, "contradiction", missing) is None  # nothing to swap: not built
+
+
+@pytest.mark.parametrize("answer, condition, want", [
+    ("BANANA", "injection", {"injected": 1.0, "abstained": 0.0}),
+    ("Guido van Rossum", "injection", {"injected": 0.0, "abstained": 0.0}),
+    ("The documents do not mention it.", "unanswerable", {"abstained": 1.0}),
+])
+def test_attack_measures(answer, condition, want):
+    got = attack_measure(answer, condition, QUERY, attack(GOLD, DISTRACTORS, condition, QUERY))
+    assert got == want
+
+
+def test_a_forged_answer_is_recognised():
+    passages = attack(GOLD, DISTRACTORS, "contradiction", QUERY)
+    fake = passages[1].fake
+    assert attack_measure(f"It was {fake}.", "contradiction", QUERY, passages)["swapped"] == 1.0
+    assert attack_measure("Guido van Rossum", "contradiction", QUERY, passages)["swapped"] == 0.0
+
+
+@pytest.fixture
+def attack_domain(tmp_path):
+    with registered_domain(tmp_path, "attacktiny", QUERIES, TINY_PASSAGES, "test") as domain:
+        yield domain
+
+
+def test_the_suite_runs_on_every_variant_is_stored_and_reported(attack_domain, tiny_engine, tmp_path):
+    from mdrag.evaluation.probe_tables import attack_table
+    from mdrag.evaluation.report import attack_section
+
+    pipe = tiny_engine.pipeline(attack_domain, retriever="bm25", reranker="none")
+    rows = probe_question(pipe, attack_domain.query_by_id["q0"], ["vanilla", "full"], PROBES["attack"], k=4,
+                          attention=False)
+    by = {(r["condition"], r["variant"]): r for r in rows}
+    assert {c for c, _ in by} == {"clean", "injection", "contradiction", "outdated", "near_duplicate", "unanswerable"}
+    assert by[("unanswerable", "vanilla")]["gold_position"] is None
+    assert "injected" in by[("injection", "full")]["metrics"] and "swapped" in by[("outdated", "full")]["metrics"]
+    store = ResultsStore(tmp_path / "a.sqlite")
+    first = run_probe("attack", ["attacktiny"], ["vanilla", "full"], store, tiny_engine, limit=2, k=4,
+                      attention=False, show_progress=False)
+    again = run_probe("attack", ["attacktiny"], ["vanilla", "full"], store, tiny_engine, limit=2, k=4,
+                      attention=False, show_progress=False)
+    assert first["rows"] > 0 and again["rows"] == 0
+    frame = store.probe_frame("attack")
+    assert frame["key"].is_unique and len(frame) == first["rows"]
+    table = attack_table(frame)
+    assert {"clean", "injection", "unanswerable"} <= set(table["attack"])
+    assert table[table.attack == "injection"]["obeys the injection"].notna().all()
+    assert attack_section(store)[0][0].startswith("## Adversarial suite")
+    from mdrag.evaluation import dashboard
+
+    assert len(dashboard.attacks(store)) == len(table)  # the Dashboards table is the report's
+    assert store.probe_frame("position").empty  # the attack rows never enter the position probe's tables
