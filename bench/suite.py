@@ -635,8 +635,9 @@ SESSION_CASES = [("nq_open", ["vanilla", "qk_att"]), ("pubmedqa", ["full"]), ("c
 _FIRST_TOKEN_JS = """() => [...document.querySelectorAll('#answers .mdrag-partial')].some(
     e => e.textContent.replace('generating…', '').trim().length > 0)
     || document.querySelectorAll('#answers .mdrag-answer-text').length > 0"""
+# all answers shown (the judge's verdicts, which follow in the same event, are not waited for)
 _ALL_ANSWERS_JS = """n => document.querySelectorAll('#answers .mdrag-answer').length === n
-    && !document.querySelector('#answers .pending')"""
+    && !document.querySelector('#answers .mdrag-answer.pending')"""
 
 
 def _start_app(port: int, jobs: int) -> subprocess.Popen:
@@ -676,6 +677,8 @@ def _drive(browser, cases: list[tuple[str, int]]) -> list[dict[str, float]]:
         page.set_default_timeout(900_000)
         page.goto(url)
         page.wait_for_function("() => [...document.querySelectorAll('textarea')].some(t => t.value.length > 3)")
+        # generation under load is measured: the judge's verdicts (which follow in the same event) are off
+        page.get_by_label("LLMEval verdict on each answer", exact=False).uncheck()
         pages.append(page)
     marks: list[dict[str, float]] = [{} for _ in pages]
     t0 = time.perf_counter()
@@ -704,9 +707,10 @@ def _quantile(values: list[float], q: float) -> float:
 
 def bench_sessions(size: Sizes, engine: Engine) -> None:
     """The real app in Debian's chromium: `size.sessions` browser sessions press Ask at once (different domains
-    and variants, oracle setting), vs the same questions asked one session at a time; p50 / p95 of the time to
-    the first streamed token and to all answers, and the app's peak resident memory. With --model-jobs 1 (the
-    default on 2 cores) the generations queue: the p95 is about n times one session's, by design."""
+    and variants, oracle setting, the judge's verdicts off), vs the same questions asked one session at a time;
+    p50 / p95 of the time to the first streamed token and to all answers, and the app's peak resident memory.
+    With --model-jobs 1 (the default on 2 cores) the generations queue: the p95 is about n times one session's,
+    by design."""
     import os
     import socket
 

@@ -17,7 +17,9 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = [pytest.mark.browser, pytest.mark.slow]
+# 30 minutes a test (pyproject's default is 15): the first one's setup converts the packaged judge and starts the
+# app with every adapter attached, and on an AVX2-only CPU the judge runs in float32
+pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.timeout(1800)]
 ROOT = Path(__file__).resolve().parents[1]
 PAYLOAD_PASSAGE = 'Paris is the capital of France. <img src=x onerror="window.__pwned=1;alert(2)"> It is big.'
 TIMEOUT = 240_000  # ms: the CPU is shared with the rest of the suite
@@ -81,6 +83,11 @@ def _open(page, url: str, question: str) -> None:
     page.goto(url)
     page.wait_for_function("q => [...document.querySelectorAll('textarea')].some(t => t.value === q)", arg=question,
                            timeout=TIMEOUT)
+
+
+def _no_judge(page) -> None:
+    """Untick the Ask cards' LLMEval verdicts (the load test measures generation, not the judge)."""
+    page.get_by_label("LLMEval verdict on each answer", exact=False).uncheck()
 
 
 def _ask_and_wait(page, n_variants: int) -> list[str]:
@@ -189,16 +196,19 @@ def test_eight_concurrent_sessions_and_an_attribution_get_their_own_answers(serv
     page = _page(chromium, dialogs)
     for url, text, n in cases:
         _open(page, url, text)
+        _no_judge(page)
         alone.append(_ask_and_wait(page, n))
     page.close()
     analyst = _page(chromium, dialogs)  # a session with answers in hand, then attribution during the burst
     _open(analyst, server + "?domain=nq_open&variants=vanilla&q=who+got+the+first+nobel+prize+in+physics",
           "who got the first nobel prize in physics")
+    _no_judge(analyst)
     _ask_and_wait(analyst, 1)
     _tab(analyst, "Attribution")
     pages = [_page(chromium, dialogs) for _ in cases]
     for page, (url, text, _) in zip(pages, cases, strict=True):
         _open(page, url, text)
+        _no_judge(page)
     for page in pages:  # all eight in flight before any is awaited
         page.click("#ask-button")
     analyst.click("#attribution-button")

@@ -47,7 +47,7 @@ def test_every_section_runs_on_the_real_models_and_writes_its_rows(tmp_path):
     against a baseline carries its ratio, the JSON and the growth figure are written."""
     out, fig = tmp_path / "bench.json", tmp_path / "growth.png"
     done = subprocess.run([sys.executable, "-m", "bench", "--quick", "--json", str(out), "--figure", str(fig)],
-                          capture_output=True, text=True, timeout=900, cwd=ROOT,
+                          capture_output=True, text=True, timeout=1800, cwd=ROOT,
                           env={**os.environ, "MDRAG_CHROMIUM": os.environ.get("MDRAG_CHROMIUM", "/usr/bin/chromium")})
     assert done.returncode == 0, done.stderr[-3000:]
     written = json.loads(out.read_text())
@@ -69,3 +69,9 @@ def test_every_section_runs_on_the_real_models_and_writes_its_rows(tmp_path):
     assert six_all["ratio"] > 1.0  # six answers cost more than one: the baseline is really the one-variant run
     six = next(r for r in rows if r["what"] == "6 variants batched vs sequential")
     assert six["ratio"] < 1.0  # one stacked batch beats six generate calls: the point of batching
+    sessions = [r for r in rows if r["section"] == "sessions"]
+    for q in ("p50", "p95"):
+        for what in ("first token", "all answers"):
+            row = next(r for r in sessions if f"{q} seconds to {what}" in r["what"])
+            assert row["ours"] > 0 and row["baseline"] > 0, row  # the load beside the same questions alone
+    assert any("peak resident memory" in r["what"] and r["ours"] > 500 for r in sessions)

@@ -124,6 +124,8 @@ def test_detectability_grows_with_n():
     assert not canaries.canary_table(few).set_index(["variant", "metric"]).loc[("full", "accuracy"),
                                                                                "can detect a 5% drop"]
     assert canaries.canary_table(many).set_index("variant").loc["full", "can detect a 5% drop"]
+    same = _frame("mmlu", "correct", [0.0, 1.0, 0.0, 1.0, 0.0], [0.0, 1.0, 0.0, 1.0, 0.0])  # no discordance at n=5
+    assert not canaries.canary_table(same).set_index("variant").loc["full", "can detect a 5% drop"]
 
 
 def test_shipped_canaries_load_and_prepare_is_reproducible(tmp_path):

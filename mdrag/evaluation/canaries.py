@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import math
 import random
 import re
 import time
@@ -235,11 +236,16 @@ def canary_table(frame: pd.DataFrame, reference: str = "vanilla") -> pd.DataFram
                 rel = mean / abs(ref) if ref else float("nan")
                 worse = -rel if higher_better else rel  # > 0: worse than the reference
                 mde = paired_power(diff)["mde"]
+                if higher_better:  # 0/1 scores: no discordance seen in a small sample is not zero variance;
+                    # never claim more power than a binomial sd at vanilla's accuracy allows
+                    floor = 2.801585 * math.sqrt(max(ref * (1 - ref), 0.0) / len(pair))
+                    mde = max(mde, floor) if not math.isnan(mde) else floor
                 rows.append({"canary": canary_name, "metric": {"correct": "accuracy", "correct_norm": "accuracy "
                              "(length-normalised)", "nll": "NLL per token"}[metric], "variant": v, "n": len(pair),
                              "mean": float(pair["v"].mean()), reference: ref, "delta": mean, "CI low": low,
                              "CI high": high, "relative": rel,
                              "alert": bool(v != reference and worse > ALERT_DROP),
-                             "can detect a 5% drop": bool(mde <= ALERT_DROP * abs(ref)) if v != reference else None,
+                             "can detect a 5% drop": (bool(ref and len(pair) > 1 and mde <= ALERT_DROP * abs(ref))
+                                                      if v != reference else None),
                              "chance": canary.chance if canary and metric != "nll" else None})
     return pd.DataFrame(rows)
