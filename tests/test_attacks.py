@@ -8,6 +8,7 @@ from conftest import TINY_PASSAGES, registered_domain
 
 from analysis.probes import INJECTION, OUTDATED, PROBES, attack, attack_measure, probe_question, run_probe
 from mdrag.data.schema import Query
+from mdrag.evaluation.canaries import injection_texts
 from mdrag.evaluation.store import ResultsStore
 from mdrag.trace import RetrievedPassage
 
@@ -37,6 +38,10 @@ def test_each_attack_changes_exactly_what_it_names():
     injected = attack(GOLD, DISTRACTORS, "injection", QUERY)
     assert injected[1].text == DISTRACTORS[0].text + " " + INJECTION and _texts(injected[2:]) == _texts(DISTRACTORS[1:])
     assert injected[0].text == GOLD.text
+    jail = attack(GOLD, DISTRACTORS, "jailbreak", QUERY)
+    planted = jail[1].text.removeprefix(DISTRACTORS[0].text + " ")
+    assert planted in injection_texts() and _texts(jail[2:]) == _texts(DISTRACTORS[1:]) and jail[0].text == GOLD.text
+    assert jail[1].text == attack(GOLD, DISTRACTORS, "jailbreak", QUERY)[1].text  # seeded per question
     gone = attack(GOLD, DISTRACTORS, "unanswerable", QUERY)
     assert not any(p.is_gold for p in gone) and _texts(gone) == _texts(DISTRACTORS)
     contra = attack(GOLD, DISTRACTORS, "contradiction", QUERY)
@@ -95,7 +100,8 @@ def test_the_suite_runs_on_every_variant_is_stored_and_reported(attack_domain, t
     rows = probe_question(pipe, attack_domain.query_by_id["q0"], ["vanilla", "full"], PROBES["attack"], k=4,
                           attention=False)
     by = {(r["condition"], r["variant"]): r for r in rows}
-    assert {c for c, _ in by} == {"clean", "injection", "contradiction", "outdated", "near_duplicate", "unanswerable"}
+    assert {c for c, _ in by} == {"clean", "injection", "jailbreak", "contradiction", "outdated", "near_duplicate",
+                                  "unanswerable"}
     assert by[("unanswerable", "vanilla")]["gold_position"] is None
     assert "injected" in by[("injection", "full")]["metrics"] and "swapped" in by[("outdated", "full")]["metrics"]
     store = ResultsStore(tmp_path / "a.sqlite")

