@@ -27,6 +27,7 @@ from tqdm import tqdm
 
 from mdrag.data.schema import Query
 from mdrag.engine import Engine
+from mdrag.registry import Registry
 from mdrag.trace import RagTrace, RetrievedPassage
 
 # (gold, distractors in rerank order, condition, question) -> the prompt's passages in order, or None where the
@@ -46,20 +47,9 @@ class Probe:
     measure: Measure | None = None
 
 
-PROBES: dict[str, Probe] = {}
-
-
-def register_probe(probe: Probe) -> Probe:
-    PROBES[probe.name] = probe
-    return probe
-
-
-def get_probe(name: str) -> Probe:
-    if name not in PROBES:
-        from mdrag.errors import UnknownNameError
-
-        raise UnknownNameError(f"Unknown probe '{name}'. Known: {', '.join(PROBES)}")
-    return PROBES[name]
+PROBES: Registry[Probe] = Registry("probe")
+register_probe = PROBES.register
+get_probe = PROBES.find
 
 
 def gold_at(gold: RetrievedPassage, distractors: list[RetrievedPassage], condition: str,

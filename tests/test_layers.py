@@ -13,7 +13,8 @@ ROOT = Path(__file__).resolve().parents[1]
 # layer may score answers and compute intervals.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("base", ("mdrag.config", "mdrag.errors", "mdrag.hashing", "mdrag.machine", "mdrag.cache_files",
-              "mdrag.validation", "mdrag.evaluation.answer_metrics", "mdrag.evaluation.stats", "mdrag")),
+              "mdrag.validation", "mdrag.registry", "mdrag.evaluation.answer_metrics", "mdrag.evaluation.stats",
+              "mdrag")),
     ("data and generation", ("mdrag.data", "mdrag.generation", "mdrag.openai_compat", "mdrag.trace")),
     ("retrieval", ("mdrag.retrieval",)),
     ("pipeline", ("mdrag.pipeline", "mdrag.engine")),

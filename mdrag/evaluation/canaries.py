@@ -30,8 +30,9 @@ from tqdm import tqdm
 
 from mdrag.config import ASSETS_DIR, RAW_DATA_DIR
 from mdrag.engine import Engine
-from mdrag.errors import MdragError, UnknownNameError
+from mdrag.errors import MdragError
 from mdrag.evaluation.stats import bootstrap_ci, paired_power
+from mdrag.registry import Registry
 
 CANARY_DIR = ASSETS_DIR / "canaries"
 ALERT_DROP = 0.05  # relative drop against vanilla that raises an alert (the practitioners' canary rule)
@@ -59,18 +60,9 @@ class Canary:
     note: str = ""
 
 
-CANARIES: dict[str, Canary] = {}
-
-
-def register_canary(canary: Canary) -> Canary:
-    CANARIES[canary.name] = canary
-    return canary
-
-
-def get_canary(name: str) -> Canary:
-    if name not in CANARIES:
-        raise UnknownNameError(f"Unknown canary '{name}'. Known: {', '.join(CANARIES)}")
-    return CANARIES[name]
+CANARIES: Registry[Canary] = Registry("canary")
+register_canary = CANARIES.register
+get_canary = CANARIES.find
 
 
 def _read(name: str) -> list[dict]:
