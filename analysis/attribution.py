@@ -15,16 +15,14 @@ Every forward runs on the same stacked-adapter model the answer was generated wi
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
+from mdrag.data.chunking import sentences
 from mdrag.engine import Engine
 from mdrag.trace import RagTrace
-
-SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=\S)")
 
 
 @dataclass
@@ -143,16 +141,6 @@ def passage_ablation(trace: RagTrace, variant: str, engine: Engine, target: str 
     template, values = _template(trace.prompt, [(s, e) for _, s, e in ranges])
     scores, token_scores, full = _captum_ablation(m, template, values)
     return Attribution(variant, [n for n, _, _ in ranges], scores, full, token_scores=token_scores)
-
-
-def sentences(text: str) -> list[tuple[int, int]]:
-    """Char ranges of the sentences of a passage (split after . ! ? followed by space)."""
-    bounds, at = [], 0
-    for match in SENTENCE_END.finditer(text):
-        bounds.append((at, match.start()))
-        at = match.end()
-    bounds.append((at, len(text)))
-    return [(s, e) for s, e in bounds if e > s]
 
 
 def sentence_ablation(trace: RagTrace, variant: str, passage: int, engine: Engine) -> Attribution:

@@ -15,6 +15,7 @@ it on purpose.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import statistics
 import subprocess
@@ -587,6 +588,18 @@ def bench_judge(size: Sizes, engine: Engine) -> None:
     """Verdicts per minute of the packaged judge (batches of similar lengths over the KV cache of the prompt
     prefix every judge prompt shares) vs naive one-at-a-time judging with plain transformers, on the same
     shipped answers, weights and dtype; and peak memory with the generator and the judge both loaded."""
+    dtype = _judge_speed(size, engine)
+    # Both 1.5B copies of _judge_speed are gone before the child loads a third: in float32 (AVX2-only CPUs) three
+    # copies beside the test process left too little of 24 GiB and the OOM killer ended the bench (CI, stop 28).
+    gc.collect()
+    out = subprocess.run([sys.executable, "-c", _JUDGE_CHILD], capture_output=True, text=True, check=True, cwd=ROOT)
+    peak = json.loads(out.stdout.strip().splitlines()[-1])["peak_mb"]
+    _row("judge", f"peak RSS, generator (6 variants) and judge ({dtype}) both loaded", peak, None, "MB",
+         "< 6,000 MB")
+
+
+def _judge_speed(size: Sizes, engine: Engine) -> str:
+    """The judge section's speed rows; returns the judge's dtype."""
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -621,10 +634,7 @@ def bench_judge(size: Sizes, engine: Engine) -> None:
                                      warm=False)
             _row("judge", "seconds per verdict (unrelated answers): batches without any prefix cache vs with it",
                  no_prefix / n, ours / n, "s")
-    out = subprocess.run([sys.executable, "-c", _JUDGE_CHILD], capture_output=True, text=True, check=True, cwd=ROOT)
-    peak = json.loads(out.stdout.strip().splitlines()[-1])["peak_mb"]
-    _row("judge", f"peak RSS, generator (6 variants) and judge ({judge.dtype}) both loaded", peak, None, "MB",
-         "< 6,000 MB")
+    return judge.dtype
 
 
 # Session i asks SESSION_CASES[i % len]: a domain's first test question in the oracle setting (short prompts: the

@@ -330,6 +330,46 @@ def _cmd_canaries(args) -> int:
     return 0
 
 
+def _cmd_ground(args) -> int:
+    from pathlib import Path
+
+    from tqdm import tqdm
+
+    from mdrag.evaluation.groundedness import (
+        ground_store,
+        grounded_answers,
+        grounding_table,
+        validate_checker,
+        validation_items,
+        validation_table,
+    )
+    from mdrag.evaluation.judge import get_judge
+    from mdrag.evaluation.store import ResultsStore
+
+    if not Path(args.store).is_file():
+        raise MdragError(f"No results store at {args.store}: run python -m mdrag evaluate first")
+    store = ResultsStore(Path(args.store))
+    checker = get_judge(args.checker, args.engine.settings.dtype)
+    if args.validate:
+        items = validation_items(args.validate, domains=_domains(args.domains))
+        done = {(r.item, r.kind) for r in store.grounding_checks_frame().itertuples()
+                if r.checker == checker.fingerprint and r.p_yes is not None and r.p_yes == r.p_yes}  # resumable
+        todo = [it for it in items if (it["item"], it["kind"]) not in done]
+        for at in tqdm(range(0, len(todo), 32), desc="validate checker", unit="batch"):
+            store.put_grounding_checks(validate_checker(checker, todo[at: at + 32], args.batch_size))
+        print(validation_table(store.grounding_checks_frame()).to_markdown(index=False, floatfmt=".2f"))
+    if args.limit != 0:
+        counts = ground_store(store, args.engine, checker, _domains(args.domains),
+                              args.variants.split(",") if args.variants else None,
+                              args.settings.split(",") if args.settings else None, args.limit, args.batch_size,
+                              progress=lambda groups: tqdm(groups, desc="ground", unit="question"))
+        print(f"{args.store}: checker {checker.name}: {counts['answers']} answers ({counts['claims']} claims, "
+              f"{counts['questions']} questions) checked")
+        table = grounding_table(grounded_answers(store.answers_frame(), store.grounding_frame(), checker.fingerprint))
+        print(table.to_markdown(index=False, floatfmt=".2f") if not table.empty else "no grounded answers yet")
+    return 0
+
+
 def _cmd_attention_summary(args) -> int:
     from pathlib import Path
 
@@ -557,6 +597,20 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--generator", help="local HF causal-LM directory (default: packaged SmolLM2-135M)")
     s.add_argument("--store", default="results.sqlite")
     s.set_defaults(func=_cmd_probe)
+
+    s = sub.add_parser("ground", help="groundedness: check each stored answer's claims against every passage of its "
+                       "prompt with the packaged judge as entailment checker (resumable; never regenerates)")
+    s.add_argument("--store", default="results.sqlite")
+    s.add_argument("--checker", default="default", help=judge_help)
+    s.add_argument("--domains", default="all")
+    s.add_argument("--variants", help="comma-separated (default: all in the store)")
+    s.add_argument("--settings", help="comma-separated (default: all in the store)")
+    s.add_argument("--limit", type=int, help="questions per domain, in the seeded stratified order (0: none, "
+                                             "e.g. with --validate alone)")
+    s.add_argument("--validate", type=int, default=0, metavar="N",
+                   help="first validate the checker on N questions per domain (claims with a known answer)")
+    s.add_argument("--batch-size", type=int, default=8)
+    s.set_defaults(func=_cmd_ground)
 
     s = sub.add_parser("canaries", help="forgetting canaries: every variant on MMLU, BIG-bench causal judgment, "
                        "TruthfulQA and held-out Wikipedia text by log-likelihood, vs vanilla (resumable, into a store)")

@@ -10,6 +10,7 @@ import torch
 
 from mdrag.errors import MdragError
 from mdrag.evaluation.judge import (
+    _JUDGE_RENDER,
     JUDGE3_USER,
     JUDGE_USER,
     OpenAIJudge,
@@ -86,7 +87,7 @@ def test_hf_judge_reads_first_token_probabilities(tiny_generator_dir, prefix_cac
 
 def test_the_shared_prefix_is_a_real_prefix_of_every_prompt(tiny_generator_dir):
     judge = get_judge(f"hf:{tiny_generator_dir}", dtype="float32")
-    prefix, cache = judge._shared_prefix(2)
+    prefix, cache = judge._shared_prefix(_JUDGE_RENDER[2])
     assert len(prefix) > 10 and cache.get_seq_length() == len(prefix)
     for item in [("q", "a", "p"), (":colon first", "x", "y"), ("", "", "")]:
         assert judge.prompt_ids(item, 2)[: len(prefix)] == prefix

@@ -66,6 +66,22 @@ def judge_messages(question: str, answer: str, prediction: str, levels: int = 2)
             {"role": "user", "content": user.format(question=question, answer=answer, prediction=prediction)}]
 
 
+# A prompt maker: three text fields -> chat messages. One function per prompt (not a lambda per call): the
+# judge caches the KV of each maker's fixed prefix, keyed by the function.
+Render = Callable[[tuple[str, str, str]], list[dict[str, str]]]
+
+
+def _judge2(item: tuple[str, str, str]) -> list[dict[str, str]]:
+    return judge_messages(*item, 2)
+
+
+def _judge3(item: tuple[str, str, str]) -> list[dict[str, str]]:
+    return judge_messages(*item, 3)
+
+
+_JUDGE_RENDER: dict[int, Render] = {2: _judge2, 3: _judge3}
+
+
 @dataclass
 class Verdict:
     """One judge's reading of one answer at 2 or 3 levels. 2 levels: score = P(Yes) / (P(Yes) + P(No)); 3 levels:
@@ -125,25 +141,27 @@ class HFJudge:
         self.ids = {word: first_token_ids(self.tokenizer, word) for word in ("yes", "no", "partially")}
         if not (self.ids["yes"] and self.ids["no"]):  # "partially" is optional: no 3-level score without it
             raise MdragError(f"Judge {self.name}: its tokenizer has no single token for Yes/No; use another judge.")
-        self._prefix: dict[int, tuple[list[int], object]] = {}  # levels -> (prefix ids, its KV cache)
+        self._prefix: dict[Render, tuple[list[int], object]] = {}  # prompt maker -> (prefix ids, its KV cache)
         self.levels = (2, 3) if self.ids["partially"] else (2,)
 
     def prompt_ids(self, item: tuple[str, str, str], levels: int) -> list[int]:
-        return self.tokenizer.apply_chat_template(judge_messages(*item, levels), add_generation_prompt=True,
-                                                  tokenize=True, return_dict=True)["input_ids"]
+        return self._ids(judge_messages(*item, levels))
+
+    def _ids(self, messages: list[dict[str, str]]) -> list[int]:
+        return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True,
+                                                  return_dict=True)["input_ids"]
 
     def _common_prefix(self, a: list[int], b: list[int]) -> list[int]:
         """The tokens two renderings share, one short: the next text's first word may merge with the last."""
         n = next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
         return a[: max(n - 1, 0)]
 
-    def _shared_prefix(self, levels: int) -> tuple[list[int], object]:
-        """The token prefix every judge prompt of `levels` starts with, and its KV cache (batch 1)."""
-        if levels not in self._prefix:
-            prefix = self._common_prefix(self.prompt_ids(("a", "b", "c"), levels),
-                                         self.prompt_ids(("x y", "z w", "u v"), levels))
-            self._prefix[levels] = (prefix, self._extend(None, prefix, 0))
-        return self._prefix[levels]
+    def _shared_prefix(self, render: Render) -> tuple[list[int], object]:
+        """The token prefix every prompt `render` makes starts with, and its KV cache (batch 1)."""
+        if render not in self._prefix:
+            prefix = self._common_prefix(self._ids(render(("a", "b", "c"))), self._ids(render(("x y", "z w", "u v"))))
+            self._prefix[render] = (prefix, self._extend(None, prefix, 0))
+        return self._prefix[render]
 
     def _extend(self, cache, ids: list[int], past: int):
         """A copy of `cache` (batch 1, `past` tokens; None: empty) with `ids` appended."""
@@ -189,31 +207,38 @@ class HFJudge:
         (a store holds every variant's answer in every setting: ~5-18 per question), the question and gold
         answer they share; only each answer's own tokens are computed per verdict. Rows are sorted by length
         and batched (little padding)."""
-        import torch
-
         if levels == 3 and not self.ids["partially"]:
             return [Verdict(None, error=f"judge {self.name} has no token for Partially") for _ in items]
+        return self.score_many(items, _JUDGE_RENDER[levels], tuple(LEVELS[levels]), batch_size, prefix_cache)
+
+    def score_many(self, items: list[tuple[str, str, str]], render: Render, words: tuple[str, ...] = ("yes", "no"),
+                   batch_size: int = 8, prefix_cache: bool = True) -> list[Verdict]:
+        """First-token verdicts on `words` for any prompt made of three fields: `render(item)` gives the chat
+        messages. Items that share their first two fields are computed on one cached prefix (the judge: question
+        and gold answer; the claim checker: passage and question), so `render` must place them first."""
+        import torch
+
         unique = list(dict.fromkeys(items))
-        prefix, cache = self._shared_prefix(levels) if prefix_cache else ([], None)
-        by_question: dict[tuple[str, str], list[tuple[tuple, list[int]]]] = {}
+        prefix, cache = self._shared_prefix(render) if prefix_cache else ([], None)
+        by_group: dict[tuple[str, str], list[tuple[tuple, list[int]]]] = {}
         alone = []  # (item, ids) computed from scratch: no cache, or a prompt that does not start with it
         for item in unique:
-            ids = self.prompt_ids(item, levels)
+            ids = self._ids(render(item))
             if prefix and ids[: len(prefix)] == prefix:
-                by_question.setdefault(item[:2], []).append((item, ids))
+                by_group.setdefault(item[:2], []).append((item, ids))
             else:
                 alone.append((item, ids))
         batches: list[tuple[list[tuple[tuple, list[int]]], object]] = []  # (item, uncached ids), their cache
         singles = []
-        for (question, gold), members in by_question.items():
-            grouped = self._common_prefix(self.prompt_ids((question, gold, "a"), levels),
-                                          self.prompt_ids((question, gold, "x y"), levels))
+        for (first, second), members in by_group.items():
+            grouped = self._common_prefix(self._ids(render((first, second, "a"))),
+                                          self._ids(render((first, second, "x y"))))
             fits = [m for m in members if m[1][: len(grouped)] == grouped]
             if len(fits) < 2 or len(grouped) <= len(prefix):
                 singles += [(item, ids[len(prefix):]) for item, ids in members]
                 continue
             singles += [(item, ids[len(prefix):]) for item, ids in members if (item, ids) not in fits]
-            kv = self._extend(cache, grouped[len(prefix):], len(prefix))  # question + gold, once for the group
+            kv = self._extend(cache, grouped[len(prefix):], len(prefix))  # the shared two fields, once per group
             fits.sort(key=lambda m: len(m[1]))
             batches += [([(item, ids[len(grouped):]) for item, ids in fits[at: at + batch_size]], kv)
                         for at in range(0, len(fits), batch_size)]
@@ -224,7 +249,7 @@ class HFJudge:
         for rows, kv in batches:
             probs = torch.softmax(self._last_logits([ids for _, ids in rows], kv), dim=-1)  # (batch, vocab)
             for (item, _), row in zip(rows, probs, strict=True):
-                verdicts[item] = score_mass({w: float(row[self.ids[w]].sum()) for w in LEVELS[levels]})
+                verdicts[item] = score_mass({w: float(row[self.ids[w]].sum()) for w in words})
         return [verdicts[item] for item in items]
 
     def judge(self, question: str, answer: str, prediction: str, levels: int = 2) -> Verdict:
@@ -253,14 +278,21 @@ class OpenAIJudge(ChatEndpoint):
         return mass
 
     def judge(self, question: str, answer: str, prediction: str, levels: int = 2) -> Verdict:
-        words = tuple(LEVELS[levels])
-        try:
-            return score_mass(self._first_token_mass(judge_messages(question, answer, prediction, levels), words))
-        except (EndpointError, KeyError, IndexError, TypeError, ValueError) as err:
-            return Verdict(None, error=f"judge {err}")
+        return self.judge_many([(question, answer, prediction)], levels)[0]
 
     def judge_many(self, items: list[tuple[str, str, str]], levels: int = 2, **_) -> list[Verdict]:
-        verdicts = {item: self.judge(*item, levels) for item in dict.fromkeys(items)}
+        return self.score_many(items, _JUDGE_RENDER[levels], tuple(LEVELS[levels]))
+
+    def score_many(self, items: list[tuple[str, str, str]], render: Render, words: tuple[str, ...] = ("yes", "no"),
+                   **_) -> list[Verdict]:
+        """First-token verdicts on `words` for prompts `render(item)`, one request per distinct item."""
+        def one(item: tuple[str, str, str]) -> Verdict:
+            try:
+                return score_mass(self._first_token_mass(render(item), words))
+            except (EndpointError, KeyError, IndexError, TypeError, ValueError) as err:
+                return Verdict(None, error=f"judge {err}")
+
+        verdicts = {item: one(item) for item in dict.fromkeys(items)}
         return [verdicts[item] for item in items]
 
 

@@ -333,6 +333,35 @@ def attack_section(store) -> tuple[list[str], dict[str, pd.DataFrame]]:
             "change from the clean prompt:", table.to_markdown(index=False)], {"attacks": table}
 
 
+def grounding_section(store) -> tuple[list[str], dict[str, pd.DataFrame]]:
+    """Markdown parts and CSV tables of groundedness (python -m mdrag ground), with the checker's validation
+    beside them, when the store holds grounding rows."""
+    from mdrag.evaluation.groundedness import SUPPORTED, grounded_answers, grounding_table, validation_table
+
+    joined = grounded_answers(store.answers_frame(), store.grounding_frame())
+    if joined.empty:
+        return [], {}
+    table = grounding_table(joined)
+    checks = validation_table(store.grounding_checks_frame())
+    checker = joined["checker_name"].iloc[0]
+    parts = ["## Groundedness, claim by claim (python -m mdrag ground)",
+             f"Checker: {checker}, one first-token Yes/No prompt per (passage, question, claim); a claim is "
+             f"supported by a passage when P(Yes) >= {SUPPORTED}. Per answer: faithfulness (share of its claims some "
+             "prompt passage supports), gold passage used (a gold passage supports a claim; prompts holding one), "
+             "claims from distractors only (supported by a non-gold passage and no gold one: noise sensitivity), "
+             "no claim supported (the answer should have abstained). Means over answers, 95% bootstrap CIs.",
+             table.to_markdown(index=False, floatfmt=".2f")]
+    found = {"grounding": table}
+    if checks.empty:
+        parts.append("The checker has not been validated on this store (python -m mdrag ground --validate N): read "
+                     "these numbers as unvalidated.")
+    else:
+        parts += ["The checker's validation (claims with a known answer built from the benchmark):",
+                  checks.to_markdown(index=False, floatfmt=".2f")]
+        found["grounding_validation"] = checks
+    return parts, found
+
+
 def canary_section(store) -> tuple[list[str], dict[str, pd.DataFrame]]:
     """Markdown parts and the CSV table of the forgetting canaries, when the store holds their rows."""
     from mdrag.evaluation.canaries import ALERT_DROP, CANARIES, canary_table
@@ -432,7 +461,7 @@ def report(df: pd.DataFrame, csv_dir: Path | None = None, adapted: pd.DataFrame 
         parts += extra
         found.update(csvs)
     if store is not None:
-        for section in (probe_section, attack_section, canary_section):
+        for section in (grounding_section, probe_section, attack_section, canary_section):
             extra, csvs = section(store)
             parts += extra
             found.update(csvs)

@@ -51,6 +51,14 @@ PROBE_COLUMNS = ["key", "run_id", "probe", "condition", "domain", "query_id", "v
 # the generation; accuracy (0/1, raw and length-normalised) for choice canaries, NLL per token for loss canaries.
 CANARY_COLUMNS = ["key", "run_id", "canary", "item", "variant", "adapter", "dtype", "correct", "correct_norm", "nll",
                   "n_tokens", "created"]
+# Groundedness (evaluation/groundedness.py): one row per (answer, its prompt's passages, checker, check version),
+# keyed like verdicts (adding it never regenerates an answer); `claims` holds each claim's support per passage.
+GROUNDING_COLUMNS = ["key", "answer_id", "passage_ids", "checker", "checker_name", "version", "n_claims",
+                     "n_supported", "faithfulness", "unsupported", "gold_support", "distractor_only",
+                     "ungrounded_answer", "claims", "errors", "seconds", "created"]
+# The checker's validation set: one row per (item, kind, checker, version).
+CHECK_COLUMNS = ["key", "domain", "item", "kind", "expect", "passage", "question", "claim", "checker", "checker_name",
+                 "version", "p_yes", "mass", "correct", "created"]
 LEGACY_COLUMNS = ["judge", "judge_score", "judge3_score", "judge_error"]  # schema <= 3, on the results rows
 V3_COLUMNS = [c for c in COLUMNS if c != "answer_id"] + LEGACY_COLUMNS  # a schema-3 results row
 LEGACY_PROMPT = "bergen-v1-first-alias"  # the judge prompt before schema 4: only the first gold alias shown
@@ -186,6 +194,9 @@ class ResultsStore:
         self.db.execute(f"CREATE TABLE IF NOT EXISTS probe_rows ({cols})")
         cols = ", ".join(f"{c} {'TEXT PRIMARY KEY' if c == 'key' else ''}" for c in CANARY_COLUMNS)
         self.db.execute(f"CREATE TABLE IF NOT EXISTS canary_rows ({cols})")
+        for table, columns in (("grounding", GROUNDING_COLUMNS), ("grounding_checks", CHECK_COLUMNS)):
+            cols = ", ".join(f"{c} {'TEXT PRIMARY KEY' if c == 'key' else ''}" for c in columns)
+            self.db.execute(f"CREATE TABLE IF NOT EXISTS {table} ({cols})")
 
     def _upgrade(self) -> None:
         """Schema 2 or 3 -> 4 in one transaction: nothing lands unless every row made it."""
@@ -358,6 +369,53 @@ class ResultsStore:
         if not self.db.execute("SELECT 1 FROM sqlite_master WHERE name='canary_rows'").fetchone():
             return pd.DataFrame(columns=CANARY_COLUMNS)
         return pd.read_sql_query(f"SELECT {', '.join(CANARY_COLUMNS)} FROM canary_rows", self.db)
+
+    def put_grounding(self, rows: list[dict]) -> None:
+        """Grounding rows (GROUNDING_COLUMNS, key filled in) in one transaction; a row with checker errors never
+        replaces one without."""
+        self._put("grounding", GROUNDING_COLUMNS, rows, keep_good=True)
+
+    def put_grounding_checks(self, rows: list[dict]) -> None:
+        """The checker's validation rows (CHECK_COLUMNS less key) in one transaction: idempotent."""
+        keyed = [{**r, "key": hashlib.sha256(json.dumps([r["item"], r["kind"], r["checker"], r["version"]])
+                                             .encode()).hexdigest()[:32]} for r in rows]
+        self._put("grounding_checks", CHECK_COLUMNS, keyed, keep_good=True)
+
+    def _put(self, table: str, columns: list[str], rows: list[dict], keep_good: bool) -> None:
+        now = time.time()
+        values = [tuple({**r, "created": r.get("created") or now}.get(c) for c in columns) for r in rows]
+        bad = [bool(r.get("errors")) or ("p_yes" in r and r["p_yes"] is None) for r in rows]
+        marks = ", ".join("?" for _ in columns)
+        with self.db:
+            self.db.executemany(f"INSERT OR REPLACE INTO {table} VALUES ({marks})",
+                                [v for v, b in zip(values, bad, strict=True) if not (b and keep_good)])
+            self.db.executemany(f"INSERT OR IGNORE INTO {table} VALUES ({marks})",
+                                [v for v, b in zip(values, bad, strict=True) if b and keep_good])
+
+    def has_grounding(self, key: str) -> bool:
+        return self._exists("grounding") and self.db.execute(
+            "SELECT 1 FROM grounding WHERE key=? AND errors = 0", (key,)).fetchone() is not None
+
+    def _exists(self, table: str) -> bool:
+        return self.db.execute("SELECT 1 FROM sqlite_master WHERE name=?", (table,)).fetchone() is not None
+
+    def grounding_frame(self):
+        """Grounding rows as a DataFrame (claims and passage_ids parsed); empty when the store has none."""
+        import pandas as pd
+
+        if not self._exists("grounding"):
+            return pd.DataFrame(columns=GROUNDING_COLUMNS)
+        df = pd.read_sql_query(f"SELECT {', '.join(GROUNDING_COLUMNS)} FROM grounding", self.db)
+        for c in ("claims", "passage_ids"):
+            df[c] = [json.loads(v) if isinstance(v, str) else v for v in df[c]]
+        return df
+
+    def grounding_checks_frame(self):
+        import pandas as pd
+
+        if not self._exists("grounding_checks"):
+            return pd.DataFrame(columns=CHECK_COLUMNS)
+        return pd.read_sql_query(f"SELECT {', '.join(CHECK_COLUMNS)} FROM grounding_checks", self.db)
 
     def probe_frame(self, probe: str | None = None):
         """Probe rows as a DataFrame (metrics expanded into m_ columns); empty when the store has none."""

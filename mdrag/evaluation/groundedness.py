@@ -1,0 +1,332 @@
+"""Groundedness, claim by claim (issue #24): is each sentence of an answer supported by a passage of its prompt?
+
+RAGChecker, ragas and TruLens measure this with large hosted judges; here the packaged judge (Qwen2.5-Coder-1.5B,
+or any judge spec) reads one prompt per (passage, question, claim) and its first token is scored like an LLMEval
+verdict: P(Yes) / (P(Yes) + P(No)). Prompts that share a passage and question are computed on one cached prefix
+(`HFJudge.score_many`), so the n answers of every variant and setting to one question cost one passage prefix
+each plus their own claim tokens.
+
+Claims: the answer's sentences; a long sentence is cut at a conjunction ("; ", ", and ", ", but ") when both
+parts keep a few words. A short answer ("1990") is one claim read with its question, which is why the question is
+in the prompt. An abstention has no claims.
+
+Per answer (`GroundedAnswer.metrics`), RAGChecker's definitions adapted to a passage-level checker:
+- faithfulness: the share of claims supported by at least one prompt passage;
+- unsupported: the number of claims no passage supports;
+- gold_support (context utilisation): 1 when a gold passage of the prompt supports at least one claim;
+- distractor_only (noise sensitivity): the share of claims supported by a non-gold passage and by no gold one;
+- ungrounded_answer: 1 when the answer makes claims and none is supported (the model should have abstained).
+
+The checker is validated before its numbers are shown (`validation_items`): claims with a known answer built
+from the benchmark (see KINDS), scored per kind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import re
+from dataclasses import dataclass, field
+
+from mdrag.data.chunking import sentences
+from mdrag.evaluation.answer_metrics import abstained
+
+CHECK_SYSTEM = "You are a fact-checking tool. Answer with one of Yes, No."
+CHECK_USER = ("Here is a document, a question and a claim made in answer to the question. Is the claim supported "
+              "by the document alone? Simply answer with one of Yes, No.\nDocument: {passage}\nQuestion: "
+              "{question}\nClaim: {claim}")
+# Part of every grounding row's key: a change to the prompt, the claim splitter or the threshold is a new version.
+CHECK_VERSION = "entail-v1"
+SUPPORTED = 0.5  # a claim is supported by a passage when P(Yes) / (P(Yes) + P(No)) >= this
+_CONJUNCTION = re.compile(r";\s+|,\s+(?:and|but|while|whereas)\s+")
+SPLIT_WORDS = 20  # a sentence longer than this many words is cut at conjunctions
+MIN_PART_WORDS = 4  # ... when each part keeps at least this many
+
+
+def check_messages(item: tuple[str, str, str]) -> list[dict[str, str]]:
+    """The checker's prompt for (passage, question, claim): passage and question first, so the claims of every
+    answer to a question share their cached prefix."""
+    passage, question, claim = item
+    return [{"role": "system", "content": CHECK_SYSTEM},
+            {"role": "user", "content": CHECK_USER.format(passage=passage, question=question, claim=claim)}]
+
+
+def split_claims(answer: str) -> list[str]:
+    """The answer's claims: its sentences, long ones cut at conjunctions; none for an abstention."""
+    text = " ".join(str(answer or "").split())
+    if not text or abstained(text):
+        return []
+    claims = []
+    for s, e in sentences(text):
+        sentence = text[s:e].strip()
+        parts = [p.strip() for p in _CONJUNCTION.split(sentence)] if len(sentence.split()) > SPLIT_WORDS else []
+        if len(parts) > 1 and all(len(p.split()) >= MIN_PART_WORDS for p in parts):
+            claims += parts
+        elif sentence:
+            claims.append(sentence)
+    return claims
+
+
+@dataclass
+class GroundedAnswer:
+    """One answer checked against its prompt's passages. `support[i][j]`: P(Yes) that passage j supports claim i
+    (None where the checker failed)."""
+
+    claims: list[str]
+    passage_ids: list[str]
+    gold: list[bool]  # per passage: is it a gold passage of the question
+    support: list[list[float | None]] = field(default_factory=list)
+    errors: int = 0
+
+    def supported_by(self, claim: int) -> list[int]:
+        """Passages (0-based prompt positions) that support claim `claim`."""
+        return [j for j, p in enumerate(self.support[claim]) if p is not None and p >= SUPPORTED]
+
+    def citation(self, claim: int) -> int | None:
+        """The passage that supports the claim most (0-based), None when none supports it."""
+        found = self.supported_by(claim)
+        return max(found, key=lambda j: self.support[claim][j]) if found else None
+
+    def metrics(self) -> dict[str, float | int | None]:
+        n = len(self.claims)
+        if n == 0:
+            return {"n_claims": 0, "n_supported": 0, "faithfulness": None, "unsupported": 0,
+                    "gold_support": None, "distractor_only": None, "ungrounded_answer": 0}
+        by = [self.supported_by(i) for i in range(n)]
+        supported = sum(bool(b) for b in by)
+        has_gold = any(self.gold)
+        return {"n_claims": n, "n_supported": supported, "faithfulness": supported / n, "unsupported": n - supported,
+                "gold_support": float(any(self.gold[j] for b in by for j in b)) if has_gold else None,
+                "distractor_only": sum(bool(b) and not any(self.gold[j] for j in b) for b in by) / n,
+                "ungrounded_answer": int(supported == 0)}
+
+    def claims_json(self) -> list[dict]:
+        return [{"claim": c, "support": [None if p is None else round(p, 4) for p in self.support[i]],
+                 "cite": self.citation(i)} for i, c in enumerate(self.claims)]
+
+
+def check_answers(checker, answers: list[dict], batch_size: int = 8) -> list[GroundedAnswer]:
+    """Check answers (dicts: question, answer, passages = [(id, text, is_gold), ...] in prompt order) with
+    `checker` (a judge: `score_many`). One batched call for all of them (shared passage prefixes cached)."""
+    checked = [GroundedAnswer(split_claims(a["answer"]), [p[0] for p in a["passages"]],
+                              [bool(p[2]) for p in a["passages"]]) for a in answers]
+    items = [(p[1], a["question"], claim) for a, g in zip(answers, checked, strict=True)
+             for claim in g.claims for p in a["passages"]]
+    verdicts = iter(checker.score_many(items, check_messages, ("yes", "no"), batch_size=batch_size) if items else [])
+    for a, g in zip(answers, checked, strict=True):
+        for _ in g.claims:
+            row = []
+            for _p in a["passages"]:
+                v = next(verdicts)
+                row.append(v.score)
+                g.errors += v.score is None
+            g.support.append(row)
+    return checked
+
+
+def grounding_key(answer_id: str, passage_ids: list[str], checker: str, version: str = CHECK_VERSION) -> str:
+    """What determines a grounding row: the answer (question + gold + text), the passages it was checked against
+    in prompt order, the checker's fingerprint and the check's version."""
+    text = json.dumps([answer_id, list(passage_ids), checker, version])
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def grounding_rows(checker, answers: list[dict], checked: list[GroundedAnswer], seconds: float) -> list[dict]:
+    """Store rows (ResultsStore.put_grounding) of checked answers (dicts with answer_id); `seconds`: per answer."""
+    rows = []
+    for a, g in zip(answers, checked, strict=True):
+        rows.append({"key": grounding_key(a["answer_id"], g.passage_ids, checker.fingerprint),
+                     "answer_id": a["answer_id"], "passage_ids": json.dumps(g.passage_ids),
+                     "checker": checker.fingerprint, "checker_name": checker.name, "version": CHECK_VERSION,
+                     **g.metrics(), "claims": json.dumps(g.claims_json(), ensure_ascii=False), "errors": g.errors,
+                     "seconds": seconds})
+    return rows
+
+
+# ------------------------------------------------------------------------------------------- validation
+
+# Each kind of validation claim and whether the checker should call it supported by the passage it is shown with.
+KINDS = {
+    "gold sentence": True,  # the gold passage's sentence that holds the answer, against the gold passage
+    "gold answer": True,  # the bare gold answer (a short answer's claim), against the gold passage
+    "other passage's sentence": False,  # a sentence of another question's gold passage (same domain)
+    "swapped number/entity": False,  # the gold sentence with its answer's number or name changed
+    "other question's answer": False,  # another question's gold answer, against this gold passage
+}
+
+
+def validation_items(per_domain: int = 20, seed: int = 0, domains: list[str] | None = None) -> list[dict]:
+    """The checker's validation set, deterministic (seeded) from the benchmark's test split: per domain, up to
+    `per_domain` answerable questions whose gold passage contains a gold answer verbatim, one item per KINDS entry
+    that applies. Dicts: domain, item (query id), kind, expect, passage, question, claim."""
+    from mdrag.data.benchmark import load_domain
+    from mdrag.data.domains import DOMAINS
+    from mdrag.evaluation.judge_validity import _swap
+
+    items = []
+    for name in domains or [d for d in DOMAINS if not DOMAINS[d].extra.get("passages")]:
+        domain = load_domain(name)
+        rng = random.Random(f"{seed}-ground-{name}")
+        pool = [q for q in domain.split("test") if q.answers and q.gold_ids and q.answer_type != "unanswerable"
+                and q.answers[0].lower() not in ("yes", "no", "maybe")]
+        rng.shuffle(pool)
+        picked = []
+        for q in pool:
+            passage = domain.by_id[q.gold_ids[0]]  # claims come from its text; the checker reads title + text
+            text = passage.text
+            hit = next((text[s:e] for s, e in sentences(text) if q.answers[0].lower() in text[s:e].lower()), None)
+            if hit:
+                picked.append((q, passage.content, hit))
+            if len(picked) == per_domain:
+                break
+        for i, (q, gold, hit) in enumerate(picked):
+            other_q, _, other_hit = picked[(i + 1) % len(picked)]
+            answer = re.compile(re.escape(q.answers[0]), re.IGNORECASE)
+            swapped = _swap(answer.search(hit).group(), [o[0].answers[0] for o in picked if o[0] is not q], rng)
+            changed = answer.sub(lambda _, new=swapped: new, hit) if swapped else None  # every mention
+            claims = {"gold sentence": hit, "gold answer": q.answers[0],
+                      "other passage's sentence": other_hit if other_q is not q else None,
+                      "swapped number/entity": changed if changed and not answer.search(changed) else None,
+                      "other question's answer": other_q.answers[0]
+                      if other_q is not q and other_q.answers[0].lower() not in gold.lower() else None}
+            for kind, claim in claims.items():
+                if claim:
+                    items.append({"domain": name, "item": q.id, "kind": kind, "expect": KINDS[kind],
+                                  "passage": gold, "question": q.text, "claim": claim})
+    return items
+
+
+def validate_checker(checker, items: list[dict], batch_size: int = 8) -> list[dict]:
+    """Each validation item with the checker's p_yes and whether its call (p_yes >= SUPPORTED) is right."""
+    verdicts = checker.score_many([(it["passage"], it["question"], it["claim"]) for it in items], check_messages,
+                                  ("yes", "no"), batch_size=batch_size)
+    return [{**it, "checker": checker.fingerprint, "checker_name": checker.name, "version": CHECK_VERSION,
+             "p_yes": v.score, "mass": v.mass,
+             "correct": None if v.score is None else int((v.score >= SUPPORTED) == it["expect"])}
+            for it, v in zip(items, verdicts, strict=True)]
+
+
+# ------------------------------------------------------------------------------------------- a store's answers
+
+
+def answers_to_check(store, engine, domains: list[str] | None = None, variants: list[str] | None = None,
+                     settings: list[str] | None = None, limit: int | None = None, checker: str = "",
+                     seed: int = 0) -> list[list[dict]]:
+    """The store's answers with no good grounding row from `checker`, grouped by question (one group: every
+    variant's and setting's answer to one question, so their passage prefixes are shared). Per domain, the
+    first `limit` questions of the seeded stratified order (evaluation/sampling.py) that the store answered."""
+    from mdrag.evaluation.sampling import sample_order
+
+    df = store.answers_frame()
+    if df.empty:
+        return []
+    for column, chosen in (("domain", domains), ("variant", variants), ("setting", settings)):
+        if chosen:
+            df = df[df[column].isin(chosen)]
+    groups = []
+    for name, part in df.groupby("domain", sort=True):
+        domain = engine.domain(name)
+        order = [q.id for q in sample_order(domain.split("test"), seed)]
+        asked = set(part["query_id"])
+        for qid in [q for q in order if q in asked][:limit]:
+            group = []
+            for r in part[part["query_id"] == qid].itertuples():
+                ids = [p["id"] for p in r.passages]
+                if any(i not in domain.by_id for i in ids):
+                    continue  # a passage not in the corpus (a user file since removed): nothing to check against
+                if checker and store.has_grounding(grounding_key(r.answer_id, ids, checker)):
+                    continue
+                group.append({"answer_id": r.answer_id, "question": r.question, "answer": r.answer,
+                              "passages": [(p["id"], domain.by_id[p["id"]].content, bool(p.get("gold")))
+                                           for p in r.passages]})
+            unique = list({(a["answer_id"], tuple(p[0] for p in a["passages"])): a for a in group}.values())
+            if unique:
+                groups.append(unique)
+    return groups
+
+
+def ground_store(store, engine, checker, domains: list[str] | None = None, variants: list[str] | None = None,
+                 settings: list[str] | None = None, limit: int | None = None, batch_size: int = 8,
+                 progress=None) -> dict[str, int]:
+    """Check every chosen answer of `store` not yet checked by `checker`, one question at a time, each question's
+    rows written in one transaction (a killed run resumes where it stopped, without duplicates)."""
+    import time
+
+    groups = answers_to_check(store, engine, domains, variants, settings, limit, checker.fingerprint)
+    done = claims = 0
+    for group in (progress(groups) if progress else groups):
+        t0 = time.perf_counter()
+        checked = check_answers(checker, group, batch_size)
+        store.put_grounding(grounding_rows(checker, group, checked, (time.perf_counter() - t0) / len(group)))
+        done += len(group)
+        claims += sum(len(g.claims) for g in checked)
+    return {"answers": done, "claims": claims, "questions": len(groups)}
+
+
+# ------------------------------------------------------------------------------------------- tables
+
+# (column, label) of the per-answer metrics the tables aggregate, in the order shown.
+METRICS = (("faithfulness", "faithfulness"), ("gold_support", "gold passage used"),
+           ("distractor_only", "claims from distractors only"), ("ungrounded_answer", "no claim supported"))
+
+
+def grounded_answers(answers, grounding, checker: str | None = None):
+    """Answer rows (store.answers_frame) joined to their grounding rows (store.grounding_frame) on the answer and
+    the passages it was checked against; one checker (its fingerprint; None: the one with most rows)."""
+    import pandas as pd
+
+    if grounding.empty or answers.empty:
+        return pd.DataFrame()
+    checker = checker or grounding["checker"].value_counts().idxmax()
+    g = grounding[(grounding["checker"] == checker) & (grounding["errors"] == 0)].copy()
+    g["_passages"] = g["passage_ids"].map(json.dumps)
+    a = answers.copy()
+    a["_passages"] = a["passages"].map(lambda ps: json.dumps([p["id"] for p in ps]))
+    cols = ["answer_id", "_passages", "checker_name", "n_claims", "n_supported", "claims",
+            *(c for c, _ in METRICS), "unsupported"]
+    return a.merge(g[cols], on=["answer_id", "_passages"], how="inner").drop(columns="_passages")
+
+
+def grounding_table(joined, by: tuple[str, ...] = ("variant", "setting")):
+    """Per group: answers checked, the share that made no claim (abstained), claims per answer, unsupported
+    claims per answer, and each METRICS mean with its 95% bootstrap CI over answers (None where undefined)."""
+    import pandas as pd
+
+    from mdrag.evaluation.stats import bootstrap_ci
+
+    if joined.empty:
+        return pd.DataFrame()
+    rows = []
+    for key, part in joined.groupby(list(by), sort=True):
+        row = dict(zip(by, key if isinstance(key, tuple) else (key,), strict=True))
+        row.update({"n": len(part), "abstained": float((part["n_claims"] == 0).mean()),
+                    "claims/answer": float(part["n_claims"].mean()),
+                    "unsupported/answer": float(part["unsupported"].mean())})
+        for col, label in METRICS:
+            values = [v for v in part[col] if v is not None and v == v]
+            mean, lo, hi = bootstrap_ci(values)
+            row[label] = f"{mean:.2f} [{lo:.2f}, {hi:.2f}] (n {len(values)})" if values else "–"
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def validation_table(checks):
+    """The checker's accuracy per validation kind (and overall) with 95% bootstrap CIs, per checker."""
+    import pandas as pd
+
+    from mdrag.evaluation.stats import bootstrap_ci
+
+    if checks.empty:
+        return pd.DataFrame()
+    rows = []
+    for (name, kind), part in checks.dropna(subset=["correct"]).groupby(["checker_name", "kind"], sort=False):
+        mean, lo, hi = bootstrap_ci(part["correct"].astype(float))
+        rows.append({"checker": name, "kind": kind, "expect": "supported" if part["expect"].iloc[0] else "not",
+                     "n": len(part), "accuracy": f"{mean:.2f} [{lo:.2f}, {hi:.2f}]",
+                     "mean P(Yes)": float(part["p_yes"].mean())})
+    for name, part in checks.dropna(subset=["correct"]).groupby("checker_name"):
+        mean, lo, hi = bootstrap_ci(part["correct"].astype(float))
+        rows.append({"checker": name, "kind": "all", "expect": "", "n": len(part),
+                     "accuracy": f"{mean:.2f} [{lo:.2f}, {hi:.2f}]", "mean P(Yes)": float(part["p_yes"].mean())})
+    return pd.DataFrame(rows)

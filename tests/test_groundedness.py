@@ -1,0 +1,246 @@
+"""Groundedness, claim by claim: claim splitting, the per-answer metrics, the batched checker against one prompt
+at a time with plain transformers, the store rows (resumable), the validation set, the report section."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import TINY_PASSAGES, write_jsonl
+
+from mdrag.evaluation.groundedness import (
+    KINDS,
+    SUPPORTED,
+    GroundedAnswer,
+    check_answers,
+    check_messages,
+    ground_store,
+    grounded_answers,
+    grounding_table,
+    split_claims,
+    validation_items,
+)
+from mdrag.evaluation.judge import get_judge
+from mdrag.evaluation.runner import Grid, evaluate
+from mdrag.evaluation.store import ResultsStore
+
+LONG = ("The tower was built for the 1889 World's Fair in Paris by the engineer's company; it was the tallest "
+        "structure in the world for forty one years after its opening day.")
+
+
+@pytest.mark.parametrize("answer,claims", [
+    ("1901", ["1901"]),
+    ("", []),
+    ("I don't know.", []),
+    ("The documents do not mention it.", []),  # answer_metrics.abstained decides what declines
+    ("Paris is in France. It is the capital!", ["Paris is in France.", "It is the capital!"]),
+    (LONG, [LONG.split("; ")[0], LONG.split("; ")[1]]),
+    ("Short one; with a semicolon.", ["Short one; with a semicolon."]),  # too short to cut
+    ("  spaced \n  out  ", ["spaced out"]),
+])
+def test_answers_split_into_claims(answer, claims):
+    assert split_claims(answer) == claims
+
+
+def grounded(support, gold=(True, False, False)):
+    return GroundedAnswer([f"c{i}" for i in range(len(support))], ["a", "b", "c"], list(gold), support)
+
+
+@pytest.mark.parametrize("support,gold,want", [
+    # claim 1 by the gold passage, claim 2 by a distractor only, claim 3 by none
+    ([[0.9, 0.1, 0.2], [0.1, 0.7, 0.2], [0.1, 0.2, 0.3]], (True, False, False),
+     {"n_claims": 3, "n_supported": 2, "faithfulness": 2 / 3, "unsupported": 1, "gold_support": 1.0,
+      "distractor_only": 1 / 3, "ungrounded_answer": 0}),
+    # nothing supported: the answer should have abstained
+    ([[0.1, 0.4, 0.2]], (True, False, False),
+     {"n_claims": 1, "n_supported": 0, "faithfulness": 0.0, "unsupported": 1, "gold_support": 0.0,
+      "distractor_only": 0.0, "ungrounded_answer": 1}),
+    # a claim both the gold passage and a distractor support is not noise
+    ([[SUPPORTED, 0.8, 0.0]], (True, False, False),
+     {"n_claims": 1, "n_supported": 1, "faithfulness": 1.0, "unsupported": 0, "gold_support": 1.0,
+      "distractor_only": 0.0, "ungrounded_answer": 0}),
+    # no gold passage in the prompt: utilisation is undefined, not 0
+    ([[0.9, 0.1, 0.1]], (False, False, False),
+     {"n_claims": 1, "n_supported": 1, "faithfulness": 1.0, "unsupported": 0, "gold_support": None,
+      "distractor_only": 1.0, "ungrounded_answer": 0}),
+    # a failed check counts as not supported
+    ([[None, 0.2, 0.1]], (True, False, False),
+     {"n_claims": 1, "n_supported": 0, "faithfulness": 0.0, "unsupported": 1, "gold_support": 0.0,
+      "distractor_only": 0.0, "ungrounded_answer": 1}),
+])
+def test_metrics_of_a_known_support_matrix(support, gold, want):
+    got = grounded(support, gold).metrics()
+    assert got.keys() == want.keys()
+    for k, v in want.items():
+        assert got[k] is None if v is None else got[k] == pytest.approx(v), k
+
+
+def test_an_abstention_has_no_claims_and_no_faithfulness():
+    m = GroundedAnswer([], ["a"], [True]).metrics()
+    assert m["n_claims"] == 0 and m["faithfulness"] is None and m["ungrounded_answer"] == 0
+
+
+def test_citations_name_the_most_supporting_passage():
+    g = grounded([[0.6, 0.9, 0.1], [0.1, 0.2, 0.3]])
+    assert g.citation(0) == 1 and g.citation(1) is None
+    assert [c["cite"] for c in g.claims_json()] == [1, None]
+
+
+@pytest.fixture
+def checker(tiny_generator_dir):
+    return get_judge(f"hf:{tiny_generator_dir}", dtype="float32")
+
+
+def test_batched_checks_equal_one_prompt_at_a_time_with_plain_transformers(checker):
+    """Every (claim, passage) score of the batched, prefix-cached checker equals P(Yes) / (P(Yes) + P(No)) of one
+    plain forward over that prompt alone: caching and batching change nothing."""
+    import torch
+
+    passages = [(p["id"], f"{p['title']}: {p['text']}", i == 0) for i, p in enumerate(TINY_PASSAGES[:3])]
+    answers = [{"question": "who got the first nobel prize in physics", "answer": a, "passages": passages}
+               for a in ("Röntgen got it in 1901. It was for X-rays.", "1901", "I don't know.")]
+    checked = check_answers(checker, answers, batch_size=3)
+    assert [len(g.claims) for g in checked] == [2, 1, 0]
+    for a, g in zip(answers, checked, strict=True):
+        for i, claim in enumerate(g.claims):
+            for j, (_, text, _) in enumerate(a["passages"]):
+                ids = checker.tokenizer.apply_chat_template(check_messages((text, a["question"], claim)),
+                                                            add_generation_prompt=True, tokenize=True,
+                                                            return_dict=True)["input_ids"]
+                with torch.inference_mode():
+                    probs = torch.softmax(checker.model(input_ids=torch.tensor([ids])).logits[0, -1].float(), -1)
+                yes, no = probs[checker.ids["yes"]].sum(), probs[checker.ids["no"]].sum()
+                assert g.support[i][j] == pytest.approx(float(yes / (yes + no)), abs=1e-4)
+
+
+QUERIES = [{"id": f"g{i}", "text": f"question {i}: who created python or where is paris", "answers": ["Paris"],
+            "gold_ids": [["p4"], ["p6"], ["p2", "p6"]][i % 3], "answer_type": "short", "split": "test"}
+           for i in range(4)]
+
+
+@pytest.fixture
+def grounded_store(tmp_path, tiny_engine):
+    from mdrag.data.domains import DOMAINS, register_jsonl_domain
+
+    register_jsonl_domain("groundtiny", write_jsonl(tmp_path / "q.jsonl", QUERIES),
+                          write_jsonl(tmp_path / "p.jsonl", TINY_PASSAGES))
+    store = ResultsStore(tmp_path / "r.sqlite")
+    evaluate(Grid(["groundtiny"], ["vanilla", "full"], ["retrieved", "oracle"], retrievers=["bm25"],
+                  reranker="none"), store, tiny_engine, show_progress=False)
+    yield store
+    DOMAINS.pop("groundtiny", None)
+
+
+class Dies:
+    """A checker that dies on its second call (a killed run)."""
+
+    def __init__(self, checker):
+        self.checker, self.calls = checker, 0
+        self.name, self.fingerprint = checker.name, checker.fingerprint
+
+    def score_many(self, *args, **kwargs):
+        self.calls += 1
+        if self.calls == 2:
+            raise KeyboardInterrupt
+        return self.checker.score_many(*args, **kwargs)
+
+
+def test_a_store_is_grounded_once_and_a_killed_run_resumes_without_duplicates(grounded_store, tiny_engine,
+                                                                              checker):
+    store = grounded_store
+    answers = store.answers_frame()
+    with pytest.raises(KeyboardInterrupt):
+        ground_store(store, tiny_engine, Dies(checker))
+    first = store.grounding_frame()
+    assert 0 < len(first) < answers["answer_id"].nunique() + len(answers)  # one question's rows landed
+    counts = ground_store(store, tiny_engine, checker)
+    rows = store.grounding_frame()
+    keys = {(r.answer_id, tuple(p["id"] for p in r.passages)) for r in answers.itertuples()}
+    assert len(rows) == len(keys) and rows["key"].is_unique  # one row per (answer, passages): no duplicate
+    assert counts["answers"] == len(keys) - len(first)  # the killed run's rows were kept, not redone
+    assert ground_store(store, tiny_engine, checker)["answers"] == 0
+    joined = grounded_answers(store.answers_frame(), rows)
+    assert len(joined) == len(answers)  # every answer row finds its grounding row
+    for r in joined.itertuples():  # the stored numbers are the claims' own
+        claims = r.claims
+        assert r.n_claims == len(claims) == len(split_claims(r.answer))
+        supported = [any(p is not None and p >= SUPPORTED for p in c["support"]) for c in claims]
+        if claims:
+            assert r.faithfulness == pytest.approx(sum(supported) / len(claims))
+        assert all(len(c["support"]) == len(r.passages) for c in claims)
+
+
+def test_grounding_table_and_report_section_equal_a_recomputation(grounded_store, tiny_engine, checker):
+    from mdrag.evaluation.report import grounding_section
+
+    store = grounded_store
+    ground_store(store, tiny_engine, checker)
+    joined = grounded_answers(store.answers_frame(), store.grounding_frame())
+    table = grounding_table(joined)
+    for r in table.itertuples():
+        part = joined[(joined["variant"] == r.variant) & (joined["setting"] == r.setting)]
+        assert r.n == len(part)
+        assert r.abstained == pytest.approx((part["n_claims"] == 0).mean())
+        faith = part["faithfulness"].dropna()
+        shown = r.faithfulness
+        assert shown == "–" if faith.empty else shown.startswith(f"{faith.mean():.2f} [")
+    parts, csvs = grounding_section(store)
+    assert parts[0].startswith("## Groundedness") and "not been validated" in "\n".join(parts)
+    assert set(csvs) == {"grounding"}
+
+
+def test_the_ground_cli_validates_and_checks_resumably(grounded_store, tiny_generator_dir, tiny_adapters_root,
+                                                        monkeypatch, capsys):
+    from mdrag.cli import main
+    from mdrag.evaluation.report import grounding_section
+
+    monkeypatch.setenv("MDRAG_DTYPE", "float32")
+    path = str(grounded_store.path)
+    args = ["ground", "--store", path, "--checker", f"hf:{tiny_generator_dir}", "--domains", "groundtiny",
+            "--validate", "2", "--limit", "2"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "answers (" in out and "faithfulness" in out and "| gold sentence" in out
+    checks = ResultsStore(grounded_store.path).grounding_checks_frame()
+    assert len(checks) and checks["p_yes"].notna().all()
+    assert main(args) == 0 and " 0 answers (" in capsys.readouterr().out  # nothing done twice
+    assert len(ResultsStore(grounded_store.path).grounding_checks_frame()) == len(checks)
+    _, csvs = grounding_section(ResultsStore(grounded_store.path, read_only=True))
+    assert set(csvs) == {"grounding", "grounding_validation"}
+    assert main(["ground", "--store", path + ".missing"]) == 2
+
+
+def test_the_validation_set_is_deterministic_and_each_kind_is_what_it_says():
+    from mdrag.data.benchmark import load_domain
+
+    items = validation_items(4, domains=["nq_open"])
+    assert items == validation_items(4, domains=["nq_open"]) and items != validation_items(4, 1, ["nq_open"])
+    domain = load_domain("nq_open")
+    by_item: dict[str, dict[str, dict]] = {}
+    for it in items:
+        by_item.setdefault(it["item"], {})[it["kind"]] = it
+    assert len(by_item) == 4 and {k for kinds in by_item.values() for k in kinds} == set(KINDS)
+    for qid, kinds in by_item.items():
+        q = domain.query_by_id[qid]
+        passage = domain.by_id[q.gold_ids[0]].content
+        assert all(it["passage"] == passage and it["expect"] == KINDS[k] for k, it in kinds.items())
+        gold = kinds["gold sentence"]["claim"]
+        assert gold in passage and q.answers[0].lower() in gold.lower()
+        if "swapped number/entity" in kinds:
+            swapped = kinds["swapped number/entity"]["claim"]
+            assert q.answers[0].lower() not in swapped.lower() and swapped not in passage
+        if "other passage's sentence" in kinds:
+            assert kinds["other passage's sentence"]["claim"] not in passage
+
+
+@pytest.mark.slow
+def test_the_packaged_checker_tells_a_supporting_sentence_from_an_unrelated_one(packaged_judge_dir):
+    """The real checker (packaged 1.5B judge), two questions: the gold passage's answer sentence is called
+    supported, another question's sentence is not."""
+    from mdrag.evaluation.groundedness import validate_checker
+
+    checker = get_judge(None, "float32")
+    items = [it for it in validation_items(2, domains=["nq_open"])
+             if it["kind"] in ("gold sentence", "other passage's sentence")]
+    rows = validate_checker(checker, items)
+    assert len(rows) == 4 and all(r["correct"] == 1 for r in rows), json.dumps(rows, indent=1)[:2000]
