@@ -77,7 +77,8 @@ def attribution_bundle(trace: RagTrace, engine: Engine, variants: list[str],
         top_rerank = top_reranked(trace)
         top.append({"variant": v, "top attributed": best, "is gold": best in gold,
                     "top reranked": top_rerank or "– (no rerank scores)",
-                    "same as top reranked": best == top_rerank if top_rerank else None})
+                    "same as top reranked": best == top_rerank if top_rerank else None,
+                    **checker_citation(trace.answers[v].grounding, best)})
     needs_attention = pd.DataFrame({"note": ["Compute attention first (Attention tab) to compare it with ablation "
                                              "here."]})
     out = {"attributions": attrs, "bars": figures.attribution_bars([a.frame() for a in attrs.values()], gold),
@@ -89,6 +90,19 @@ def attribution_bundle(trace: RagTrace, engine: Engine, variants: list[str],
         out["changed"] = (needs_attention if attention is None else
                           pd.DataFrame({"note": ["Pick two variants to see what changed between them."]}))
     return out
+
+
+def checker_citation(grounding: dict | None, top_attributed: str) -> dict:
+    """The groundedness checker's citations for an answer (Ask, 'Groundedness') beside passage ablation's top
+    passage: the checker says which passage supports the text, ablation which one the model's answer depends on;
+    where they differ the answer may be right for another reason than the passage it can be cited to."""
+    claims = (grounding or {}).get("claims")
+    if claims is None:
+        return {"checker cites": "– (tick Groundedness in Ask)", "checker agrees": None}
+    cited = sorted({f"passage_{c['cite'] + 1}" for c in claims if c["cite"] is not None})
+    if not cited:
+        return {"checker cites": "– (no claim supported)", "checker agrees": None}
+    return {"checker cites": ", ".join(cited), "checker agrees": top_attributed in cited}
 
 
 def top_reranked(trace: RagTrace) -> str | None:

@@ -41,6 +41,9 @@ class VariantAnswer:
     metrics: dict[str, float | None] = field(default_factory=dict)  # vs the gold answer, when there is one
     # The LLMEval judge's reading against the gold answer: {"judge": name, "score", "mass"} (after generation)
     verdict: dict[str, Any] | None = None
+    # The groundedness checker's reading against the prompt's passages (evaluation/groundedness.ground_trace):
+    # {"checker", "weak", "claims": [{"claim", "support" (per passage), "cite"}], "metrics", "error"}
+    grounding: dict[str, Any] | None = None
 
 
 @dataclass

@@ -180,6 +180,47 @@ def test_ask_adds_the_judges_verdict_after_the_answers(tiny_env, tiny_generator_
     assert "LLMEval" not in plain[-1][0] and "judging" not in plain[-1][0]
 
 
+def test_ask_marks_each_claim_and_cites_the_passage_that_supports_it(tiny_env, tiny_generator_dir):
+    from mdrag.evaluation.groundedness import check_answers
+    from mdrag.evaluation.judge import get_judge
+
+    tiny_env.judge_spec = f"hf:{tiny_generator_dir}"
+    steps = _run(tiny_env, "", "tiny", "q0", "retrieved", "bm25", "none", 3, ["vanilla", "full"], False, True)
+    trace, final = steps[-1][3], steps[-1][0]
+    assert "checking claims…" in steps[-2][0] and "checking claims…" not in final
+    checker = get_judge(f"hf:{tiny_generator_dir}")
+    passages = [(p.id, p.content, p.is_gold) for p in trace.passages]
+    n_claims = 0
+    for name, a in trace.answers.items():
+        want = check_answers(checker, [{"question": trace.query, "answer": a.text, "passages": passages}])[0]
+        got = a.grounding
+        assert [c["claim"] for c in got["claims"]] == want.claims and got["metrics"] == want.metrics(), name
+        for c, row in zip(got["claims"], want.support, strict=True):
+            assert c["support"] == pytest.approx(row, abs=1e-4)
+        n_claims += len(want.claims)
+    assert final.count("class='mdrag-claim ") == n_claims
+    assert final.count("[Doc ") == sum(c["cite"] is not None for a in trace.answers.values()
+                                       for c in a.grounding["claims"])
+    plain = _run(tiny_env, "", "tiny", "q0", "retrieved", "bm25", "none", 3, ["vanilla"], False)
+    assert "mdrag-grounding" not in plain[-1][0] and plain[-1][3].answers["vanilla"].grounding is None
+
+
+@pytest.mark.parametrize("grounding,shown", [
+    ({"checker": "c<b>", "claims": [{"claim": "<script>x</script>", "support": [0.9, 0.1], "cite": 0},
+                                    {"claim": "<img src=y>", "support": [0.2, None], "cite": None}],
+      "metrics": {"n_supported": 1, "n_claims": 2}, "error": None},
+     ["&lt;script&gt;x&lt;/script&gt; <b>[Doc 1]</b>", "&lt;img src=y&gt;", "1 of 2 claims", "c&lt;b&gt;"]),
+    ({"checker": "c", "claims": [], "metrics": {}, "error": None}, ["no claim to check"]),
+    ({"checker": "c", "error": "<b>down</b>"}, ["no reading (&lt;b&gt;down&lt;/b&gt;)"]),
+])
+def test_grounding_on_a_card_is_escaped_and_says_what_it_read(grounding, shown):
+    from ui.ask import grounding_html
+
+    out = grounding_html(grounding)
+    assert "<script>" not in out and "<img" not in out
+    assert all(s in out for s in shown), out
+
+
 def test_failure_cases_and_loading_one(tiny_store, dash):
     cases = FailuresTab(dash).failures(str(tiny_store), [])
     assert set(cases["kind"]) <= set(dashboard.FAILURE_KINDS)
@@ -298,6 +339,16 @@ def test_attribution_without_attention_says_so_and_top_reranked_follows_rerank_s
         p.rerank_score = None  # oracle prompts are not reranked
     _, _, top, _, _ = tab.attribution(trace, ["vanilla"], None, progress=_progress)
     assert top.loc[0, "top reranked"].startswith("–") and top.loc[0, "same as top reranked"] is None
+    assert top.loc[0, "checker cites"].startswith("– (tick Groundedness")
+    # the checker's citation beside ablation's top passage: agreeing, disagreeing, nothing supported
+    top_passage = top.loc[0, "top attributed"]
+    other = next(f"passage_{i}" for i in (1, 2, 3) if f"passage_{i}" != top_passage)
+    for cites, agrees in (([top_passage, other], True), ([other], False), ([], None)):
+        claims = [{"claim": "c", "support": [], "cite": int(c.split("_")[1]) - 1} for c in cites]
+        trace.answers["vanilla"].grounding = {"claims": [*claims, {"claim": "u", "support": [], "cite": None}]}
+        _, _, top, _, _ = tab.attribution(trace, ["vanilla"], None, progress=_progress)
+        assert top.loc[0, "checker agrees"] == agrees and top.loc[0, "top attributed"] == top_passage
+        assert top.loc[0, "checker cites"] == (", ".join(sorted(cites)) or "– (no claim supported)")
 
 
 def test_a_closed_ask_stops_decoding_within_one_step_and_leaves_no_thread(tiny_env, monkeypatch):

@@ -39,10 +39,37 @@ def passages_html(trace: RagTrace) -> str:
     )
 
 
+def grounding_html(g: dict | None, checking: bool = False) -> str:
+    """An answer's claims marked supported / unsupported, each supported one citing the passage that supports it
+    most (prompt position, as in the passages table)."""
+    if g is None:
+        return "<div class='mdrag-grounding pending'><small><i>checking claims…</i></small></div>" if checking else ""
+    if g.get("claims") is None:
+        return f"<div class='mdrag-grounding'><small>Groundedness: no reading ({esc(str(g['error']))})</small></div>"
+    if not g["claims"]:
+        return ("<div class='mdrag-grounding'><small>Groundedness: no claim to check (the answer declines or is "
+                "empty)</small></div>")
+    items = []
+    for c in g["claims"]:
+        scores = [p for p in c["support"] if p is not None]
+        best = max(scores, default=0.0)
+        if c["cite"] is not None:
+            items.append(f"<li class='mdrag-claim supported'>✓ {esc(c['claim'])} <b>[Doc {c['cite'] + 1}]</b> "
+                         f"<small>P(supported) {best:.2f}</small></li>")
+        else:
+            items.append(f"<li class='mdrag-claim unsupported'>✗ {esc(c['claim'])} <small>no passage supports it "
+                         f"(best P {best:.2f})</small></li>")
+    m = g["metrics"]
+    note = f" · {esc(g['error'])}" if g.get("error") else ""
+    return (f"<div class='mdrag-grounding'><small>Groundedness: {m['n_supported']} of {m['n_claims']} claims "
+            f"supported · checker: {esc(g['checker'])}{' (weak stand-in)' if g.get('weak') else ''}{note}</small>"
+            f"<ul>{''.join(items)}</ul></div>")
+
+
 def answers_html(trace: RagTrace, order: list[str] | None = None, partial: dict[str, str] | None = None,
-                 judging: bool = False) -> str:
-    """Answer cards in the requested order: finished ones with metrics (and the judge's verdict once it is
-    there), running ones with their text so far."""
+                 judging: bool = False, checking: bool = False) -> str:
+    """Answer cards in the requested order: finished ones with metrics (and the judge's verdict and the claims'
+    groundedness once they are there), running ones with their text so far."""
     gold = (f"<p><b>Gold answer:</b> {esc(' | '.join(trace.gold_answers))}</p>" if trace.gold_answers else
             "<p><small>Free question: no gold answer, no metrics.</small></p>")
 
@@ -59,7 +86,7 @@ def answers_html(trace: RagTrace, order: list[str] | None = None, partial: dict[
         return (f"<div class='mdrag-answer' data-variant='{esc(name)}'><h4>{esc(a.label or name)}</h4>"
                 f"<p class='mdrag-answer-text'>{esc(a.text) or '<i>(empty)</i>'}</p>"
                 f"<small>{len(a.token_ids)} tokens · ready after {a.seconds:.1f} s</small>{metrics(a)}"
-                f"{verdict(a)}</div>")
+                f"{verdict(a)}{grounding_html(a.grounding, checking)}</div>")
 
     def verdict(a) -> str:
         v = a.verdict
@@ -109,6 +136,9 @@ class AskTab:
                                          value=["vanilla", "qk_att"], label="Variants (one batch)")
         self.with_judge = gr.Checkbox(True, label="LLMEval verdict on each answer after it is ready (packaged "
                                       "1.5B judge; questions with a gold answer)")
+        self.with_grounding = gr.Checkbox(False, label="Groundedness: check each answer sentence against each "
+                                          "passage (packaged 1.5B judge as entailment checker; about one verdict "
+                                          "per claim and passage)", elem_id="with-grounding")
         self.go = gr.Button("Ask", variant="primary", elem_id="ask-button")
         self.answers = gr.HTML(elem_id="answers")
         self.link = gr.Textbox(label="Link to this case (append to the app's URL)", buttons=["copy"],
@@ -122,7 +152,7 @@ class AskTab:
             lambda q: q, self.pick, self.query_id)
         self.question.input(lambda: None, None, self.query_id)  # typing a new question detaches the picked id
         self.inputs = [self.question, self.domain, self.query_id, self.setting, self.retriever, self.reranker,
-                       self.top_k, self.variants, self.with_judge]
+                       self.top_k, self.variants, self.with_judge, self.with_grounding]
 
     # ---------------------------------------------------------------------------------------- handlers
     def test_questions(self, domain: str):
@@ -141,7 +171,7 @@ class AskTab:
         return query.text, f"Gold answer: {' | '.join(query.answers) or '(none)'} · {query.answer_type} · {query.id}"
 
     def ask(self, question: str, domain: str, query_id: str | None, setting: str, retriever: str, reranker: str,
-            top_k: int, variants: list[str], with_judge: bool = True,
+            top_k: int, variants: list[str], with_judge: bool = True, with_grounding: bool = False,
             progress=gr.Progress(track_tqdm=True)) -> Iterator[tuple]:  # noqa: B008
         """Retrieve, show passages, then show each variant's answer as soon as it is ready; then (questions with
         a gold answer) the judge's verdict on each, which never delays the answers. Yields (answers, passages,
@@ -157,6 +187,7 @@ class AskTab:
             return
         link = case_link(domain, trace.query, trace.query_id, setting, variants)
         judging = bool(with_judge and trace.gold_answers)  # finished cards say a verdict is coming
+        checking = bool(with_grounding)
 
         def choices() -> dict:  # a fresh update per output: Gradio consumes the dict it is given
             return gr.update(choices=variants, value=variants[:2])
@@ -182,8 +213,8 @@ class AskTab:
             return
         finally:
             events.close()
-        yield answers_html(trace, variants, judging=judging), gr.update(), gr.update(), trace, link, choices(), \
-            choices()
+        yield answers_html(trace, variants, judging=judging, checking=checking), gr.update(), gr.update(), trace, \
+            link, choices(), choices()
         if judging:
             from mdrag.evaluation.verdicts import judge_trace
 
@@ -193,6 +224,17 @@ class AskTab:
             except MdragError as err:  # e.g. the judge's packages are missing: the answers stay
                 for a in trace.answers.values():
                     a.verdict = {"judge": self.server.judge_spec, "score": None, "error": str(err)}
+            yield answers_html(trace, variants, checking=checking), gr.update(), gr.update(), trace, link, \
+                gr.update(), gr.update()
+        if checking:
+            from mdrag.evaluation.groundedness import ground_trace
+
+            progress(0.95, desc="checking each claim against each passage")
+            try:
+                ground_trace(trace, self.server.judge())
+            except MdragError as err:  # e.g. the judge's packages are missing: the answers stay
+                for a in trace.answers.values():
+                    a.grounding = {"checker": self.server.judge_spec, "error": str(err)}
             yield answers_html(trace, variants), gr.update(), gr.update(), trace, link, gr.update(), gr.update()
 
     def from_url(self, request: gr.Request):

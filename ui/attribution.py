@@ -22,7 +22,9 @@ class AttributionTab:
         self.bars = gr.Plot(elem_id="attribution-bars")
         self.curve = gr.Plot()
         with gr.Row():
-            self.top = gr.Dataframe(label="top-attributed passage vs gold and top reranked")
+            self.top = gr.Dataframe(label="top-attributed passage vs gold, top reranked and the groundedness "
+                                          "checker's citations (where they disagree: the passage the answer can be "
+                                          "cited to is not the one it depends on)")
             self.agree = gr.Dataframe(label="agreement: attention vs ablation (Spearman)")
         self.changed = gr.Dataframe(label="what changed between the first two variants")
         with gr.Accordion("Position probe for this question: the gold passage moved through positions 1..k (one "

@@ -125,6 +125,26 @@ def check_answers(checker, answers: list[dict], batch_size: int = 8) -> list[Gro
     return checked
 
 
+def ground_trace(trace, checker, batch_size: int = 8) -> None:
+    """The checker's reading of each answer of a trace (VariantAnswer.grounding), gold answer or not: groundedness
+    needs only the prompt's passages. A checker failure is recorded there, never raised: the answers stay."""
+    names = list(trace.answers)
+    if not names:
+        return
+    passages = [(p.id, p.content, p.is_gold) for p in trace.passages]
+    try:
+        checked = check_answers(checker, [{"question": trace.query, "answer": trace.answers[n].text,
+                                           "passages": passages} for n in names], batch_size)
+    except Exception as err:  # shown on the card
+        for n in names:
+            trace.answers[n].grounding = {"checker": checker.name, "error": f"checker {type(err).__name__}: {err}"}
+        return
+    for n, g in zip(names, checked, strict=True):
+        trace.answers[n].grounding = {"checker": checker.name, "weak": bool(getattr(checker, "weak", False)),
+                                      "claims": g.claims_json(), "metrics": g.metrics(),
+                                      "error": f"{g.errors} checks failed" if g.errors else None}
+
+
 def grounding_key(answer_id: str, passage_ids: list[str], checker: str, version: str = CHECK_VERSION) -> str:
     """What determines a grounding row: the answer (question + gold + text), the passages it was checked against
     in prompt order, the checker's fingerprint and the check's version."""
