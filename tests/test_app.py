@@ -164,6 +164,27 @@ def test_llmeval_names_its_judge_shows_its_validity_and_greys_domains_it_cannot_
     assert dash.judges_in(str(tiny_store))[0][1] == "flaky-judge"
 
 
+def test_dashboards_show_groundedness_beside_the_checkers_validation(tiny_store, dash, tiny_engine,
+                                                                     tiny_generator_dir):
+    from mdrag.evaluation.groundedness import grounded_answers, grounding_table, validate_checker, validation_items
+    from mdrag.evaluation.judge import get_judge
+    from mdrag.evaluation.store import ResultsStore
+
+    out = dash.dashboards(str(tiny_store), [], [], [], [], "Match", "domain", "flaky-judge")
+    assert out[-2].empty and out[-1].empty  # no grounding rows yet: empty panels, not an error
+    checker = get_judge(f"hf:{tiny_generator_dir}", dtype="float32")
+    store = ResultsStore(tiny_store)
+    from mdrag.evaluation.groundedness import ground_store
+
+    ground_store(store, tiny_engine, checker)
+    store.put_grounding_checks(validate_checker(checker, validation_items(1, domains=["nq_open"])))
+    out = dash.dashboards(str(tiny_store), [], ["full"], ["noisy"], [], "Match", "domain", "flaky-judge")
+    want = grounding_table(grounded_answers(store.answers_frame(), store.grounding_frame()).query(
+        "variant == 'full' and setting == 'noisy'")).round(3)
+    assert out[-2].equals(want) and list(out[-2]["variant"]) == ["full"] and out[-2]["n"].iloc[0] == 4
+    assert set(out[-1]["kind"]) >= {"gold sentence", "all"}
+
+
 def test_ask_adds_the_judges_verdict_after_the_answers(tiny_env, tiny_generator_dir):
     from mdrag.evaluation.judge import get_judge, gold_text
 

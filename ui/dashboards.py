@@ -68,9 +68,18 @@ class DashboardsTab:
         probe_curves = gr.Plot(elem_id="probe-curves")
         probe_dependence = gr.Dataframe(label="Match with the gold passage first minus at positions 2..k, per "
                                               "question; vs vanilla paired (95% CI); shortcut: CI above 0")
+        gr.Markdown("### Groundedness: is each answer sentence supported by a passage of its prompt? (python -m "
+                    "mdrag ground; the packaged 1.5B judge as entailment checker)")
+        with gr.Row():
+            grounding = gr.Dataframe(label="per variant and setting: faithfulness, gold passage used, claims from "
+                                           "distractors only (noise sensitivity), no claim supported; 95% CIs",
+                                     elem_id="grounding")
+            grounding_valid = gr.Dataframe(label="the checker's validation: accuracy per kind of claim with a known "
+                                                 "answer (read the left table through it)",
+                                           elem_id="grounding-validation")
         self.outputs = [bars, by_setting, robust, longform, table, csv, summary, compared, adapted, canaries,
                         valid_match, valid_settings, valid_sanity, valid_human, attacks, probe_curves,
-                        probe_dependence, probe_summary]
+                        probe_dependence, probe_summary, grounding, grounding_valid]
         self.button.click(self.dashboards, [self.store, self.domains, self.variants, self.settings, self.retrievers,
                                             self.metric, self.by, self.judge], self.outputs)
         self.store.change(self.store_changed, self.store, [self.judge, self.retrievers])
@@ -130,7 +139,8 @@ class DashboardsTab:
                 dashboard.adapted_retrievers().round(3), dashboard.canaries(store).round(3),
                 valid["against_match"].round(3), valid["settings"].round(3),
                 valid.get("sanity", pd.DataFrame()).round(3), esc(dashboard.human_summary(valid.get("human", {}))),
-                dashboard.attacks(store), probe["figure"], probe["dependence"].round(3), esc(probe["summary"]))
+                dashboard.attacks(store), probe["figure"], probe["dependence"].round(3), esc(probe["summary"]),
+                *(t.round(3) for t in dashboard.groundedness(store, domains, variants, settings)))
 
     def store_changed(self, label: str):
         """A newly picked store: its judges and retrievers as the selectors' choices."""

@@ -98,6 +98,23 @@ def canaries(path: str | Path | ResultsStore | None) -> pd.DataFrame:
     return canary_table(open_store(path).canary_frame())
 
 
+def groundedness(path: str | Path | ResultsStore | None, domains: list[str] | None = None,
+                 variants: list[str] | None = None, settings: list[str] | None = None
+                 ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Groundedness per variant and setting over the filtered answers (evaluation/groundedness.py), and the
+    checker's validation beside it; empty frames when the store has no grounding rows."""
+    from mdrag.evaluation.groundedness import grounded_answers, grounding_table, validation_table
+
+    store = open_store(path)
+    joined = grounded_answers(store.answers_frame(), store.grounding_frame())
+    if joined.empty:
+        return pd.DataFrame(), pd.DataFrame()
+    for column, chosen in (("domain", domains), ("variant", variants), ("setting", settings)):
+        if chosen:
+            joined = joined[joined[column].isin(chosen)]
+    return grounding_table(joined), validation_table(store.grounding_checks_frame())
+
+
 def retriever_comparison(df: pd.DataFrame, metric: str = "Match") -> pd.DataFrame:
     """"Better retriever or generator adapter?" paired differences (empty with one retriever)."""
     if "retriever" not in df or df["retriever"].nunique() < 2:
