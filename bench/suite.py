@@ -54,6 +54,8 @@ class Sizes:
     train_variants: tuple[str, ...] = ("full", "qk_att", "att", "mlp")  # each beside updating all weights
     domains: int = 5  # domains whose indexes the memory section loads
     judge_answers: int = 48  # shipped answers judged by each contender (judge section)
+    ground_questions: int = 4  # shipped questions whose answers the groundedness checker reads (grounding section)
+    ground_variants: tuple[str, ...] = ("vanilla", "full", "qk_att", "att", "mlp", "full_skd")
     sessions: int = 8  # browser sessions asking at once (sessions section)
 
 
@@ -61,7 +63,8 @@ FULL = Sizes()
 QUICK = Sizes(prompt=160, new=12, turns=1, ingest=(200,), ingest_native_bf16=(), attention=(300,),
               attention_tries=1, queries=3,
               index_sample=16, grid_prompts=1, grid_variants=2, train_tokens=96, train_steps=1,
-              train_variants=("qk_att",), domains=1, judge_answers=8, sessions=2)
+              train_variants=("qk_att",), domains=1, judge_answers=8, ground_questions=1,
+              ground_variants=("vanilla", "qk_att"), sessions=2)
 
 
 def _row(section: str, what: str, ours: float, base: float | None, unit: str, target: str = "",
@@ -637,6 +640,35 @@ def _judge_speed(size: Sizes, engine: Engine) -> str:
     return judge.dtype
 
 
+def bench_grounding(size: Sizes, engine: Engine) -> None:
+    """Groundedness cost (#24): claims checked per minute and seconds per answer by the packaged judge as
+    entailment checker, on shipped answers (every chosen variant's answer to a few questions, retrieved setting:
+    one prompt per claim and passage), with the passage + question prefixes cached vs without any prefix cache."""
+    from mdrag.evaluation.dashboard import SHIPPED_STORE
+    from mdrag.evaluation.groundedness import answers_to_check, check_answers
+    from mdrag.evaluation.judge import get_judge
+    from mdrag.evaluation.store import ResultsStore
+
+    store = ResultsStore(SHIPPED_STORE, read_only=True)
+    groups = answers_to_check(store, engine, ["nq_open"], list(size.ground_variants), ["retrieved"],
+                              size.ground_questions)
+    answers = [a for g in groups for a in g]
+    checker = get_judge(None, engine.settings.dtype)
+    checked = check_answers(checker, answers)  # warm-up, and what the timed runs read
+    claims = sum(len(g.claims) for g in checked)
+    checks = sum(len(g.claims) * len(a["passages"]) for a, g in zip(answers, checked, strict=True))
+    ours, base = _interleaved_medians([lambda: check_answers(checker, answers),
+                                       lambda: check_answers(checker, answers, prefix_cache=False)],
+                                      repeats=1 if size is QUICK else 2, warm=False)
+    what = (f"{len(answers)} shipped answers ({len(groups)} nq_open questions, {len(size.ground_variants)} variants, "
+            f"retrieved), {claims} claims, {checks} claim-passage checks")
+    _row("grounding", f"claims checked per minute, {what}: cached passage prefixes vs no prefix cache",
+         60 * claims / ours, 60 * claims / base, "claims/min", higher_is_better=True)
+    _row("grounding", "seconds per answer (all its claims against all its passages)", ours / len(answers),
+         base / len(answers), "s")
+    _row("grounding", "seconds per claim-passage check", ours / checks, base / checks, "s")
+
+
 # Session i asks SESSION_CASES[i % len]: a domain's first test question in the oracle setting (short prompts: the
 # load, not the prompt length, is what is measured) with its own variants, one of them an adapter on the MLP only.
 SESSION_CASES = [("nq_open", ["vanilla", "qk_att"]), ("pubmedqa", ["full"]), ("covidqa", ["mlp", "vanilla"]),
@@ -805,7 +837,7 @@ def write_figure(fig, path: str) -> None:
 SECTIONS = {"decode": bench_decode, "variants": bench_variants, "ask": bench_ask, "ingest": bench_ingest,
             "attention": bench_attention, "ablation": bench_ablation, "retrieval": bench_retrieval,
             "evaluation": bench_evaluation, "train": bench_train, "memory": bench_memory, "judge": bench_judge,
-            "sessions": bench_sessions}
+            "grounding": bench_grounding, "sessions": bench_sessions}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -367,6 +367,14 @@ def _cmd_ground(args) -> int:
               f"{counts['questions']} questions) checked")
         table = grounding_table(grounded_answers(store.answers_frame(), store.grounding_frame(), checker.fingerprint))
         print(table.to_markdown(index=False, floatfmt=".2f") if not table.empty else "no grounded answers yet")
+    if args.agreement:
+        from analysis.citations import citation_rows
+        from mdrag.evaluation.groundedness import citation_table
+
+        made = citation_rows(store, args.engine, checker.fingerprint, args.agreement,
+                             progress=lambda groups: tqdm(groups, desc="ablation vs citations", unit="prompt"))
+        print(f"{len(made)} answers: passage ablation beside the checker's citations")
+        print(citation_table(store.citations_frame()).to_markdown(index=False, floatfmt=".2f"))
     return 0
 
 
@@ -609,6 +617,9 @@ def build_parser() -> argparse.ArgumentParser:
                                              "e.g. with --validate alone)")
     s.add_argument("--validate", type=int, default=0, metavar="N",
                    help="first validate the checker on N questions per domain (claims with a known answer)")
+    s.add_argument("--agreement", type=int, default=0, metavar="N",
+                   help="then compare the checker's citations with passage ablation on N stored prompts (1 + k "
+                        "generator forwards per answer)")
     s.add_argument("--batch-size", type=int, default=8)
     s.set_defaults(func=_cmd_ground)
 

@@ -244,3 +244,53 @@ def test_the_packaged_checker_tells_a_supporting_sentence_from_an_unrelated_one(
              if it["kind"] in ("gold sentence", "other passage's sentence")]
     rows = validate_checker(checker, items)
     assert len(rows) == 4 and all(r["correct"] == 1 for r in rows), json.dumps(rows, indent=1)[:2000]
+
+
+class KeywordChecker:
+    """A deterministic checker for tests of what reads its output: a passage supports a claim when both mention
+    the same capitalised word."""
+
+    name = fingerprint = "keyword-checker"
+
+    def score_many(self, items, render, words=("yes", "no"), **_):
+        from mdrag.evaluation.judge import Verdict
+
+        def caps(text):
+            return {w.strip(".,:;!?") for w in text.split() if w[:1].isupper()}
+
+        return [Verdict(0.9 if caps(p) & caps(c) else 0.1) for p, _, c in items]
+
+
+def test_citations_are_compared_with_passage_ablation_of_each_answer(grounded_store, tiny_engine, monkeypatch):
+    from analysis.attribution import passage_ablation
+    from analysis.citations import citation_rows
+    from analysis.gold_attention import trace_from_rows
+    from mdrag.evaluation.groundedness import citation_table
+    from mdrag.evaluation.report import grounding_section
+
+    store = grounded_store
+    answers = store.answers_frame()
+    # answers that name a capitalised word of a passage, so the keyword checker cites something
+    store.db.execute("UPDATE results SET answer = 'Paris is in France. Guido van Rossum made it.'")
+    store.db.execute("UPDATE results SET answer_id = key")  # each row its own answer (text changed under it)
+    store.db.commit()
+    ground_store(store, tiny_engine, KeywordChecker())
+    made = citation_rows(store, tiny_engine, limit=2)
+    assert len(made) == 2 * answers["variant"].nunique()  # two prompts, every variant's answer
+    frame = store.answers_frame()
+    for row in made:
+        stored = frame[frame["key"] == row["result_key"]]
+        trace = trace_from_rows(stored, tiny_engine)
+        attr = passage_ablation(trace, row["variant"], tiny_engine)
+        assert row["top_ablation"] == 1 + max(range(len(attr.scores)), key=attr.scores.__getitem__)
+        words = [{w.strip(".,:") for w in p.content.split()} for p in trace.passages]
+        # each claim's citation: the first passage sharing one of its names (all supporting ones score the same)
+        want = sorted({1 + next(i for i, w in enumerate(words) if names & w)
+                       for names in ({"Paris", "France"}, {"Guido", "Rossum"}) if any(names & w for w in words)})
+        assert row["cited"] == want and row["agree"] == int(row["top_ablation"] in want)
+    more = citation_rows(store, tiny_engine, limit=2)  # resumable: the next prompts, never the same answer twice
+    assert not {r["result_key"] for r in more} & {r["result_key"] for r in made}
+    table = citation_table(store.citations_frame())
+    assert table["n"].sum() == len(made) + len(more)
+    parts, csvs = grounding_section(store)
+    assert "citation_agreement" in csvs and any("passage ablation" in p for p in parts)

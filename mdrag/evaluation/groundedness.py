@@ -106,14 +106,17 @@ class GroundedAnswer:
                  "cite": self.citation(i)} for i, c in enumerate(self.claims)]
 
 
-def check_answers(checker, answers: list[dict], batch_size: int = 8) -> list[GroundedAnswer]:
+def check_answers(checker, answers: list[dict], batch_size: int = 8, prefix_cache: bool = True
+                  ) -> list[GroundedAnswer]:
     """Check answers (dicts: question, answer, passages = [(id, text, is_gold), ...] in prompt order) with
-    `checker` (a judge: `score_many`). One batched call for all of them (shared passage prefixes cached)."""
+    `checker` (a judge: `score_many`). One batched call for all of them (shared passage prefixes cached unless
+    `prefix_cache` is False: the bench's baseline)."""
     checked = [GroundedAnswer(split_claims(a["answer"]), [p[0] for p in a["passages"]],
                               [bool(p[2]) for p in a["passages"]]) for a in answers]
     items = [(p[1], a["question"], claim) for a, g in zip(answers, checked, strict=True)
              for claim in g.claims for p in a["passages"]]
-    verdicts = iter(checker.score_many(items, check_messages, ("yes", "no"), batch_size=batch_size) if items else [])
+    verdicts = iter(checker.score_many(items, check_messages, ("yes", "no"), batch_size=batch_size,
+                                       prefix_cache=prefix_cache) if items else [])
     for a, g in zip(answers, checked, strict=True):
         for _ in g.claims:
             row = []
@@ -350,3 +353,22 @@ def validation_table(checks):
         rows.append({"checker": name, "kind": "all", "expect": "", "n": len(part),
                      "accuracy": f"{mean:.2f} [{lo:.2f}, {hi:.2f}]", "mean P(Yes)": float(part["p_yes"].mean())})
     return pd.DataFrame(rows)
+
+
+def citation_table(rows):
+    """Per variant and setting: answers compared, how often ablation's top passage is one the checker cites
+    (95% bootstrap CI), how often each points at a gold passage."""
+    import pandas as pd
+
+    from mdrag.evaluation.stats import bootstrap_ci
+
+    if rows.empty:
+        return pd.DataFrame()
+    out = []
+    for (variant, setting), part in rows.groupby(["variant", "setting"], sort=True):
+        mean, lo, hi = bootstrap_ci(part["agree"].astype(float))
+        out.append({"variant": variant, "setting": setting, "n": len(part),
+                    "ablation top is cited": f"{mean:.2f} [{lo:.2f}, {hi:.2f}]",
+                    "ablation top is gold": float(part["top_is_gold"].mean()),
+                    "checker cites gold": float(part["cites_gold"].mean())})
+    return pd.DataFrame(out)

@@ -336,7 +336,13 @@ def attack_section(store) -> tuple[list[str], dict[str, pd.DataFrame]]:
 def grounding_section(store) -> tuple[list[str], dict[str, pd.DataFrame]]:
     """Markdown parts and CSV tables of groundedness (python -m mdrag ground), with the checker's validation
     beside them, when the store holds grounding rows."""
-    from mdrag.evaluation.groundedness import SUPPORTED, grounded_answers, grounding_table, validation_table
+    from mdrag.evaluation.groundedness import (
+        SUPPORTED,
+        citation_table,
+        grounded_answers,
+        grounding_table,
+        validation_table,
+    )
 
     joined = grounded_answers(store.answers_frame(), store.grounding_frame())
     if joined.empty:
@@ -359,6 +365,12 @@ def grounding_section(store) -> tuple[list[str], dict[str, pd.DataFrame]]:
         parts += ["The checker's validation (claims with a known answer built from the benchmark):",
                   checks.to_markdown(index=False, floatfmt=".2f")]
         found["grounding_validation"] = checks
+    citations = citation_table(store.citations_frame())
+    if not citations.empty:
+        parts += ["The checker's citations against passage ablation (python -m mdrag ground --agreement N): how "
+                  "often the passage the answer depends on most (ablation's top) is one the checker cites as "
+                  "supporting it:", citations.to_markdown(index=False, floatfmt=".2f")]
+        found["citation_agreement"] = citations
     return parts, found
 
 

@@ -59,6 +59,9 @@ GROUNDING_COLUMNS = ["key", "answer_id", "passage_ids", "checker", "checker_name
 # The checker's validation set: one row per (item, kind, checker, version).
 CHECK_COLUMNS = ["key", "domain", "item", "kind", "expect", "passage", "question", "claim", "checker", "checker_name",
                  "version", "p_yes", "mass", "correct", "created"]
+# The checker's citations against passage ablation (analysis/citations.py): one row per (stored answer row, checker).
+CITATION_COLUMNS = ["key", "result_key", "checker", "domain", "setting", "query_id", "variant", "top_ablation", "cited",
+                    "agree", "top_is_gold", "cites_gold", "created"]
 LEGACY_COLUMNS = ["judge", "judge_score", "judge3_score", "judge_error"]  # schema <= 3, on the results rows
 V3_COLUMNS = [c for c in COLUMNS if c != "answer_id"] + LEGACY_COLUMNS  # a schema-3 results row
 LEGACY_PROMPT = "bergen-v1-first-alias"  # the judge prompt before schema 4: only the first gold alias shown
@@ -194,7 +197,8 @@ class ResultsStore:
         self.db.execute(f"CREATE TABLE IF NOT EXISTS probe_rows ({cols})")
         cols = ", ".join(f"{c} {'TEXT PRIMARY KEY' if c == 'key' else ''}" for c in CANARY_COLUMNS)
         self.db.execute(f"CREATE TABLE IF NOT EXISTS canary_rows ({cols})")
-        for table, columns in (("grounding", GROUNDING_COLUMNS), ("grounding_checks", CHECK_COLUMNS)):
+        for table, columns in (("grounding", GROUNDING_COLUMNS), ("grounding_checks", CHECK_COLUMNS),
+                               ("citation_agreement", CITATION_COLUMNS)):
             cols = ", ".join(f"{c} {'TEXT PRIMARY KEY' if c == 'key' else ''}" for c in columns)
             self.db.execute(f"CREATE TABLE IF NOT EXISTS {table} ({cols})")
 
@@ -380,6 +384,21 @@ class ResultsStore:
         keyed = [{**r, "key": hashlib.sha256(json.dumps([r["item"], r["kind"], r["checker"], r["version"]])
                                              .encode()).hexdigest()[:32]} for r in rows]
         self._put("grounding_checks", CHECK_COLUMNS, keyed, keep_good=True)
+
+    def put_citations(self, rows: list[dict]) -> None:
+        """Citation-agreement rows (CITATION_COLUMNS less key) in one transaction: idempotent."""
+        keyed = [{**r, "key": hashlib.sha256(json.dumps([r["result_key"], r["checker"]]).encode()).hexdigest()[:32],
+                  "cited": json.dumps(r["cited"])} for r in rows]
+        self._put("citation_agreement", CITATION_COLUMNS, keyed, keep_good=False)
+
+    def citations_frame(self):
+        import pandas as pd
+
+        if not self._exists("citation_agreement"):
+            return pd.DataFrame(columns=CITATION_COLUMNS)
+        df = pd.read_sql_query(f"SELECT {', '.join(CITATION_COLUMNS)} FROM citation_agreement", self.db)
+        df["cited"] = [json.loads(v) if isinstance(v, str) else v for v in df["cited"]]
+        return df
 
     def _put(self, table: str, columns: list[str], rows: list[dict], keep_good: bool) -> None:
         now = time.time()
