@@ -592,8 +592,8 @@ def bench_judge(size: Sizes, engine: Engine) -> None:
     prefix every judge prompt shares) vs naive one-at-a-time judging with plain transformers, on the same
     shipped answers, weights and dtype; and peak memory with the generator and the judge both loaded."""
     dtype = _judge_speed(size, engine)
-    # Both 1.5B copies of _judge_speed are gone before the child loads a third: in float32 (AVX2-only CPUs) three
-    # copies beside the test process left too little of 24 GiB and the OOM killer ended the bench (CI, stop 28).
+    # The judge of _judge_speed is gone before the child loads its own: in float32 (AVX2-only CPUs) the bench once
+    # held two 1.5B copies while the child loaded a third, and the OOM killer ended it (CI, stop 28).
     gc.collect()
     out = subprocess.run([sys.executable, "-c", _JUDGE_CHILD], capture_output=True, text=True, check=True, cwd=ROOT)
     peak = json.loads(out.stdout.strip().splitlines()[-1])["peak_mb"]
@@ -604,13 +604,13 @@ def bench_judge(size: Sizes, engine: Engine) -> None:
 def _judge_speed(size: Sizes, engine: Engine) -> str:
     """The judge section's speed rows; returns the judge's dtype."""
     import torch
-    from transformers import AutoModelForCausalLM
 
     from mdrag.evaluation.judge import get_judge, judge_messages
 
     judge = get_judge(None, engine.settings.dtype)
-    plain = AutoModelForCausalLM.from_pretrained(judge.folder, dtype=getattr(torch, judge.dtype),
-                                                 attn_implementation="sdpa").eval()
+    # The baseline runs the judge's own weights (a plain transformers causal LM) one full prompt at a time: a
+    # second 1.5B copy measured nothing more and cost 6 GB in float32.
+    plain = judge.model
     yes, no = judge.ids["yes"], judge.ids["no"]
 
     def naive(items) -> None:

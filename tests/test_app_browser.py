@@ -166,7 +166,12 @@ def test_markup_in_queries_and_passages_renders_as_text(server, chromium):
     page = _page(chromium, dialogs)
     question = "<script>alert(1)</script> capital"
     _open(page, server + "?domain=xss&variants=vanilla&q=" + urllib.request.quote(question), question)
+    # with groundedness: the answer's claims (which may echo a passage's markup) are checked and shown as text too
+    page.get_by_label("Groundedness: check each answer sentence", exact=False).check()
     _ask_and_wait(page, 1)
+    grounding = page.locator("#answers .mdrag-grounding").inner_text()
+    assert "checker: Qwen2.5-Coder-1.5B" in grounding or "no claim to check" in grounding, grounding
+    assert page.locator("#answers script, #answers img").count() == 0
     passages = page.locator("#passages").inner_text()
     assert 'onerror="window.__pwned=1;alert(2)"' in passages and "<script>alert(3)</script>France" in passages
     assert page.locator("#passages img").count() == 0 and page.locator("#passages script").count() == 0
