@@ -40,7 +40,7 @@ $(CHROMIUM):
 
 test: $(STAMP) $(CHROMIUM)
 	$(PY) -m ruff check .
-	MDRAG_CHROMIUM=$(CHROMIUM) $(PY) -m pytest -q
+	MDRAG_CHROMIUM=$(CHROMIUM) $(PY) -m pytest -q --durations=30
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow and not browser"
