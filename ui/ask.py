@@ -215,27 +215,25 @@ class AskTab:
             events.close()
         yield answers_html(trace, variants, judging=judging, checking=checking), gr.update(), gr.update(), trace, \
             link, choices(), choices()
-        if judging:
-            from mdrag.evaluation.verdicts import judge_trace
+        # After the answers: the judge's verdicts (questions with a gold answer), then the claims' groundedness;
+        # each is drawn when ready, and a failure of either is shown on the cards, never losing the answers.
+        from mdrag.evaluation.groundedness import ground_trace
+        from mdrag.evaluation.verdicts import judge_trace
 
-            progress(0.9, desc="judging the answers against the gold answer")
+        spec = self.server.judge_spec
+        readings = [(judge_trace, "judging the answers against the gold answer",
+                     lambda a, err: setattr(a, "verdict", {"judge": spec, "score": None, "error": err}))] * judging
+        readings += [(ground_trace, "checking each claim against each passage",
+                      lambda a, err: setattr(a, "grounding", {"checker": spec, "error": err}))] * checking
+        for i, (read, desc, failed) in enumerate(readings):
+            progress(0.9, desc=desc)
             try:
-                judge_trace(trace, self.server.judge())
+                read(trace, self.server.judge())
             except MdragError as err:  # e.g. the judge's packages are missing: the answers stay
                 for a in trace.answers.values():
-                    a.verdict = {"judge": self.server.judge_spec, "score": None, "error": str(err)}
-            yield answers_html(trace, variants, checking=checking), gr.update(), gr.update(), trace, link, \
-                gr.update(), gr.update()
-        if checking:
-            from mdrag.evaluation.groundedness import ground_trace
-
-            progress(0.95, desc="checking each claim against each passage")
-            try:
-                ground_trace(trace, self.server.judge())
-            except MdragError as err:  # e.g. the judge's packages are missing: the answers stay
-                for a in trace.answers.values():
-                    a.grounding = {"checker": self.server.judge_spec, "error": str(err)}
-            yield answers_html(trace, variants), gr.update(), gr.update(), trace, link, gr.update(), gr.update()
+                    failed(a, str(err))
+            yield answers_html(trace, variants, checking=checking and i + 1 < len(readings)), gr.update(), \
+                gr.update(), trace, link, gr.update(), gr.update()
 
     def from_url(self, request: gr.Request):
         """?domain=..&qid=..|q=..&setting=..&variants=.. reproduces a case."""
