@@ -365,7 +365,9 @@ def _cmd_ground(args) -> int:
                               progress=lambda groups: tqdm(groups, desc="ground", unit="question"))
         print(f"{args.store}: checker {checker.name}: {counts['answers']} answers ({counts['claims']} claims, "
               f"{counts['questions']} questions) checked")
-        table = grounding_table(grounded_answers(store.answers_frame(), store.grounding_frame(), checker.fingerprint))
+        answers = store.answers_frame()
+        table = grounding_table(grounded_answers(answers, store.grounding_frame(), checker.fingerprint),
+                                answers=answers)
         print(table.to_markdown(index=False, floatfmt=".2f") if not table.empty else "no grounded answers yet")
     if args.agreement:
         from analysis.citations import citation_rows

@@ -179,8 +179,10 @@ def test_dashboards_show_groundedness_beside_the_checkers_validation(tiny_store,
     ground_store(store, tiny_engine, checker)
     store.put_grounding_checks(validate_checker(checker, validation_items(1, domains=["nq_open"])))
     out = dash.dashboards(str(tiny_store), [], ["full"], ["noisy"], [], "Match", "domain", "flaky-judge")
+    answers = store.answers_frame().query("variant == 'full' and setting == 'noisy'")
     want = grounding_table(grounded_answers(store.answers_frame(), store.grounding_frame()).query(
-        "variant == 'full' and setting == 'noisy'")).round(3)
+        "variant == 'full' and setting == 'noisy'"), answers=answers).round(3)
+    assert out[-2]["of answers"].iloc[0] == len(answers)
     assert out[-2].equals(want) and list(out[-2]["variant"]) == ["full"] and out[-2]["n"].iloc[0] == 4
     assert set(out[-1]["kind"]) >= {"gold sentence", "all"}
 

@@ -174,12 +174,18 @@ def test_grounding_table_and_report_section_equal_a_recomputation(grounded_store
     from mdrag.evaluation.report import grounding_section
 
     store = grounded_store
+    ground_store(store, tiny_engine, checker, limit=1)  # one question of four: the table says it covers a sample
+    partial = grounding_table(grounded_answers(store.answers_frame(), store.grounding_frame()),
+                              answers=store.answers_frame())
+    assert (partial["of answers"] > partial["n"]).all()
     ground_store(store, tiny_engine, checker)
     joined = grounded_answers(store.answers_frame(), store.grounding_frame())
-    table = grounding_table(joined)
-    for r in table.itertuples():
+    answers = store.answers_frame()
+    table = grounding_table(joined, answers=answers)
+    for _, r in table.iterrows():
         part = joined[(joined["variant"] == r.variant) & (joined["setting"] == r.setting)]
         assert r.n == len(part)
+        assert r["of answers"] == len(answers[(answers["variant"] == r.variant) & (answers["setting"] == r.setting)])
         assert r.abstained == pytest.approx((part["n_claims"] == 0).mean())
         faith = part["faithfulness"].dropna()
         shown = r.faithfulness

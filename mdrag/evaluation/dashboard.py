@@ -106,13 +106,14 @@ def groundedness(path: str | Path | ResultsStore | None, domains: list[str] | No
     from mdrag.evaluation.groundedness import grounded_answers, grounding_table, validation_table
 
     store = open_store(path)
-    joined = grounded_answers(store.answers_frame(), store.grounding_frame())
+    answers = store.answers_frame()
+    joined = grounded_answers(answers, store.grounding_frame())
     if joined.empty:
         return pd.DataFrame(), pd.DataFrame()
     for column, chosen in (("domain", domains), ("variant", variants), ("setting", settings)):
         if chosen:
-            joined = joined[joined[column].isin(chosen)]
-    return grounding_table(joined), validation_table(store.grounding_checks_frame())
+            joined, answers = joined[joined[column].isin(chosen)], answers[answers[column].isin(chosen)]
+    return grounding_table(joined, answers=answers), validation_table(store.grounding_checks_frame())
 
 
 def retriever_comparison(df: pd.DataFrame, metric: str = "Match") -> pd.DataFrame:

@@ -311,18 +311,23 @@ def grounded_answers(answers, grounding, checker: str | None = None):
     return a.merge(g[cols], on=["answer_id", "_passages"], how="inner").drop(columns="_passages")
 
 
-def grounding_table(joined, by: tuple[str, ...] = ("variant", "setting")):
-    """Per group: answers checked, the share that made no claim (abstained), claims per answer, unsupported
-    claims per answer, and each METRICS mean with its 95% bootstrap CI over answers (None where undefined)."""
+def grounding_table(joined, by: tuple[str, ...] = ("variant", "setting"), answers=None):
+    """Per group: answers checked (and, given the store's `answers`, how many it holds: a checker run covers a
+    sample, and a variant never checked itself still gets the rows of answers identical to a checked one's), the
+    share that made no claim (abstained), claims per answer, unsupported claims per answer, and each METRICS mean
+    with its 95% bootstrap CI over answers (None where undefined)."""
     import pandas as pd
 
     from mdrag.evaluation.stats import bootstrap_ci
 
     if joined.empty:
         return pd.DataFrame()
+    held = answers.groupby(list(by)).size() if answers is not None and not answers.empty else None
     rows = []
     for key, part in joined.groupby(list(by), sort=True):
         row = dict(zip(by, key if isinstance(key, tuple) else (key,), strict=True))
+        if held is not None:
+            row["of answers"] = int(held.get(key, 0))
         row.update({"n": len(part), "abstained": float((part["n_claims"] == 0).mean()),
                     "claims/answer": float(part["n_claims"].mean()),
                     "unsupported/answer": float(part["unsupported"].mean())})

@@ -344,10 +344,11 @@ def grounding_section(store) -> tuple[list[str], dict[str, pd.DataFrame]]:
         validation_table,
     )
 
-    joined = grounded_answers(store.answers_frame(), store.grounding_frame())
+    answers = store.answers_frame()
+    joined = grounded_answers(answers, store.grounding_frame())
     if joined.empty:
         return [], {}
-    table = grounding_table(joined)
+    table = grounding_table(joined, answers=answers)
     checks = validation_table(store.grounding_checks_frame())
     checker = joined["checker_name"].iloc[0]
     parts = ["## Groundedness, claim by claim (python -m mdrag ground)",
@@ -355,7 +356,8 @@ def grounding_section(store) -> tuple[list[str], dict[str, pd.DataFrame]]:
              f"supported by a passage when P(Yes) >= {SUPPORTED}. Per answer: faithfulness (share of its claims some "
              "prompt passage supports), gold passage used (a gold passage supports a claim; prompts holding one), "
              "claims from distractors only (supported by a non-gold passage and no gold one: noise sensitivity), "
-             "no claim supported (the answer should have abstained). Means over answers, 95% bootstrap CIs.",
+             "no claim supported (the answer should have abstained). Means over the n answers checked (of the store's "
+             "answers in that cell: a checker run covers a sample), 95% bootstrap CIs.",
              table.to_markdown(index=False, floatfmt=".2f")]
     found = {"grounding": table}
     if checks.empty:
