@@ -178,6 +178,10 @@ def test_grounding_table_and_report_section_equal_a_recomputation(grounded_store
     partial = grounding_table(grounded_answers(store.answers_frame(), store.grounding_frame()),
                               answers=store.answers_frame())
     assert (partial["of answers"] > partial["n"]).all()
+    by_variant = grounding_table(grounded_answers(store.answers_frame(), store.grounding_frame()), ("variant",),
+                                 store.answers_frame())
+    assert (by_variant["of answers"] == store.answers_frame().groupby("variant").size()[by_variant["variant"]]
+            .to_numpy()).all()  # one grouping column too
     ground_store(store, tiny_engine, checker)
     joined = grounded_answers(store.answers_frame(), store.grounding_frame())
     answers = store.answers_frame()

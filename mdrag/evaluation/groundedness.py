@@ -325,9 +325,10 @@ def grounding_table(joined, by: tuple[str, ...] = ("variant", "setting"), answer
     held = answers.groupby(list(by)).size() if answers is not None and not answers.empty else None
     rows = []
     for key, part in joined.groupby(list(by), sort=True):
-        row = dict(zip(by, key if isinstance(key, tuple) else (key,), strict=True))
+        key = key if isinstance(key, tuple) else (key,)  # pandas gives 1-tuples for one column, or scalars
+        row = dict(zip(by, key, strict=True))
         if held is not None:
-            row["of answers"] = int(held.get(key, 0))
+            row["of answers"] = int(held.get(key if len(by) > 1 else key[0], 0))
         row.update({"n": len(part), "abstained": float((part["n_claims"] == 0).mean()),
                     "claims/answer": float(part["n_claims"].mean()),
                     "unsupported/answer": float(part["unsupported"].mean())})
