@@ -462,7 +462,8 @@ def _cmd_merge_store(args) -> int:
         raise MdragError("merge-store: source and target are the same file")
     counts = ResultsStore(Path(args.into)).merge_from(ResultsStore(Path(args.source), read_only=True))
     print(f"{args.into}: {counts['added']} rows added, {counts['kept']} already there; {counts['verdicts_added']} "
-          f"verdicts added, {counts['replaced']} failed verdicts replaced")
+          f"verdicts added, {counts['replaced']} failed verdicts replaced; {counts['other_rows_added']} probe, "
+          "canary and groundedness rows added")
     return 0
 
 

@@ -325,10 +325,10 @@ def test_merging_stores_adds_each_row_once_and_prefers_judged_rows(grid, tmp_pat
         {r["run_id"] for r in flaky.runs() + steady.runs()}
     again = ResultsStore(tmp_path / "flaky.sqlite").merge_from(ResultsStore(tmp_path / "steady.sqlite",
                                                                             read_only=True))
-    assert again == {"added": 0, "replaced": 0, "kept": 16, "verdicts_added": 0}
+    assert again == {"added": 0, "replaced": 0, "kept": 16, "verdicts_added": 0, "other_rows_added": 0}
     # the other way round: failed verdicts never replace good ones
     back = steady.merge_from(ResultsStore(tmp_path / "flaky-copy.sqlite", read_only=True))
-    assert back == {"added": 0, "replaced": 0, "kept": 8, "verdicts_added": 0}
+    assert back == {"added": 0, "replaced": 0, "kept": 8, "verdicts_added": 0, "other_rows_added": 0}
     assert steady.frame("flaky-judge")["judge_error"].isna().all()
     assert main(["merge-store", str(tmp_path / "steady.sqlite"), "--into", str(tmp_path / "steady.sqlite")]) == 2
 

@@ -304,3 +304,18 @@ def test_citations_are_compared_with_passage_ablation_of_each_answer(grounded_st
     assert table["n"].sum() == len(made) + len(more)
     parts, csvs = grounding_section(store)
     assert "citation_agreement" in csvs and any("passage ablation" in p for p in parts)
+
+
+def test_merging_a_store_brings_its_groundedness_rows_and_prefers_good_ones(grounded_store, tiny_engine, tmp_path):
+    ground_store(grounded_store, tiny_engine, KeywordChecker())
+    source = ResultsStore(grounded_store.path, read_only=True)
+    target = ResultsStore(tmp_path / "target.sqlite")
+    counts = target.merge_from(source)
+    theirs = source.grounding_frame().sort_values("key").reset_index(drop=True)
+    assert counts["other_rows_added"] == len(theirs) > 0
+    assert target.grounding_frame().sort_values("key").reset_index(drop=True).equals(theirs)
+    assert target.merge_from(source)["other_rows_added"] == 0  # keys identify the work: nothing twice
+    with target.db:  # a failed row here is replaced by the good one there; a good one here is never touched
+        target.db.execute("UPDATE grounding SET errors = 3 WHERE key = ?", (theirs["key"][0],))
+    assert target.merge_from(source)["other_rows_added"] == 1
+    assert target.grounding_frame().set_index("key").loc[theirs["key"][0], "errors"] == 0

@@ -62,6 +62,11 @@ CHECK_COLUMNS = ["key", "domain", "item", "kind", "expect", "passage", "question
 # The checker's citations against passage ablation (analysis/citations.py): one row per (stored answer row, checker).
 CITATION_COLUMNS = ["key", "result_key", "checker", "domain", "setting", "query_id", "variant", "top_ablation", "cited",
                     "agree", "top_is_gold", "cites_gold", "created"]
+# Keyed tables beside the answers that merge-store copies: (table, columns, the column that is 0 on a good row
+# (a failed row here is replaced by a good one there) or None: a row already here stays).
+MERGED_TABLES = [("probe_rows", PROBE_COLUMNS, None), ("canary_rows", CANARY_COLUMNS, None),
+                 ("grounding", GROUNDING_COLUMNS, "errors"), ("grounding_checks", CHECK_COLUMNS, None),
+                 ("citation_agreement", CITATION_COLUMNS, None)]
 LEGACY_COLUMNS = ["judge", "judge_score", "judge3_score", "judge_error"]  # schema <= 3, on the results rows
 V3_COLUMNS = [c for c in COLUMNS if c != "answer_id"] + LEGACY_COLUMNS  # a schema-3 results row
 LEGACY_PROMPT = "bergen-v1-first-alias"  # the judge prompt before schema 4: only the first gold alias shown
@@ -514,10 +519,11 @@ class ResultsStore:
         return attach_verdicts(self.answers_frame(), self.verdict_frame(), judge)
 
     def merge_from(self, other: ResultsStore) -> dict[str, int]:
-        """Copy another store's runs, answers and verdicts into this one in one transaction (grids run
+        """Copy another store's runs, answers, verdicts and the rows keyed beside them (probes, canaries,
+        groundedness, the checker's validation, citations) into this one in one transaction (grids run
         elsewhere, e.g. on a GPU endpoint, or beside a running grid). Keys identify the work, so merging twice
-        adds nothing; a verdict that failed here is replaced by the other store's good one, never the other way
-        round."""
+        adds nothing; a verdict or grounding row that failed here is replaced by the other store's good one,
+        never the other way round."""
         runs = other.db.execute("SELECT run_id, created, config FROM runs").fetchall()
         mine = {r[0] for r in self.db.execute("SELECT key FROM results")}
         answers = [r for r in other.db.execute(f"SELECT {', '.join(COLUMNS)} FROM results") if r[0] not in mine]
@@ -538,7 +544,22 @@ class ResultsStore:
                                 [r for r in theirs if r[err] is None])
             self.db.executemany(f"INSERT OR IGNORE INTO verdicts VALUES ({', '.join('?' for _ in VERDICT_COLUMNS)})",
                                 [r for r in theirs if r[err] is not None])
+            counts["other_rows_added"] = sum(self._merge_table(other, table, columns, good)
+                                             for table, columns, good in MERGED_TABLES)
         return counts
+
+    def _merge_table(self, other: ResultsStore, table: str, columns: list[str], good: str | None) -> int:
+        """Rows of one keyed table of `other` that are new here (or, where `good` names the column whose rows
+        are the good ones, good rows replacing failed ones here); returns how many rows were written."""
+        if not other._exists(table):
+            return 0
+        names, marks = ", ".join(columns), ", ".join("?" for _ in columns)
+        have = dict(self.db.execute(f"SELECT key, {good or 1} FROM {table}").fetchall())
+        ok = (lambda r: r[columns.index(good)] == 0) if good else (lambda r: True)
+        fresh = [r for r in other.db.execute(f"SELECT {names} FROM {table}")
+                 if r[0] not in have or (good and have[r[0]] != 0 and ok(r))]
+        self.db.executemany(f"INSERT OR REPLACE INTO {table} ({names}) VALUES ({marks})", fresh)
+        return len(fresh)
 
     def runs(self) -> list[dict]:
         return [{"run_id": r[0], "created": r[1], "config": json.loads(r[2])}
