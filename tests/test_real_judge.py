@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 
 import pytest
@@ -48,3 +49,16 @@ def test_the_prefix_cache_changes_no_verdict_beyond_rounding(judge):
     cached, plain = judge.judge_many(items), judge.judge_many(items, prefix_cache=False, batch_size=1)
     for a, b in zip(cached, plain, strict=True):
         assert a.score == pytest.approx(b.score, abs=0.05)  # bf16 on native-bf16 CPUs: ~1e-2 differences
+
+
+def test_the_packaged_checker_tells_a_supporting_sentence_from_an_unrelated_one(judge):
+    """The real checker (packaged 1.5B judge), two questions: the gold passage's answer sentence is called
+    supported, another question's sentence is not."""
+    from mdrag.evaluation.groundedness import validate_checker, validation_items
+
+    checker = judge  # the same packaged model, asked the claim-checking prompt (one load serves both)
+    items = [it for it in validation_items(2, domains=["nq_open"])
+             if it["kind"] in ("gold sentence", "other passage's sentence")]
+    rows = validate_checker(checker, items)
+    assert len(rows) == 4 and all(r["correct"] == 1 for r in rows), json.dumps(rows, indent=1)[:2000]
+
