@@ -241,6 +241,31 @@ def test_the_validation_set_is_deterministic_and_each_kind_is_what_it_says():
             assert kinds["other passage's sentence"]["claim"] not in passage
 
 
+def test_a_long_answers_validation_claims_come_from_its_closest_passage_sentence():
+    """ClapNQ's long answers paraphrase their passage: the gold sentence is the passage's sentence closest to the
+    answer (token F1 >= LONG_OVERLAP), and the swapped claim is that sentence with a number or name changed."""
+    from mdrag.data.benchmark import load_domain
+    from mdrag.data.chunking import sentences
+    from mdrag.evaluation.answer_metrics import token_f1
+    from mdrag.evaluation.groundedness import LONG_OVERLAP
+
+    items = validation_items(4, domains=["clapnq"])
+    domain = load_domain("clapnq")
+    golds = [it for it in items if it["kind"] == "gold sentence"]
+    assert len(golds) == 4 and items == validation_items(4, domains=["clapnq"])
+    for it in golds:
+        q = domain.query_by_id[it["item"]]
+        text = domain.by_id[q.gold_ids[0]].text
+        spans = [text[s:e] for s, e in sentences(text)]
+        assert it["claim"] in spans and token_f1(it["claim"], q.answers[0]) >= LONG_OVERLAP
+        assert token_f1(it["claim"], q.answers[0]) == max(token_f1(x, q.answers[0]) for x in spans)
+    swapped = [it for it in items if it["kind"] == "swapped number/entity"]
+    assert swapped and all(it["claim"] not in it["passage"] for it in swapped)
+    for it in swapped:
+        gold = next(g["claim"] for g in golds if g["item"] == it["item"])
+        assert len(set(gold.split()) ^ set(it["claim"].split())) <= 8  # one number or name changed, not all
+
+
 class KeywordChecker:
     """A deterministic checker for tests of what reads its output: a passage supports a claim when both mention
     the same capitalised word."""

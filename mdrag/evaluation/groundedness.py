@@ -30,7 +30,7 @@ import re
 from dataclasses import dataclass, field
 
 from mdrag.data.chunking import sentences
-from mdrag.evaluation.answer_metrics import abstained
+from mdrag.evaluation.answer_metrics import abstained, token_f1
 
 CHECK_SYSTEM = "You are a fact-checking tool. Answer with one of Yes, No."
 CHECK_USER = ("Here is a document, a question and a claim made in answer to the question. Is the claim supported "
@@ -41,6 +41,7 @@ CHECK_VERSION = "entail-v1"
 SUPPORTED = 0.5  # a claim is supported by a passage when P(Yes) / (P(Yes) + P(No)) >= this
 _CONJUNCTION = re.compile(r";\s+|,\s+(?:and|but|while|whereas)\s+")
 SPLIT_WORDS = 20  # a sentence longer than this many words is cut at conjunctions
+LONG_OVERLAP = 0.5  # validation: a long answer's gold sentence is the passage sentence with this token F1 or more
 MIN_PART_WORDS = 4  # ... when each part keeps at least this many
 
 
@@ -181,8 +182,9 @@ KINDS = {
 
 def validation_items(per_domain: int = 20, seed: int = 0, domains: list[str] | None = None) -> list[dict]:
     """The checker's validation set, deterministic (seeded) from the benchmark's test split: per domain, up to
-    `per_domain` answerable questions whose gold passage contains a gold answer verbatim, one item per KINDS entry
-    that applies. Dicts: domain, item (query id), kind, expect, passage, question, claim."""
+    `per_domain` answerable questions whose gold passage has a sentence holding a gold answer verbatim (or, for a
+    long answer, a sentence with token F1 >= LONG_OVERLAP to it: ClapNQ's answers paraphrase their passage), one
+    item per KINDS entry that applies. Dicts: domain, item (query id), kind, expect, passage, question, claim."""
     from mdrag.data.benchmark import load_domain
     from mdrag.data.domains import DOMAINS
     from mdrag.evaluation.judge_validity import _swap
@@ -197,17 +199,25 @@ def validation_items(per_domain: int = 20, seed: int = 0, domains: list[str] | N
         picked = []
         for q in pool:
             passage = domain.by_id[q.gold_ids[0]]  # claims come from its text; the checker reads title + text
-            text = passage.text
-            hit = next((text[s:e] for s, e in sentences(text) if q.answers[0].lower() in text[s:e].lower()), None)
+            spans = [passage.text[s:e] for s, e in sentences(passage.text)]
+            hit = next((x for x in spans if q.answers[0].lower() in x.lower()), None)
+            if hit is None and q.answer_type == "long":  # a long answer paraphrases its passage: the closest one
+                best = max(spans, key=lambda x, a=q.answers[0]: token_f1(x, a), default=None)
+                hit = best if best and token_f1(best, q.answers[0]) >= LONG_OVERLAP else None
             if hit:
                 picked.append((q, passage.content, hit))
             if len(picked) == per_domain:
                 break
         for i, (q, gold, hit) in enumerate(picked):
             other_q, _, other_hit = picked[(i + 1) % len(picked)]
+            donors = [o[0].answers[0] for o in picked if o[0] is not q]
             answer = re.compile(re.escape(q.answers[0]), re.IGNORECASE)
-            swapped = _swap(answer.search(hit).group(), [o[0].answers[0] for o in picked if o[0] is not q], rng)
-            changed = answer.sub(lambda _, new=swapped: new, hit) if swapped else None  # every mention
+            if answer.search(hit):  # the answer's every mention changed
+                swapped = _swap(answer.search(hit).group(), donors, rng)
+                changed = answer.sub(lambda _, new=swapped: new, hit) if swapped else None
+            else:  # a long answer's closest sentence: one number or name in it changed
+                changed = _swap(hit, donors, rng)
+                answer = re.compile(re.escape(hit))  # "not the original sentence" is the check below
             claims = {"gold sentence": hit, "gold answer": q.answers[0],
                       "other passage's sentence": other_hit if other_q is not q else None,
                       "swapped number/entity": changed if changed and not answer.search(changed) else None,
