@@ -326,7 +326,8 @@ def test_position_probe_needs_a_benchmark_question(tiny_env, make_tiny_trace):
 
 
 def test_dashboards_show_the_position_probe_and_flag_a_shortcut(tiny_store, dash):
-    *_, curves_fig, dependence, summary = dash.dashboards(str(tiny_store), [], [], [], [], "Match", "domain")
+    # the position probe's three panels (outputs 15-17; the groundedness panels follow them)
+    curves_fig, dependence, summary = dash.dashboards(str(tiny_store), [], [], [], [], "Match", "domain")[15:18]
     assert curves_fig is None and dependence.empty and "No position-probe rows" in summary
     from mdrag.evaluation.store import PROBE_COLUMNS, ResultsStore
 
@@ -342,7 +343,7 @@ def test_dashboards_show_the_position_probe_and_flag_a_shortcut(tiny_store, dash
                     "answer": "a" if right else "b", "metrics": {"match": float(right)}, "gold_logprob": -1.0})
     store.put_probe_rows(rows)
     store.close()
-    *_, curves_fig, dependence, summary = dash.dashboards(str(tiny_store), [], [], [], [], "Match", "domain")
+    curves_fig, dependence, summary = dash.dashboards(str(tiny_store), [], [], [], [], "Match", "domain")[15:18]
     assert {t.name for t in curves_fig.data} == {"vanilla", "full"}
     assert "flagged" in summary and "full" in summary and "40 questions" in summary
     assert dependence.set_index("variant").loc["full", "shortcut"]
