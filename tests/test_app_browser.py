@@ -90,11 +90,11 @@ def _no_judge(page) -> None:
     page.get_by_label("LLMEval verdict on each answer", exact=False).uncheck()
 
 
-def _ask_and_wait(page, n_variants: int) -> list[str]:
+def _ask_and_wait(page, n_variants: int, timeout: int = TIMEOUT) -> list[str]:
     page.click("#ask-button")
     page.wait_for_function(
         f"() => {{ const a = document.querySelectorAll('#answers .mdrag-answer');"
-        f" return a.length === {n_variants} && !document.querySelector('#answers .pending'); }}", timeout=TIMEOUT)
+        f" return a.length === {n_variants} && !document.querySelector('#answers .pending'); }}", timeout=timeout)
     return page.locator("#answers .mdrag-answer-text").all_inner_texts()
 
 
@@ -166,9 +166,12 @@ def test_markup_in_queries_and_passages_renders_as_text(server, chromium):
     page = _page(chromium, dialogs)
     question = "<script>alert(1)</script> capital"
     _open(page, server + "?domain=xss&variants=vanilla&q=" + urllib.request.quote(question), question)
-    # with groundedness: the answer's claims (which may echo a passage's markup) are checked and shown as text too
+    # with groundedness: the answer's claims (which may echo a passage's markup) are checked and shown as text too.
+    # One 1.5B Yes/No per claim and passage (float32 on AVX2-only CPUs: ~4 s each, more with the suite beside it):
+    # the verdict is off and the wait is longer, so the next test never starts behind this one's queue.
+    _no_judge(page)
     page.get_by_label("Groundedness: check each answer sentence", exact=False).check()
-    _ask_and_wait(page, 1)
+    _ask_and_wait(page, 1, timeout=3 * TIMEOUT)
     grounding = page.locator("#answers .mdrag-grounding").inner_text()
     assert "checker: Qwen2.5-Coder-1.5B" in grounding or "no claim to check" in grounding, grounding
     assert page.locator("#answers script, #answers img").count() == 0
