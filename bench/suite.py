@@ -60,7 +60,7 @@ class Sizes:
 
 
 FULL = Sizes()
-QUICK = Sizes(prompt=160, new=12, turns=1, ask_counts=(1, 3), ingest=(200,), ingest_native_bf16=(), attention=(300,),
+QUICK = Sizes(prompt=160, new=12, turns=1, ask_counts=(1, 6), ingest=(200,), ingest_native_bf16=(), attention=(300,),
               attention_tries=1, queries=3,
               index_sample=16, grid_prompts=1, grid_variants=2, train_tokens=96, train_steps=1,
               train_variants=("qk_att",), domains=1, judge_answers=8, ground_questions=1,
