@@ -66,8 +66,9 @@ def test_every_section_runs_on_the_real_models_and_writes_its_rows(tmp_path):
         for what in ("first token", "first answer", "all answers"):
             assert any(f", {n} variants: {what} vs one variant" in r["what"] for r in ask), (n, what)
     assert all(r["ratio"] == 1.0 for r in ask if ", 1 variants:" in r["what"])
-    most = max(bench.QUICK.ask_counts)  # six: far enough from one that a busy machine cannot flip the order (at
-    most_all = next(r for r in ask if f", {most} variants: all answers" in r["what"])  # three, CI once saw 0.99x)
+    # six variants: far enough from one that a busy machine cannot flip the order (at three, CI once saw 0.99x)
+    most = max(bench.QUICK.ask_counts)
+    most_all = next(r for r in ask if f", {most} variants: all answers" in r["what"])
     assert most_all["ratio"] > 1.0  # more answers cost more than one: the baseline is really the one-variant run
     assert any(r["section"] == "grounding" and "claims checked per minute" in r["what"] and r["ours"] > 0
                for r in rows)
