@@ -172,6 +172,9 @@ def test_markup_in_queries_and_passages_renders_as_text(server, chromium):
     _no_judge(page)
     page.get_by_label("Groundedness: check each answer sentence", exact=False).check()
     _ask_and_wait(page, 1, timeout=3 * TIMEOUT)
+    # CI once read "checking claims…" right after that wait: wait for the claims themselves
+    page.wait_for_function("() => { const g = document.querySelector('#answers .mdrag-grounding');"
+                           " return g && !g.classList.contains('pending'); }", timeout=3 * TIMEOUT)
     grounding = page.locator("#answers .mdrag-grounding").inner_text()
     assert "checker: Qwen2.5-Coder-1.5B" in grounding or "no claim to check" in grounding, grounding
     assert page.locator("#answers script, #answers img").count() == 0
