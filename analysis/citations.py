@@ -22,10 +22,11 @@ def citation_rows(store, engine: Engine, checker: str | None = None, limit: int 
                   progress: Callable | None = None) -> list[dict]:
     """Compare checker citations with passage ablation on up to `limit` stored prompts (query and setting) whose
     answers have supported claims and no row yet; rows written per prompt (resumable). Returns the new rows."""
-    joined = grounded_answers(store.answers_frame(), store.grounding_frame(), checker)
+    grounding = store.grounding_frame()  # read once: the join and the checker's default both need it
+    joined = grounded_answers(store.answers_frame(), grounding, checker)
     if joined.empty:
         return []
-    fingerprint = checker or store.grounding_frame()["checker"].value_counts().idxmax()
+    fingerprint = checker or grounding["checker"].value_counts().idxmax()
     done = set(store.citations_frame().query("checker == @fingerprint")["result_key"])
     todo = joined[(joined["n_supported"] > 0) & ~joined["key"].isin(done)]
     todo = todo.assign(_prompt=[tuple(p["id"] for p in ps) for ps in todo["passages"]])  # one prompt per group
