@@ -40,7 +40,7 @@ class Attribution:
         return pd.DataFrame({"variant": self.variant, "feature": self.features, "score": self.scores})
 
 
-class _Model:
+class VariantModel:
     """The stacked-adapter model with one variant selected, as captum and our own checks see it."""
 
     def __init__(self, trace: RagTrace, variant: str, engine: Engine, dtype: str | None = None,
@@ -111,7 +111,7 @@ def _answer_logits_only(model, n_answer: int):
     return AnswerLogitsOnly()
 
 
-def _captum_ablation(m: _Model, template: str, values: list[str], baselines: list[str] | None = None):
+def _captum_ablation(m: VariantModel, template: str, values: list[str], baselines: list[str] | None = None):
     import torch
     from captum.attr import FeatureAblation, LLMAttribution, TextTemplateInput
 
@@ -136,7 +136,7 @@ def passage_ablation(trace: RagTrace, variant: str, engine: Engine, target: str 
                      dtype: str | None = None) -> Attribution:
     """Drop in log P(answer) when each passage is emptied (captum FeatureAblation, 1 + k forwards).
     `target`: attribute this text instead of the variant's own answer."""
-    m = _Model(trace, variant, engine, dtype, target)
+    m = VariantModel(trace, variant, engine, dtype, target)
     ranges = _passage_ranges(trace)
     template, values = _template(trace.prompt, [(s, e) for _, s, e in ranges])
     scores, token_scores, full = _captum_ablation(m, template, values)
@@ -150,7 +150,7 @@ def sentence_ablation(trace: RagTrace, variant: str, passage: int, engine: Engin
         raise ValueError(f"Passage {passage} does not exist; this prompt has {len(ranges)}")
     _, start, end = ranges[passage - 1]
     spans = [(start + s, start + e) for s, e in sentences(trace.prompt[start:end])]
-    m = _Model(trace, variant, engine)
+    m = VariantModel(trace, variant, engine)
     template, values = _template(trace.prompt, spans)
     scores, token_scores, full = _captum_ablation(m, template, values)
     return Attribution(variant, values, scores, full, kind="sentence", token_scores=token_scores)
@@ -158,7 +158,7 @@ def sentence_ablation(trace: RagTrace, variant: str, passage: int, engine: Engin
 
 def deletion_curve(trace: RagTrace, variant: str, order: list[str], engine: Engine) -> pd.DataFrame:
     """log P(answer) after removing 0, 1, ..., k passages in `order` (names like passage_3)."""
-    m = _Model(trace, variant, engine)
+    m = VariantModel(trace, variant, engine)
     ranges = _passage_ranges(trace)
     template, values = _template(trace.prompt, [(s, e) for _, s, e in ranges])
     names = [n for n, _, _ in ranges]
@@ -181,7 +181,7 @@ def gradient_attribution(trace: RagTrace, variant: str, engine: Engine, token_ra
     import torch
     from captum.attr import LayerIntegratedGradients, LLMGradientAttribution, TextTokenInput
 
-    m = _Model(trace, variant, engine, dtype="float32")
+    m = VariantModel(trace, variant, engine, dtype="float32")
     lo, hi = token_range or (0, len(m.answer_ids))
     if not 0 <= lo < hi <= len(m.answer_ids):
         raise ValueError(f"Token range {lo}..{hi} is outside the answer (0..{len(m.answer_ids)})")

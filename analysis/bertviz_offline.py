@@ -75,9 +75,9 @@ def token_window_attention(trace: RagTrace, variant: str, start: int, end: int, 
     import torch
 
     from analysis.attention import install, recording
-    from analysis.attribution import _Model
+    from analysis.attribution import VariantModel
 
-    m = _Model(trace, variant, engine)
+    m = VariantModel(trace, variant, engine)
     ids = list(trace.prompt_ids) + m.answer_ids
     if end - start > MAX_WINDOW:
         raise ValueError(f"Window of {end - start} tokens is too large for the head view (max {MAX_WINDOW})")
@@ -98,9 +98,9 @@ def segment_level_attention(trace: RagTrace, variant: str, engine: Engine):
     import torch
 
     from analysis.attention import install, recording, segment_names, segment_onehot
-    from analysis.attribution import _Model
+    from analysis.attribution import VariantModel
 
-    m = _Model(trace, variant, engine)
+    m = VariantModel(trace, variant, engine)
     ids = list(trace.prompt_ids) + m.answer_ids
     names = segment_names(trace)
     onehot = segment_onehot(trace, len(ids))  # (T, S)
