@@ -141,7 +141,7 @@ def fit_and_card(variant: str, examples: list[Example], held_out_share: float = 
     for the shipped weights. The card records what went in and how well it predicts held-out ablations."""
     if len(examples) < 2:
         raise ValueError("AT2 needs at least two fitting prompts (one held out to measure the fit)")
-    cut = len(examples) - max(1, int(round(len(examples) * held_out_share)))
+    cut = len(examples) - max(1, round(len(examples) * held_out_share))
     train, test = examples[:cut], examples[cut:]
     curve = learning_curve(train, test, alpha)
     weights = fit_head_weights(train, alpha)

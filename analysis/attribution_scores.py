@@ -52,7 +52,7 @@ def score_attributions(case: Case, attributions: list[SourceAttribution], n_eval
     n = len(case.sources)
     salt = int(hashlib.sha256(f"{case.trace.query_id or case.trace.query}".encode()).hexdigest()[:8], 16)
     held_out = random_masks(n_eval, n, keep, seed + salt)
-    rows = [np.ones(n, dtype=bool)] + list(held_out)
+    rows = [np.ones(n, dtype=bool), *list(held_out)]
     where: dict[tuple[str, int, int], int] = {}
     for a in attributions:
         for t in range(len(case.targets)):
@@ -109,7 +109,7 @@ def summary_markdown(table: pd.DataFrame) -> str:
     if table.empty:
         return "_No attribution scores in this store yet._"
     keys = [c for c in ("variant", "domain", "method") if c in table]
-    head = keys + ["n", "LDS", "top-1 drop", "top-3 drop", "forwards", "s / attribution"]
+    head = [*keys, "n", "LDS", "top-1 drop", "top-3 drop", "forwards", "s / attribution"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in table.itertuples():
         cells = [str(getattr(r, k)) for k in keys] + [str(r.n)]

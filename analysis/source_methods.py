@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.ablations import AblationScorer, random_masks, target_logit
-from analysis.sources import Source, Target, answer_targets, prompt_sources, source_owner
+from analysis.sources import Source, Target, answer_targets, source_owner
 from mdrag.engine import Engine
 from mdrag.registry import Registry
 from mdrag.trace import RagTrace

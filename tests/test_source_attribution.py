@@ -120,7 +120,7 @@ def _copied_index(case) -> int:
 
 
 def test_sources_are_every_sentence_of_every_passage(copier):
-    engine, _, tok = copier
+    _engine, _, tok = copier
     trace = _trace(tok, PASSAGES, None)
     sources = prompt_sources(trace)
     assert [(s.passage, s.index) for s in sources] == [(1, 0), (1, 1), (2, 0), (2, 1), (2, 2), (3, 0), (3, 1)]
