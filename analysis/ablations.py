@@ -4,8 +4,10 @@ An ablation mask keeps or removes each source sentence (analysis.sources); the a
 with the removed sentences cut out (the empty-text baseline of passage ablation), re-tokenised. Every ablated
 prompt starts with the same tokens up to the first removed sentence (at least the system prompt and
 instruction): their key/value cache is computed once per variant and shared by every mask, and the masks run
-in right-padded batches on top of it (padding after a row's last token cannot change its logits under causal
-attention). The LM head runs only at the answer positions. With ContextCite's keep probability of 0.5 an
+one at a time on top of it by default (`batch_size` > 1 runs right-padded batches: padding after a row's last
+token cannot change its logits under causal attention, but on a 2-core CPU it was slower: 16 masks of a
+683-token NQ-open prompt cost 0.47x a full forward each one at a time, 0.63x in batches of 4, 0.75x of 8,
+float32, one thread). The LM head runs only at the answer positions. With ContextCite's keep probability of 0.5 an
 ablated prompt holds about half the passage tokens, so one mask costs about half a full forward.
 
 Outputs are per answer token, so one set of forwards serves every target span of the answer (the whole answer
@@ -45,7 +47,7 @@ class AblationScorer:
     """Per-token log P(answer) of one variant under source masks (see the module docstring)."""
 
     def __init__(self, trace: RagTrace, variant: str, engine: Engine, sources: list[Source] | None = None,
-                 dtype: str | None = None, batch_size: int = 8, prefix_cache: bool = True) -> None:
+                 dtype: str | None = None, batch_size: int = 1, prefix_cache: bool = True) -> None:
         self.m = VariantModel(trace, variant, engine, dtype)
         if not self.m.answer_ids:
             raise ValueError("The answer is empty: nothing to attribute")
@@ -104,16 +106,18 @@ class AblationScorer:
             suffixes = [r[len(prefix):] + answer for r in rows]
             width = max(map(len, suffixes))
             ids = torch.tensor([s + [pad] * (width - len(s)) for s in suffixes])  # (batch, width)
-            mask = torch.tensor([[1] * (len(prefix) + len(s)) + [0] * (width - len(s)) for s in suffixes])
             kwargs = {}
+            if len(rows) > 1:  # one row needs no mask (plain causal attention, sdpa's fast path)
+                kwargs["attention_mask"] = torch.tensor([[1] * (len(prefix) + len(s)) + [0] * (width - len(s))
+                                                         for s in suffixes])
             if cache is not None:
                 kv = copy.deepcopy(cache)
                 kv.batch_repeat_interleave(len(rows))
-                kwargs = {"past_key_values": kv, "use_cache": True}
+                kwargs.update(past_key_values=kv, use_cache=True)
             # answer token j of row r is predicted at suffix position (prompt part length - 1 + j)
             at = torch.tensor([[len(s) - len(answer) - 1 + j for j in range(len(answer))] for s in suffixes])
             with torch.inference_mode(), self.m.fast.rows([self.m.name] * len(rows)):
-                hidden = self.m.model.get_decoder()(input_ids=ids, attention_mask=mask, **kwargs).last_hidden_state
+                hidden = self.m.model.get_decoder()(input_ids=ids, **kwargs).last_hidden_state
                 picked = hidden[torch.arange(len(rows))[:, None], at]  # (batch, answer, hidden)
                 logits = self.m.model.get_output_embeddings()(picked).float()  # (batch, answer, vocab)
                 logp = torch.log_softmax(logits, dim=-1)

@@ -125,6 +125,12 @@ def load_head_weights(variant: str, folder: Path | str | None = None) -> np.ndar
         raise ValueError(f"AT2 head weights for '{variant}' are unreadable ({path.name}): {err}") from err
 
 
+def weights_fingerprint(variant: str, folder: Path | str | None = None) -> str:
+    import hashlib
+
+    return hashlib.sha256((Path(folder or WEIGHTS_DIR) / f"{variant}.safetensors").read_bytes()).hexdigest()[:12]
+
+
 def load_card(variant: str, folder: Path | str | None = None) -> dict | None:
     path = Path(folder or WEIGHTS_DIR) / f"{variant}.json"
     return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
@@ -153,3 +159,57 @@ def fit_and_card(variant: str, examples: list[Example], held_out_share: float = 
             "alpha": alpha, "heads": int(final.shape[0]), "held_out_lds": mean, "held_out_lds_ci": [lo, hi],
             "curve": curve.to_dict("records"), "created": time.strftime("%Y-%m-%d"), **(extra or {})}
     return final, card
+
+
+def training_prompts(engine, domains: list[str], per_domain: int, seed: int = 0) -> list[tuple[str, str]]:
+    """(domain, query id) of `per_domain` answerable training-split questions per domain, seeded, interleaved
+    across domains so any prefix of the list (the learning curve's) mixes them."""
+    import random
+
+    picked = []
+    for name in domains:
+        queries = sorted((q for q in engine.domain(name).split("train") if q.gold_ids), key=lambda q: q.id)
+        picked.append([(name, q.id) for q in random.Random(f"{seed}|{name}").sample(queries, min(per_domain,
+                                                                                                 len(queries)))])
+    return [pair for group in zip(*picked, strict=False) for pair in group]
+
+
+def fit_variants(engine, variants: list[str], domains: list[str], per_domain: int = 8, masks: int = 32,
+                 keep: float = 0.5, alpha: float = 1.0, folder: Path | None = None, checkpoints: Path | None = None,
+                 progress=None, seed: int = 0) -> dict[str, dict]:
+    """Fit and ship AT2 weights for each variant from the same training prompts (retrieved setting): every
+    variant's answer generated in one batch per prompt, then its ablations and head masses. Each (variant,
+    prompt) example is checkpointed (npz) so a killed run resumes; returns the cards."""
+    from analysis.source_methods import make_case
+    from mdrag.config import cache_dir
+
+    checkpoints = Path(checkpoints or cache_dir() / "at2-examples")
+    checkpoints.mkdir(parents=True, exist_ok=True)
+    prompts = training_prompts(engine, domains, per_domain, seed)
+    examples: dict[str, list[Example]] = {v: [] for v in variants}
+    tag = f"{engine.settings.dtype}-m{masks}-k{keep}-s{seed}"
+    for domain, query_id in (progress(prompts) if progress else prompts):
+        paths = {v: checkpoints / f"{v}-{domain}-{query_id}-{tag}.npz".replace("/", "_") for v in variants}
+        missing = [v for v in variants if not paths[v].exists()]
+        if missing:
+            pipe = engine.pipeline(domain)
+            trace = pipe.answer(pipe.trace(pipe.retrieve(query_id=query_id), "retrieved"), missing)
+            for v in missing:
+                if not trace.answers[v].token_ids:
+                    continue
+                ex = fitting_example(make_case(trace, v, engine), masks, keep, seed)
+                tmp = paths[v].with_suffix(".tmp.npz")
+                np.savez(tmp, x=ex.x, y=ex.y)
+                tmp.replace(paths[v])
+        for v in variants:
+            if paths[v].exists():
+                data = np.load(paths[v])
+                examples[v].append(Example(query_id, domain, data["x"], data["y"]))
+    cards = {}
+    for v in variants:
+        weights, card = fit_and_card(v, examples[v], alpha=alpha, masks=masks, keep=keep,
+                                     extra={"dtype": engine.settings.dtype, "domains": domains, "seed": seed,
+                                            "setting": "retrieved", "split": "train"})
+        save_head_weights(v, weights, card, folder)
+        cards[v] = card
+    return cards

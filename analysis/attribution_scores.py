@@ -15,15 +15,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 
 import numpy as np
-import pandas as pd
 
 from analysis.ablations import random_masks, target_logit
-from analysis.source_methods import Case, SourceAttribution, attribute
-from mdrag.evaluation.stats import bootstrap_ci
-
-KS = (1, 3)
+from analysis.source_methods import Case, SourceAttribution, attribute, make_case
+from mdrag.engine import Engine
+from mdrag.evaluation.attribution_table import KS
 
 
 def lds(predicted: np.ndarray, actual: np.ndarray) -> float:
@@ -87,34 +86,55 @@ def score_case(case: Case, methods: list[str], n_eval: int = 16, params: dict[st
     return attributions, score_attributions(case, attributions, n_eval)
 
 
-def summary(rows: pd.DataFrame, by: tuple[str, ...] = ("variant", "domain", "method"), target: str = "answer"
-            ) -> pd.DataFrame:
-    """Mean LDS and top-k drops with 95% bootstrap CIs over questions, and the mean cost, per group."""
-    df = rows[rows["target"] == target] if target else rows
-    out = []
-    for keys, g in df.groupby(list(by), sort=True):
-        row = dict(zip(by, keys if isinstance(keys, tuple) else (keys,), strict=True))
-        row["n"] = int(g["lds"].notna().sum())
-        for col in ["lds", *[f"drop{k}" for k in KS]]:
-            mean, lo, hi = bootstrap_ci(g[col].dropna().tolist())
-            row.update({col: mean, f"{col}_lo": lo, f"{col}_hi": hi})
-        row["forwards"] = float(g["forwards"].mean())
-        row["seconds"] = float(g["seconds"].mean())
-        out.append(row)
-    return pd.DataFrame(out)
+DEFAULT_METHODS = ["context_cite", "at2", "sentence_loo", "passage_loo", "attention", "random"]
 
 
-def summary_markdown(table: pd.DataFrame) -> str:
-    """The summary as a markdown table: value [CI] per score, n and cost."""
-    if table.empty:
-        return "_No attribution scores in this store yet._"
-    keys = [c for c in ("variant", "domain", "method") if c in table]
-    head = [*keys, "n", "LDS", "top-1 drop", "top-3 drop", "forwards", "s / attribution"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for r in table.itertuples():
-        cells = [str(getattr(r, k)) for k in keys] + [str(r.n)]
-        for col in ("lds", "drop1", "drop3"):
-            cells.append(f"{getattr(r, col):.2f} [{getattr(r, col + '_lo'):.2f}, {getattr(r, col + '_hi'):.2f}]")
-        cells += [f"{r.forwards:.0f}", f"{r.seconds:.1f}"]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+def score_store(store, engine: Engine, domains: list[str] | None = None, variants: list[str] | None = None,
+                settings: tuple[str, ...] = ("retrieved",), methods: list[str] | None = None,
+                limit: int | None = None, n_eval: int = 16, params: dict[str, dict] | None = None,
+                progress: Callable | None = None) -> list[dict]:
+    """Score `methods` on the stored answers of up to `limit` prompts per domain (test-split questions: held out
+    of every AT2 fit) that have no row yet for that method; rows written per prompt (resumable). AT2 runs only
+    for variants with fitted weights. Returns the new rows."""
+    from analysis.at2 import fitted_variants
+    from analysis.gold_attention import trace_from_rows
+
+    methods = methods or DEFAULT_METHODS
+    answers = store.answers_frame()
+    keep = answers["setting"].isin(settings)
+    if domains:
+        keep &= answers["domain"].isin(domains)
+    if variants:
+        keep &= answers["variant"].isin(variants)
+    answers = answers[keep]
+    if answers.empty:
+        return []
+    done = store.attribution_scores_frame()
+    done = set(zip(done["result_key"], done["method"], strict=True)) if len(done) else set()
+    fitted = set(fitted_variants((params or {}).get("at2", {}).get("folder")))
+    answers = answers.assign(_prompt=[tuple(p["id"] for p in ps) for ps in answers["passages"]])
+    groups = []
+    for _, per_domain in answers.groupby("domain", sort=True):
+        prompts = [g for _, g in per_domain.groupby(["query_id", "setting", "_prompt"], sort=True)]
+        groups += prompts[:limit]
+    made = []
+    for g in (progress(groups) if progress else groups):
+        g = g.drop_duplicates("variant")
+        todo = {r.variant: [m for m in methods if (r.key, m) not in done and (m != "at2" or r.variant in fitted)]
+                for r in g.itertuples()}
+        if not any(todo.values()):
+            continue
+        trace = trace_from_rows(g, engine)
+        if trace is None:
+            continue
+        rows = []
+        for r in g.itertuples():
+            if not todo[r.variant] or not trace.answers[r.variant].token_ids:
+                continue
+            case = make_case(trace, r.variant, engine)
+            _, scored = score_case(case, todo[r.variant], n_eval, params)
+            rows += [{**s, "result_key": r.key, "domain": r.domain, "setting": r.setting, "query_id": r.query_id,
+                      "dtype": engine.settings.dtype} for s in scored]
+        store.put_attribution_scores(rows)
+        made += rows
+    return made

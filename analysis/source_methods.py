@@ -166,9 +166,10 @@ def _attention(case: Case, p: dict) -> Scores:
 
 
 def _at2(case: Case, p: dict) -> Scores:
-    from analysis.at2 import load_head_weights
+    from analysis.at2 import load_head_weights, weights_fingerprint
 
     weights = load_head_weights(case.variant, p.get("folder"))  # (layers * heads,)
+    p["weights"] = weights_fingerprint(case.variant, p.get("folder"))  # recorded: which fit produced the scores
     masses = head_masses(case)  # (targets, layers * heads, sources)
     if masses.shape[1] != weights.shape[0]:
         raise ValueError(f"AT2 weights for {case.variant} hold {weights.shape[0]} heads; this model has "
@@ -210,7 +211,7 @@ for _method in [
 
 
 def make_case(trace: RagTrace, variant: str, engine: Engine, span: tuple[int, int] | None = None,
-              batch_size: int = 8) -> Case:
+              batch_size: int = 1) -> Case:
     scorer = AblationScorer(trace, variant, engine, batch_size=batch_size)
     targets = answer_targets(scorer.m.answer_ids, scorer.m.tokenizer, span)
     return Case(trace, variant, engine, scorer.sources, targets, scorer)
@@ -219,7 +220,7 @@ def make_case(trace: RagTrace, variant: str, engine: Engine, span: tuple[int, in
 def attribute(case: Case, method: str, **params) -> SourceAttribution:
     """Run one registered method on `case`; unknown parameters are an error, the ones used are recorded."""
     entry = METHODS.find(method)
-    unknown = set(params) - set(entry.defaults) - {"folder"}
+    unknown = set(params) - set(entry.defaults) - {"folder"}  # folder: where AT2 weights are read from
     if unknown:
         raise ValueError(f"{method} takes {sorted(entry.defaults) or 'no parameters'}, not {sorted(unknown)}")
     used = {**entry.defaults, **params}

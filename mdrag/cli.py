@@ -330,6 +330,48 @@ def _cmd_canaries(args) -> int:
     return 0
 
 
+def _cmd_attribution(args) -> int:
+    from pathlib import Path
+
+    from tqdm import tqdm
+
+    variants = args.variants.split(",")
+    methods = args.methods.split(",") if args.methods else None
+    if args.action == "fit-at2":
+        from analysis.at2 import WEIGHTS_DIR, fit_variants
+
+        cards = fit_variants(args.engine, variants, _domains(args.domains), args.per_domain, args.masks, args.keep,
+                             progress=lambda prompts: tqdm(prompts, desc="AT2 fitting prompts", unit="prompt"))
+        for v, card in cards.items():
+            lo, hi = card["held_out_lds_ci"]
+            print(f"{v}: {card['n_prompts']} prompts, held-out LDS {card['held_out_lds']:.2f} [{lo:.2f}, {hi:.2f}] "
+                  f"-> {WEIGHTS_DIR / v}.safetensors")
+        return 0
+    if args.action == "score":
+        from analysis.attribution_scores import score_store
+        from mdrag.evaluation.attribution_table import summary, summary_markdown
+        from mdrag.evaluation.store import ResultsStore
+
+        if not Path(args.store).is_file():
+            raise MdragError(f"No results store at {args.store}: run python -m mdrag evaluate first")
+        store = ResultsStore(Path(args.store))
+        made = score_store(store, args.engine, _domains(args.domains), variants, tuple(args.settings.split(",")),
+                           methods, args.limit, args.eval_masks,
+                           {"context_cite": {"masks": args.masks, "keep": args.keep}},
+                           progress=lambda groups: tqdm(groups, desc="attribution scores", unit="prompt"))
+        print(f"{args.store}: {len(made)} new rows")
+        print(summary_markdown(summary(store.attribution_scores_frame())))
+        return 0
+    from analysis.source_views import explain_case
+
+    if len(_domains(args.domains)) != 1 or not (args.question or args.query_id):
+        raise MdragError("explain needs one domain (--domains) and --question or --query-id")
+    text = explain_case(args.engine, _domains(args.domains)[0], variants, args.question, args.query_id,
+                        methods or ["context_cite"], args.masks, Path(args.html) if args.html else None)
+    print(text)
+    return 0
+
+
 def _cmd_ground(args) -> int:
     from pathlib import Path
 
@@ -626,6 +668,28 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--batch-size", type=int, default=8)
     s.set_defaults(func=_cmd_ground)
 
+    s = sub.add_parser("attribution", help="sentence-level context attribution: fit AT2 head weights per variant "
+                       "(fit-at2), score every method on held-out ablations of stored answers (score), or explain one "
+                       "answer (explain, --html for a self-contained page)")
+    s.add_argument("action", choices=["fit-at2", "score", "explain"])
+    s.add_argument("--variants", default="vanilla,full,qk_att")
+    s.add_argument("--domains", default="all")
+    s.add_argument("--methods", help="comma-separated registry names (default: every cheap one; "
+                                     "'gradient' is integrated gradients, minutes per answer)")
+    s.add_argument("--masks", type=int, default=32, help="random ablation masks per answer (ContextCite, AT2 fit)")
+    s.add_argument("--keep", type=float, default=0.5, help="probability that a mask keeps a sentence")
+    s.add_argument("--eval-masks", type=int, default=16, help="held-out masks per answer for the LDS (score)")
+    s.add_argument("--per-domain", type=int, default=8, help="training prompts per domain (fit-at2)")
+    s.add_argument("--max-new-tokens", type=int, help="answer budget when generating (fit-at2, explain)")
+    s.add_argument("--limit", type=int, help="stored prompts per domain (score)")
+    s.add_argument("--settings", default="retrieved", help="comma-separated (score)")
+    s.add_argument("--store", default="results.sqlite")
+    s.add_argument("--question", help="explain: a question (or --query-id)")
+    s.add_argument("--query-id", help="explain: a benchmark question id of --domains")
+    s.add_argument("--html", help="explain: write the case as one self-contained HTML file here")
+    s.add_argument("--generator", help="local HF causal-LM directory (default: packaged SmolLM2-135M)")
+    s.set_defaults(func=_cmd_attribution)
+
     s = sub.add_parser("canaries", help="forgetting canaries: every variant on MMLU, BIG-bench causal judgment, "
                        "TruthfulQA and held-out Wikipedia text by log-likelihood, vs vanilla (resumable, into a store)")
     s.add_argument("--variants", default="full,qk_att", help="variants to check (vanilla is always added)")
@@ -677,7 +741,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.engine = Engine(Settings.from_env(**{k: getattr(args, k, None) for k in (
-            "generator", "endpoint", "first_k", "top_k")}))
+            "generator", "endpoint", "first_k", "top_k", "max_new_tokens")}))
         return args.func(args)
     except MdragError as err:
         print(f"error: {err}", file=sys.stderr)

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from mdrag.evaluation.attribution_table import attribution_section
 from mdrag.evaluation.stats import bootstrap_ci, cohen_kappa, paired_power
 from mdrag.evaluation.store import DEFAULT_RETRIEVAL
 from mdrag.generation.variants import VARIANTS
@@ -475,7 +476,7 @@ def report(df: pd.DataFrame, csv_dir: Path | None = None, adapted: pd.DataFrame 
         parts += extra
         found.update(csvs)
     if store is not None:
-        for section in (grounding_section, probe_section, attack_section, canary_section):
+        for section in (grounding_section, probe_section, attack_section, canary_section, attribution_section):
             extra, csvs = section(store)
             parts += extra
             found.update(csvs)

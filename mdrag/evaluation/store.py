@@ -62,11 +62,15 @@ CHECK_COLUMNS = ["key", "domain", "item", "kind", "expect", "passage", "question
 # The checker's citations against passage ablation (analysis/citations.py): one row per (stored answer row, checker).
 CITATION_COLUMNS = ["key", "result_key", "checker", "domain", "setting", "query_id", "variant", "top_ablation", "cited",
                     "agree", "top_is_gold", "cites_gold", "created"]
+# Context-attribution methods scored on held-out ablations (analysis/attribution_scores.py): one row per (stored
+# answer row, method + its parameters, target span of the answer, held-out masks, dtype).
+ATTRIBUTION_COLUMNS = ["key", "result_key", "domain", "setting", "query_id", "variant", "method", "params", "target",
+                       "n_sources", "n_eval", "lds", "drop1", "drop3", "forwards", "seconds", "dtype", "created"]
 # Keyed tables beside the answers that merge-store copies: (table, columns, the column that is 0 on a good row
 # (a failed row here is replaced by a good one there) or None: a row already here stays).
 MERGED_TABLES = [("probe_rows", PROBE_COLUMNS, None), ("canary_rows", CANARY_COLUMNS, None),
                  ("grounding", GROUNDING_COLUMNS, "errors"), ("grounding_checks", CHECK_COLUMNS, None),
-                 ("citation_agreement", CITATION_COLUMNS, None)]
+                 ("citation_agreement", CITATION_COLUMNS, None), ("attribution_scores", ATTRIBUTION_COLUMNS, None)]
 LEGACY_COLUMNS = ["judge", "judge_score", "judge3_score", "judge_error"]  # schema <= 3, on the results rows
 V3_COLUMNS = [c for c in COLUMNS if c != "answer_id"] + LEGACY_COLUMNS  # a schema-3 results row
 LEGACY_PROMPT = "bergen-v1-first-alias"  # the judge prompt before schema 4: only the first gold alias shown
@@ -203,7 +207,8 @@ class ResultsStore:
         cols = ", ".join(f"{c} {'TEXT PRIMARY KEY' if c == 'key' else ''}" for c in CANARY_COLUMNS)
         self.db.execute(f"CREATE TABLE IF NOT EXISTS canary_rows ({cols})")
         for table, columns in (("grounding", GROUNDING_COLUMNS), ("grounding_checks", CHECK_COLUMNS),
-                               ("citation_agreement", CITATION_COLUMNS)):
+                               ("citation_agreement", CITATION_COLUMNS),
+                               ("attribution_scores", ATTRIBUTION_COLUMNS)):
             cols = ", ".join(f"{c} {'TEXT PRIMARY KEY' if c == 'key' else ''}" for c in columns)
             self.db.execute(f"CREATE TABLE IF NOT EXISTS {table} ({cols})")
 
@@ -404,6 +409,20 @@ class ResultsStore:
         df = pd.read_sql_query(f"SELECT {', '.join(CITATION_COLUMNS)} FROM citation_agreement", self.db)
         df["cited"] = [json.loads(v) if isinstance(v, str) else v for v in df["cited"]]
         return df
+
+    def put_attribution_scores(self, rows: list[dict]) -> None:
+        """Attribution-score rows (ATTRIBUTION_COLUMNS less key) in one transaction: idempotent."""
+        keyed = [{**r, "key": hashlib.sha256(json.dumps([r["result_key"], r["method"], r["params"], r["target"],
+                                                         r["n_eval"], r["dtype"]]).encode()).hexdigest()[:32]}
+                 for r in rows]
+        self._put("attribution_scores", ATTRIBUTION_COLUMNS, keyed, keep_good=False)
+
+    def attribution_scores_frame(self):
+        import pandas as pd
+
+        if not self._exists("attribution_scores"):
+            return pd.DataFrame(columns=ATTRIBUTION_COLUMNS)
+        return pd.read_sql_query(f"SELECT {', '.join(ATTRIBUTION_COLUMNS)} FROM attribution_scores", self.db)
 
     def _put(self, table: str, columns: list[str], rows: list[dict], keep_good: bool) -> None:
         now = time.time()
