@@ -176,7 +176,8 @@ def training_prompts(engine, domains: list[str], per_domain: int, seed: int = 0)
 
 def fit_variants(engine, variants: list[str], domains: list[str], per_domain: int = 8, masks: int = 32,
                  keep: float = 0.5, alpha: float = 1.0, folder: Path | None = None, checkpoints: Path | None = None,
-                 progress=None, seed: int = 0) -> dict[str, dict]:
+                 progress=None, seed: int = 0, retriever: str = "splade", reranker: str = "minilm"
+                 ) -> dict[str, dict]:
     """Fit and ship AT2 weights for each variant from the same training prompts (retrieved setting): every
     variant's answer generated in one batch per prompt, then its ablations and head masses. Each (variant,
     prompt) example is checkpointed (npz) so a killed run resumes; returns the cards."""
@@ -192,7 +193,7 @@ def fit_variants(engine, variants: list[str], domains: list[str], per_domain: in
         paths = {v: checkpoints / f"{v}-{domain}-{query_id}-{tag}.npz".replace("/", "_") for v in variants}
         missing = [v for v in variants if not paths[v].exists()]
         if missing:
-            pipe = engine.pipeline(domain)
+            pipe = engine.pipeline(domain, retriever=retriever, reranker=reranker)
             trace = pipe.answer(pipe.trace(pipe.retrieve(query_id=query_id), "retrieved"), missing)
             for v in missing:
                 if not trace.answers[v].token_ids:

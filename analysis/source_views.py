@@ -121,15 +121,16 @@ def attribute_variants(trace: RagTrace, engine: Engine, variants: list[str], met
 
 
 def explain_case(engine: Engine, domain: str, variants: list[str], question: str | None, query_id: str | None,
-                 methods: list[str], masks: int = 32, html_path: Path | None = None) -> str:
+                 methods: list[str], masks: int = 32, html_path: Path | None = None, retriever: str = "splade",
+                 reranker: str = "minilm", params: dict[str, dict] | None = None) -> str:
     """The CLI's `attribution explain`: retrieve, answer, attribute with each method; text out, HTML optional
     (the first method's view)."""
-    pipe = engine.pipeline(domain)
+    pipe = engine.pipeline(domain, retriever=retriever, reranker=reranker)
     trace = pipe.answer(pipe.trace(pipe.retrieve(question, query_id), "retrieved"), variants)
     lines, first = [], None
     for method in methods:
-        params = {"masks": masks} if method == "context_cite" else {}
-        attrs = attribute_variants(trace, engine, variants, method, **params)
+        chosen = {**({"masks": masks} if method == "context_cite" else {}), **(params or {}).get(method, {})}
+        attrs = attribute_variants(trace, engine, variants, method, **chosen)
         first = first or attrs
         for a in attrs:
             lines.append(f"{a.variant} / {method} ({a.forwards} forwards, {a.seconds:.1f} s): "

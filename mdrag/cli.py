@@ -337,15 +337,20 @@ def _cmd_attribution(args) -> int:
 
     variants = args.variants.split(",")
     methods = args.methods.split(",") if args.methods else None
+    params = {"context_cite": {"masks": args.masks, "keep": args.keep}}
+    if args.weights:
+        params["at2"] = {"folder": args.weights}
     if args.action == "fit-at2":
         from analysis.at2 import WEIGHTS_DIR, fit_variants
 
         cards = fit_variants(args.engine, variants, _domains(args.domains), args.per_domain, args.masks, args.keep,
-                             progress=lambda prompts: tqdm(prompts, desc="AT2 fitting prompts", unit="prompt"))
+                             folder=Path(args.weights) if args.weights else None,
+                             progress=lambda prompts: tqdm(prompts, desc="AT2 fitting prompts", unit="prompt"),
+                             retriever=args.retriever, reranker=args.reranker)
         for v, card in cards.items():
             lo, hi = card["held_out_lds_ci"]
             print(f"{v}: {card['n_prompts']} prompts, held-out LDS {card['held_out_lds']:.2f} [{lo:.2f}, {hi:.2f}] "
-                  f"-> {WEIGHTS_DIR / v}.safetensors")
+                  f"-> {Path(args.weights or WEIGHTS_DIR) / v}.safetensors")
         return 0
     if args.action == "score":
         from analysis.attribution_scores import score_store
@@ -356,8 +361,7 @@ def _cmd_attribution(args) -> int:
             raise MdragError(f"No results store at {args.store}: run python -m mdrag evaluate first")
         store = ResultsStore(Path(args.store))
         made = score_store(store, args.engine, _domains(args.domains), variants, tuple(args.settings.split(",")),
-                           methods, args.limit, args.eval_masks,
-                           {"context_cite": {"masks": args.masks, "keep": args.keep}},
+                           methods, args.limit, args.eval_masks, params,
                            progress=lambda groups: tqdm(groups, desc="attribution scores", unit="prompt"))
         print(f"{args.store}: {len(made)} new rows")
         print(summary_markdown(summary(store.attribution_scores_frame())))
@@ -367,7 +371,8 @@ def _cmd_attribution(args) -> int:
     if len(_domains(args.domains)) != 1 or not (args.question or args.query_id):
         raise MdragError("explain needs one domain (--domains) and --question or --query-id")
     text = explain_case(args.engine, _domains(args.domains)[0], variants, args.question, args.query_id,
-                        methods or ["context_cite"], args.masks, Path(args.html) if args.html else None)
+                        methods or ["context_cite"], args.masks, Path(args.html) if args.html else None,
+                        args.retriever, args.reranker, params)
     print(text)
     return 0
 
@@ -687,6 +692,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--question", help="explain: a question (or --query-id)")
     s.add_argument("--query-id", help="explain: a benchmark question id of --domains")
     s.add_argument("--html", help="explain: write the case as one self-contained HTML file here")
+    s.add_argument("--weights", help="folder of AT2 head weights (default: the shipped assets/attribution/at2)")
+    s.add_argument("--retriever", default="splade", help="first stage (fit-at2, explain)")
+    s.add_argument("--reranker", default="minilm")
     s.add_argument("--generator", help="local HF causal-LM directory (default: packaged SmolLM2-135M)")
     s.set_defaults(func=_cmd_attribution)
 

@@ -264,3 +264,87 @@ def test_target_logit_reads_the_span_and_unknown_parameters_fail(copier):
 
     with pytest.raises(UnknownNameError, match="context_cite"):
         attribute(case, "no_such_method")
+
+
+ATTR_QUERIES = [{"id": f"a{i}", "text": f"question {i}: who created python or where is paris", "answers": ["Paris"],
+                 "gold_ids": [["p4"], ["p6"], ["p2", "p6"]][i % 3], "answer_type": "short",
+                 "split": "test" if i < 2 else "train"} for i in range(5)]
+
+
+@pytest.fixture
+def attribution_store(tmp_path, tiny_engine, tiny_generator_dir, tiny_adapters_root, monkeypatch):
+    """A tiny domain with test and training questions and a store of vanilla/full answers (bm25, no reranker);
+    the CLI's engine reads the tiny generator and adapters from the environment."""
+    from conftest import write_jsonl
+
+    from mdrag.data.domains import DOMAINS, register_jsonl_domain
+    from mdrag.evaluation.runner import Grid, evaluate
+    from mdrag.evaluation.store import ResultsStore
+
+    monkeypatch.setenv("MDRAG_DTYPE", "float32")
+    monkeypatch.setenv("MDRAG_GENERATOR", str(tiny_generator_dir))
+    monkeypatch.setenv("MDRAG_ADAPTERS", str(tiny_adapters_root))
+    from conftest import TINY_PASSAGES
+
+    register_jsonl_domain("attrtiny", write_jsonl(tmp_path / "q.jsonl", ATTR_QUERIES),
+                          write_jsonl(tmp_path / "p.jsonl", TINY_PASSAGES))
+    store = ResultsStore(tmp_path / "r.sqlite")
+    evaluate(Grid(["attrtiny"], ["vanilla", "full"], ["retrieved"], retrievers=["bm25"], reranker="none"), store,
+             tiny_engine, show_progress=False)
+    yield store
+    DOMAINS.pop("attrtiny", None)
+
+
+def test_the_attribution_cli_fits_scores_resumably_and_exports_a_case(attribution_store, tmp_path, capsys):
+    from mdrag.cli import main
+    from mdrag.evaluation.report import report
+    from mdrag.evaluation.store import ResultsStore
+
+    path, weights = str(attribution_store.path), tmp_path / "at2"
+    common = ["--domains", "attrtiny", "--variants", "vanilla,full", "--masks", "8", "--weights", str(weights),
+              "--retriever", "bm25", "--reranker", "none", "--max-new-tokens", "6"]
+    assert main(["attribution", "fit-at2", "--per-domain", "3", *common]) == 0
+    assert "held-out LDS" in capsys.readouterr().out
+    assert sorted(p.name for p in weights.iterdir()) == ["full.json", "full.safetensors", "vanilla.json",
+                                                          "vanilla.safetensors"]
+    score = ["attribution", "score", "--store", path, "--limit", "1", "--eval-masks", "6",
+             "--methods", "context_cite,at2,sentence_loo,random", *common]
+    assert main(score) == 0
+    rows = ResultsStore(attribution_store.path).attribution_scores_frame()
+    stored = attribution_store.answers_frame()
+    first = stored[stored["query_id"] == min(stored["query_id"])]
+    assert set(rows["result_key"]) == set(first.loc[first["answer"].str.strip() != "", "key"])  # empty: skipped
+    assert set(rows["method"]) == {"context_cite", "at2", "sentence_loo", "random"}
+    assert (rows.query("method == 'context_cite'")["forwards"] == 8).all() and rows["n_eval"].eq(6).all()
+    assert "| context_cite" in capsys.readouterr().out
+    assert main(score) == 0 and "0 new rows" in capsys.readouterr().out  # nothing scored twice
+    assert len(ResultsStore(attribution_store.path).attribution_scores_frame()) == len(rows)
+    done = ResultsStore(attribution_store.path, read_only=True)
+    assert "## Attribution methods, scored on held-out ablations" in report(done.frame(), store=done)
+    page = tmp_path / "case.html"
+    assert main(["attribution", "explain", "--query-id", "a0", "--methods", "context_cite", "--html", str(page),
+                 *common]) == 0
+    html = page.read_text(encoding="utf-8")
+    assert "<script src" not in html and "Plotly" in html and "mdrag-sources" in html
+    assert "<script>alert" not in html  # the tiny corpus's markup passage, if retrieved, is shown as text
+    assert "answer:" in capsys.readouterr().out
+
+
+def test_source_views_escape_markup_and_compare_two_variants(copier):
+    from analysis.source_views import case_html, comparison, sources_html
+
+    engine, _, tok = copier
+    marked = [PASSAGES[0] + " <img src=x onerror=alert(1)> is text.", PASSAGES[1], PASSAGES[2]]
+    trace = _trace(tok, marked, None)
+    case = make_case(trace, "vanilla", engine)
+    a = attribute(case, "sentence_loo")
+    b = attribute(case, "attention")
+    b.variant = "other"  # a second reading of the same answer stands in for a second variant
+    view = sources_html(a, trace, "LDS 0.50 [0.40, 0.60]")
+    assert "<img" not in view and "&lt;img src=x onerror=alert(1)&gt;" in view and "LDS 0.50" in view
+    assert view.count("mdrag-top") == 3 and "Doc 2 (gold)" in view
+    diff = comparison(a, b)
+    assert {"score vanilla", "score other", "in top-3 of"} <= set(diff.columns)
+    assert set(diff["in top-3 of"]) <= {"both", "vanilla", "other"} and len(diff) >= 3
+    page = case_html(trace, [a, b])
+    assert page.startswith("<!DOCTYPE html>") and "<img src=x" not in page and "Where the sources" in page
