@@ -143,3 +143,17 @@ def explain_case(engine: Engine, domain: str, variants: list[str], question: str
         html_path.write_text(case_html(trace, first), encoding="utf-8")
         lines.append(f"wrote {html_path}")
     return "\n".join(lines)
+
+
+def sources_bundle(trace: RagTrace, engine: Engine, variants: list[str], method: str,
+                   span: tuple[int, int] | None = None, scores: pd.DataFrame | None = None) -> dict:
+    """The app's sentence-sources view for up to two variants: their HTML, where their sources differ, and the
+    case as one self-contained page. `scores`: the method scores by (variant, method) shown beside each picture."""
+    attrs = [attribute(make_case(trace, v, engine, span), method) for v in variants[:2]
+             if v in trace.answers and trace.answers[v].token_ids]
+    if not attrs:
+        raise ValueError("No non-empty answer among the chosen variants: nothing to attribute")
+    lines = {a.variant: method_score_line(scores, method, a.variant) for a in attrs}
+    return {"html": "".join(sources_html(a, trace, lines[a.variant]) for a in attrs),
+            "comparison": comparison(attrs[0], attrs[1]) if len(attrs) > 1 else pd.DataFrame(),
+            "page": case_html(trace, attrs, lines)}

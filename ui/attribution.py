@@ -6,9 +6,22 @@ from __future__ import annotations
 import gradio as gr
 import pandas as pd
 
+from analysis.source_methods import METHODS
 from mdrag.errors import MdragError
 from mdrag.generation.variants import available_variants
 from ui.common import Server, error_html, need_trace
+
+
+def _token_span(text: str | None) -> tuple[int, int] | None:
+    """'3-7' -> (3, 7); empty -> None (the whole answer and each sentence)."""
+    text = (text or "").strip()
+    if not text:
+        return None
+    try:
+        lo, hi = (int(x) for x in text.replace("..", "-").split("-"))
+    except ValueError as err:
+        raise ValueError(f"Answer tokens must look like 0-5, not {text!r}") from err
+    return lo, hi
 
 
 class AttributionTab:
@@ -35,6 +48,17 @@ class AttributionTab:
                                               elem_id="probe-answers")
             self.probe_table = gr.Dataframe(label="per variant and position: Match, log P(gold answer), attention "
                                                   "on the gold passage")
+        with gr.Accordion("Sources of each answer sentence: every sentence of every passage scored by the chosen "
+                          "method (its score on held-out ablations shown beside it)", open=False):
+            with gr.Row():
+                self.src_method = gr.Dropdown([(m.label, m.name) for m in METHODS.values()], value="context_cite",
+                                              label="method", elem_id="sources-method")
+                self.src_span = gr.Textbox("", label="answer tokens, e.g. 0-5 (empty: the whole answer and each of "
+                                                     "its sentences)")
+            self.src_button = gr.Button("Find sources", elem_id="sources-button")
+            self.src_html = gr.HTML(elem_id="sources-html")
+            self.src_diff = gr.Dataframe(label="where the first two variants' sources differ (their top-3)")
+            self.src_export = gr.File(label="this case as one HTML file (opens offline)", elem_id="sources-export")
         with gr.Accordion("Sentences of one passage", open=False):
             with gr.Row():
                 self.sent_variant = gr.Dropdown(available_variants(), value="vanilla", label="variant")
@@ -55,6 +79,8 @@ class AttributionTab:
                           [self.bars, self.curve, self.top, self.agree, self.changed], **model)
         self.probe_button.click(self.position_probe, [trace_state, self.variants],
                                 [self.probe_fig, self.probe_answers, self.probe_table], **model)
+        self.src_button.click(self.sources, [trace_state, self.variants, self.src_method, self.src_span],
+                              [self.src_html, self.src_diff, self.src_export], **model)
         self.sent_button.click(self.sentences, [trace_state, self.sent_variant, self.sent_passage], self.sent_html,
                                **model)
         self.ig_button.click(self.gradients, [trace_state, self.ig_variant, self.ig_first, self.ig_last],
@@ -85,6 +111,21 @@ class AttributionTab:
         except MdragError as err:
             raise gr.Error(str(err)) from err
         return out["figure"], out["answers"], out["summary"]
+
+    def sources(self, trace, variants: list[str], method: str, span: str, progress=gr.Progress()):  # noqa: B008
+        from analysis.source_methods import METHODS
+        from analysis.source_views import sources_bundle
+
+        trace = need_trace(trace)
+        variants = [v for v in (variants or list(trace.answers)) if v in trace.answers]
+        try:
+            entry = METHODS.find(method or "context_cite")
+            tokens = _token_span(span)
+            progress(0.1, desc=f"{entry.label}: {entry.cost} forward passes per variant")
+            out = sources_bundle(trace, self.engine, variants, entry.name, tokens, self.server.attribution_scores())
+        except (MdragError, ValueError, KeyError, FileNotFoundError) as err:
+            return error_html(err), pd.DataFrame(), None
+        return out["html"], out["comparison"], self.server.save_download(out["page"], "case", ".html")
 
     def sentences(self, trace, variant: str, passage: int, progress=gr.Progress()):  # noqa: B008
         from analysis.views import sentence_bundle

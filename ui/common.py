@@ -66,6 +66,7 @@ class Server:
     _judge: object = field(default=None, repr=False)
     _judge_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _downloads: Path | None = field(default=None, repr=False)
+    _attribution_scores: pd.DataFrame | None = field(default=None, repr=False)
 
     def model_bound(self) -> dict:
         """Event options of every model-bound event (generation, attention, attribution, probes): one shared
@@ -90,18 +91,32 @@ class Server:
         return self.stores[label]
 
     def download(self, table: pd.DataFrame, name: str) -> str:
-        """A CSV of `table` in this server's download folder, named by its content: the same table clicked twice
+        """A CSV of `table` in this server's download folder (see `save_download`)."""
+        return self.save_download(table.to_csv(index=False), name, ".csv")
+
+    def save_download(self, text: str, name: str, suffix: str) -> str:
+        """`text` as a file in this server's download folder, named by its content: the same content clicked twice
         is one file, and the folder goes when the app stops (no temporary file left behind per click)."""
         if self._downloads is None:
             self._downloads = Path(tempfile.mkdtemp(prefix="mdrag-downloads-"))
             atexit.register(self.remove_downloads)
-        text = table.to_csv(index=False)
-        path = self._downloads / f"{name}-{hashlib.sha256(text.encode()).hexdigest()[:12]}.csv"
+        path = self._downloads / f"{name}-{hashlib.sha256(text.encode()).hexdigest()[:12]}{suffix}"
         if not path.exists():
             tmp = path.with_suffix(".tmp")
             tmp.write_text(text, encoding="utf-8")
             tmp.replace(path)
         return str(path)
+
+    def attribution_scores(self) -> pd.DataFrame:
+        """The shipped store's attribution-method scores by (variant, method), read once (shown beside a
+        method's picture in the Attribution tab)."""
+        if self._attribution_scores is None:
+            from mdrag.evaluation.attribution_table import summary
+            from mdrag.evaluation.store import ResultsStore
+
+            rows = ResultsStore(dashboard.SHIPPED_STORE, read_only=True).attribution_scores_frame()
+            self._attribution_scores = summary(rows, by=("variant", "method")) if len(rows) else pd.DataFrame()
+        return self._attribution_scores
 
     def remove_downloads(self) -> None:
         """Remove this server's download folder (registered to run when the app stops)."""
