@@ -57,6 +57,7 @@ class Sizes:
     ground_questions: int = 4  # shipped questions whose answers the groundedness checker reads (grounding section)
     ground_variants: tuple[str, ...] = ("vanilla", "full", "qk_att", "att", "mlp", "full_skd")
     sessions: int = 8  # browser sessions asking at once (sessions section)
+    source_masks: int = 32  # ContextCite masks per attribution (sources section)
 
 
 FULL = Sizes()
@@ -64,7 +65,7 @@ QUICK = Sizes(prompt=160, new=12, turns=1, ask_counts=(1, 6), ingest=(200,), ing
               attention_tries=1, queries=3,
               index_sample=16, grid_prompts=1, grid_variants=2, train_tokens=96, train_steps=1,
               train_variants=("qk_att",), domains=1, judge_answers=8, ground_questions=1,
-              ground_variants=("vanilla", "qk_att"), sessions=2)
+              ground_variants=("vanilla", "qk_att"), sessions=2, source_masks=4)
 
 
 def _row(section: str, what: str, ours: float, base: float | None, unit: str, target: str = "",
@@ -352,17 +353,44 @@ def bench_ablation(size: Sizes, engine: Engine) -> None:
     """Passage ablation (captum, 1 + k forwards) vs one forward pass over the same prompt and answer."""
     import torch
 
-    from analysis.attribution import _Model, passage_ablation
+    from analysis.attribution import VariantModel, passage_ablation
 
     pipe = engine.pipeline("nq_open", reranker="none")
     query = pipe.domain.split("test")[0]
     trace = pipe.run(None, variants=["vanilla"], query_id=query.id)
-    m = _Model(trace, "vanilla", engine)
+    m = VariantModel(trace, "vanilla", engine)
     one = _median_time(lambda: m.answer_logprob(trace.prompt), 2)
     full = _median_time(lambda: passage_ablation(trace, "vanilla", engine), 1)
     k = len(trace.passages)
     _row("ablation", f"passage ablation ({k} passages) vs one forward", full, one, "s", f"<= {k + 1}x")
     del torch
+
+
+def bench_sources(size: Sizes, engine: Engine) -> None:
+    """Sentence-level attribution of a retrieved 5-passage NQ-open prompt (~700 tokens) against one forward pass
+    over the same prompt and answer: the ContextCite surrogate with `source_masks` masks on the shared prefix (target
+    <= 0.5 x masks forwards) and without it, and the one-forward attention estimators (AT2 target <= 1.5x)."""
+    from analysis.at2 import fitted_variants
+    from analysis.source_methods import attribute, make_case
+
+    pipe = engine.pipeline("nq_open")
+    query = pipe.domain.split("test")[3]
+    trace = pipe.answer(pipe.trace(pipe.retrieve(query_id=query.id), "retrieved"), ["full"])
+    case = make_case(trace, "full", engine)
+    one = _median_time(case.scorer.full_forward_seconds, 3)
+    n, what = size.source_masks, f"{len(trace.prompt_ids)}-token prompt, {len(case.sources)} sentences"
+    cite = _median_time(lambda: attribute(case, "context_cite", masks=n), 1, warm=False)
+    _row("sources", f"ContextCite, {n} masks on the shared prefix vs one forward ({what})", cite, one, "s",
+         f"<= {0.5 * n:g}x (0.5 x masks)")
+    plain = make_case(trace, "full", engine)
+    plain.scorer.prefix_cache = False
+    _row("sources", f"ContextCite, {n} masks, shared prefix vs whole prompts", cite,
+         _median_time(lambda: attribute(plain, "context_cite", masks=n), 1, warm=False), "s")
+    _row("sources", "attention mass per sentence (one recording forward) vs one forward",
+         _median_time(lambda: attribute(case, "attention"), 2), one, "s")
+    if "full" in fitted_variants():
+        _row("sources", "AT2 learned head weights vs one forward", _median_time(lambda: attribute(case, "at2"), 2),
+             one, "s", "<= 1.5x")
 
 
 def bench_retrieval(size: Sizes, engine: Engine) -> None:
@@ -835,7 +863,8 @@ def write_figure(fig, path: str) -> None:
 
 
 SECTIONS = {"decode": bench_decode, "variants": bench_variants, "ask": bench_ask, "ingest": bench_ingest,
-            "attention": bench_attention, "ablation": bench_ablation, "retrieval": bench_retrieval,
+            "attention": bench_attention, "ablation": bench_ablation, "sources": bench_sources,
+            "retrieval": bench_retrieval,
             "evaluation": bench_evaluation, "train": bench_train, "memory": bench_memory, "judge": bench_judge,
             "grounding": bench_grounding, "sessions": bench_sessions}
 

@@ -41,7 +41,7 @@ def test_growth_figure_pairs_each_series_with_its_baseline():
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(2700)  # all thirteen sections at toy sizes: ~15-25 min on a 2-core AVX2-only CPU (float32 judge)
+@pytest.mark.timeout(2700)  # all fourteen sections at toy sizes: ~15-25 min on a 2-core AVX2-only CPU (float32 judge)
 def test_every_section_runs_on_the_real_models_and_writes_its_rows(tmp_path):
     """The whole bench at quick sizes, as a user runs it (a section once crashed on its own one-variant row
     and went unnoticed for a session because nothing ran it): every section leaves rows, every row measured
@@ -72,6 +72,8 @@ def test_every_section_runs_on_the_real_models_and_writes_its_rows(tmp_path):
     assert most_all["ratio"] > 1.0  # more answers cost more than one: the baseline is really the one-variant run
     assert any(r["section"] == "grounding" and "claims checked per minute" in r["what"] and r["ours"] > 0
                for r in rows)
+    assert any(r["section"] == "sources" and "ContextCite, 4 masks on the shared prefix" in r["what"]
+               and r["ratio"] > 0 for r in rows)
     six = next(r for r in rows if r["what"] == "6 variants batched vs sequential")
     assert six["ratio"] < 1.0  # one stacked batch beats six generate calls: the point of batching
     sessions = [r for r in rows if r["section"] == "sessions"]
