@@ -134,6 +134,17 @@ def test_every_screen_end_to_end(server, chromium, shots):
     page.locator('#probe-answers [data-testid="cell-1-5"]').wait_for()  # 2 variants x positions 1..5
     cells = page.locator('#probe-answers [data-testid^="cell-"]').all_inner_texts()
     assert sum(c.strip()[:1] in ("✓", "✗") for c in cells) == 2 * 5
+    # sentence sources with the shipped AT2 weights (one forward per variant), its held-out score beside it
+    page.get_by_text("Sources of each answer sentence").click()
+    page.locator("#sources-method input").click()
+    page.get_by_role("option", name="AT2 learned head weights").click()
+    page.click("#sources-button")
+    page.wait_for_function("() => document.querySelectorAll('#sources-html .mdrag-sources').length === 2",
+                           timeout=TIMEOUT)
+    assert "mdrag-error" not in page.locator("#sources-html").inner_html()
+    assert all("held-out" in t or "not scored" in t
+               for t in page.locator("#sources-html .mdrag-method-score").all_inner_texts())
+    page.locator("#sources-export a").first.wait_for()  # the case as one HTML file
 
     _tab(page, "Dashboards")
     page.click("#dashboard-button")
