@@ -157,3 +157,24 @@ def sources_bundle(trace: RagTrace, engine: Engine, variants: list[str], method:
     return {"html": "".join(sources_html(a, trace, lines[a.variant]) for a in attrs),
             "comparison": comparison(attrs[0], attrs[1]) if len(attrs) > 1 else pd.DataFrame(),
             "page": case_html(trace, attrs, lines)}
+
+
+def at2_curve_figure(folder: Path | None = None) -> go.Figure | None:
+    """Held-out LDS of each variant's AT2 weights against the number of fitting prompts (from the shipped cards,
+    95% CIs over held-out prompts); None when no variant has fitted weights."""
+    from analysis.at2 import fitted_variants, load_card
+
+    fig = go.Figure()
+    for variant in fitted_variants(folder):
+        card = load_card(variant, folder)
+        if not card or not card.get("curve"):
+            continue
+        curve = pd.DataFrame(card["curve"])
+        fig.add_scatter(x=curve["prompts"], y=curve["lds"], mode="lines+markers", name=variant,
+                        error_y={"type": "data", "symmetric": False, "array": curve["lds_hi"] - curve["lds"],
+                                 "arrayminus": curve["lds"] - curve["lds_lo"]})
+    if not fig.data:
+        return None
+    fig.update_layout(height=300, margin={"t": 40, "b": 40}, xaxis_title="fitting prompts (training split)",
+                      yaxis_title="held-out LDS", title="AT2 head weights: quality vs number of fitting prompts")
+    return fig

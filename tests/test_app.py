@@ -446,7 +446,7 @@ def test_sources_of_each_answer_sentence_show_the_method_score_and_export_one_pa
         "variant": "vanilla", "method": "sentence_loo", "n": 12, "lds": 0.5, "lds_lo": 0.4, "lds_hi": 0.6,
         "drop1": 1.0, "drop1_lo": 0.5, "drop1_hi": 1.5, "drop3": 2.0, "drop3_lo": 1.0, "drop3_hi": 3.0,
         "forwards": 9, "seconds": 1.0}])
-    view, diff, page = tab.sources(trace, ["vanilla", "full"], "sentence_loo", "", progress=_progress)
+    view, diff, page, _ = tab.sources(trace, ["vanilla", "full"], "sentence_loo", "", progress=_progress)
     assert view.count("class='mdrag-sources'") == 2 and "<script>" not in view
     assert "LDS 0.50 [0.40, 0.60]" in view and "n 12 answers" in view  # vanilla's score beside its picture
     assert "not scored for full yet" in view
@@ -454,8 +454,8 @@ def test_sources_of_each_answer_sentence_show_the_method_score_and_export_one_pa
     html = Path(page).read_text(encoding="utf-8")
     assert Path(page).suffix == ".html" and html.startswith("<!DOCTYPE html>") and "<script src" not in html
     assert tab.sources(trace, ["vanilla"], "sentence_loo", "0-2", progress=_progress)[0].count("tokens 0..2") == 1
-    bad, _, none = tab.sources(trace, ["vanilla"], "sentence_loo", "two-three", progress=_progress)
+    bad, _, none, _ = tab.sources(trace, ["vanilla"], "sentence_loo", "two-three", progress=_progress)
     assert "must look like 0-5" in bad and none is None
-    missing, _, _ = tab.sources(trace, ["vanilla"], "at2", "", progress=_progress)
+    missing, *_ = tab.sources(trace, ["vanilla"], "at2", "", progress=_progress)
     # the tiny model has no fitted weights (or, once shipped ones exist, not their 30 x 9 heads): said, not raised
     assert "mdrag-error" in missing and ("No AT2 head weights" in missing or "heads" in missing)

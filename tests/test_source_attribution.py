@@ -213,6 +213,11 @@ def test_at2_cannot_be_fitted_on_a_blind_model_and_ships_a_card(copier, at2_fold
     from analysis.at2 import load_card
 
     card = load_card("vanilla", at2_folder)
+    from analysis.source_views import at2_curve_figure
+
+    fig = at2_curve_figure(at2_folder)
+    assert [t.name for t in fig.data] == ["vanilla"] and list(fig.data[0].x) == [r["prompts"] for r in card["curve"]]
+    assert at2_curve_figure(at2_folder / "none") is None
     assert card["n_prompts"] == 4 and card["n_held_out"] == 1 and card["masks"] == 16
     assert card["curve"] and card["held_out_lds"] > 0.2
     with pytest.raises(FileNotFoundError, match="fit-at2"):

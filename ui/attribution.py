@@ -59,6 +59,7 @@ class AttributionTab:
             self.src_html = gr.HTML(elem_id="sources-html")
             self.src_diff = gr.Dataframe(label="where the first two variants' sources differ (their top-3)")
             self.src_export = gr.File(label="this case as one HTML file (opens offline)", elem_id="sources-export")
+            self.src_curve = gr.Plot(label="AT2: held-out LDS vs number of fitting prompts", elem_id="at2-curve")
         with gr.Accordion("Sentences of one passage", open=False):
             with gr.Row():
                 self.sent_variant = gr.Dropdown(available_variants(), value="vanilla", label="variant")
@@ -80,7 +81,7 @@ class AttributionTab:
         self.probe_button.click(self.position_probe, [trace_state, self.variants],
                                 [self.probe_fig, self.probe_answers, self.probe_table], **model)
         self.src_button.click(self.sources, [trace_state, self.variants, self.src_method, self.src_span],
-                              [self.src_html, self.src_diff, self.src_export], **model)
+                              [self.src_html, self.src_diff, self.src_export, self.src_curve], **model)
         self.sent_button.click(self.sentences, [trace_state, self.sent_variant, self.sent_passage], self.sent_html,
                                **model)
         self.ig_button.click(self.gradients, [trace_state, self.ig_variant, self.ig_first, self.ig_last],
@@ -114,7 +115,7 @@ class AttributionTab:
 
     def sources(self, trace, variants: list[str], method: str, span: str, progress=gr.Progress()):  # noqa: B008
         from analysis.source_methods import METHODS
-        from analysis.source_views import sources_bundle
+        from analysis.source_views import at2_curve_figure, sources_bundle
 
         trace = need_trace(trace)
         variants = [v for v in (variants or list(trace.answers)) if v in trace.answers]
@@ -124,8 +125,9 @@ class AttributionTab:
             progress(0.1, desc=f"{entry.label}: {entry.cost} forward passes per variant")
             out = sources_bundle(trace, self.engine, variants, entry.name, tokens, self.server.attribution_scores())
         except (MdragError, ValueError, KeyError, FileNotFoundError) as err:
-            return error_html(err), pd.DataFrame(), None
-        return out["html"], out["comparison"], self.server.save_download(out["page"], "case", ".html")
+            return error_html(err), pd.DataFrame(), None, None
+        return (out["html"], out["comparison"], self.server.save_download(out["page"], "case", ".html"),
+                at2_curve_figure())
 
     def sentences(self, trace, variant: str, passage: int, progress=gr.Progress()):  # noqa: B008
         from analysis.views import sentence_bundle
