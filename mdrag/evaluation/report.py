@@ -332,7 +332,8 @@ def attack_section(store) -> tuple[list[str], dict[str, pd.DataFrame]]:
             "answer still give the gold?), the gold passage beside a copy with its answer swapped (contradiction), "
             "the same copy labelled as an older version (outdated), two near-copies with one fact changed "
             "(near_duplicate), the gold passage removed (unanswerable). Rates with 95% bootstrap CIs; the "
-            "gold-answer rate's paired change from the clean prompt:", table.to_markdown(index=False)], {"attacks": table}
+            "gold-answer rate's paired change from the clean prompt:",
+            table.to_markdown(index=False)], {"attacks": table}
 
 
 def grounding_section(store) -> tuple[list[str], dict[str, pd.DataFrame]]:
