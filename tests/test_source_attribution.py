@@ -353,3 +353,28 @@ def test_source_views_escape_markup_and_compare_two_variants(copier):
     assert set(diff["in top-3 of"]) <= {"both", "vanilla", "other"} and len(diff) >= 3
     page = case_html(trace, [a, b])
     assert page.startswith("<!DOCTYPE html>") and "<img src=x" not in page and "Where the sources" in page
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("variant", ["vanilla", "full", "qk_att"])
+def test_shipped_at2_weights_fit_the_packaged_generator_and_attribute_in_one_forward(real_engine, variant):
+    """Each shipped variant's AT2 weights hold one weight per head of the packaged generator, its card says how
+    they were fitted and how well they predict held-out ablations, and attributing with them is one forward."""
+    from analysis.at2 import fitted_variants, load_card
+    from analysis.gold_attention import trace_from_rows
+    from mdrag.evaluation import dashboard
+    from mdrag.evaluation.store import ResultsStore
+
+    assert variant in fitted_variants()
+    config = real_engine.generator().model.config
+    weights = load_head_weights(variant)
+    assert weights.shape == (config.num_hidden_layers * config.num_attention_heads,) and np.isfinite(weights).all()
+    card = load_card(variant)
+    assert card["split"] == "train" and card["n_prompts"] >= 10 and card["masks"] == 32
+    assert len({p["domain"] for p in card["prompts"]}) == 5 and card["curve"][-1]["prompts"] == card["n_fit"]
+    store = ResultsStore(dashboard.SHIPPED_STORE, read_only=True)
+    rows = store.answers_frame().query("domain == 'nq_open' and setting == 'retrieved' and variant == @variant")
+    trace = next(t for t in (trace_from_rows(rows.iloc[[i]], real_engine) for i in range(5)) if t is not None)
+    attr = attribute(make_case(trace, variant, real_engine), "at2")
+    assert attr.forwards == 1 and attr.scores.shape[1] == len(prompt_sources(trace))
+    assert np.isfinite(attr.scores).all() and attr.params["weights"]
