@@ -17,7 +17,9 @@ Methods:
   variant from ablations of training-split prompts (analysis.at2), one forward.
 - `gradient`: integrated gradients on the input embeddings summed over each sentence's tokens (analysis.attribution;
   one IG pass per target, slow).
-- `random`: seeded random scores, the floor any method must beat.
+- `random`: seeded random scores in [0, 1), the floor any method must beat. Its LDS is not 0: positive scores
+  predict "the more sentences kept, the likelier the answer", which is true; a method must beat it to show it
+  knows *which* sentences matter (its top-k drops stay near 0).
 """
 
 from __future__ import annotations
