@@ -510,7 +510,7 @@ def _cmd_merge_store(args) -> int:
     counts = ResultsStore(Path(args.into)).merge_from(ResultsStore(Path(args.source), read_only=True))
     print(f"{args.into}: {counts['added']} rows added, {counts['kept']} already there; {counts['verdicts_added']} "
           f"verdicts added, {counts['replaced']} failed verdicts replaced; {counts['other_rows_added']} probe, "
-          "canary and groundedness rows added")
+          "canary, groundedness and attribution-score rows added")
     return 0
 
 
