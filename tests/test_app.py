@@ -411,7 +411,8 @@ def test_a_closed_ask_stops_decoding_within_one_step_and_leaves_no_thread(tiny_e
 def test_every_model_bound_event_shares_one_concurrency_group(jobs, tiny_engine):
     demo = app.build_app(Server(tiny_engine, model_jobs=jobs))
     fns = list(demo.fns.values()) if isinstance(demo.fns, dict) else list(demo.fns)
-    model_bound = {"ask", "attention", "bertviz", "attribution", "position_probe", "sentences", "gradients"}
+    model_bound = {"ask", "attention", "bertviz", "attribution", "position_probe", "sentences", "gradients",
+                   "sources"}
     seen = set()
     for f in fns:
         name = getattr(f.fn, "__name__", "")
