@@ -10,7 +10,8 @@ Methods:
   probability under each, a sparse linear fit (scikit-learn Lasso); the coefficients are the scores.
 - `sentence_loo`: leave one sentence out (1 + sources forwards).
 - `passage_loo`: the existing captum passage ablation (1 + passages forwards), each passage's drop spread evenly
-  over its sentences (a passage-level method: it cannot tell sentences of one passage apart).
+  over its sentences (a passage-level method: it cannot tell sentences of one passage apart). Its units are
+  log-probability drops (captum's), not logit probability: LDS and top-k are rank-based, so scoring is unaffected.
 - `attention`: raw attention mass from the target's query rows to each sentence, mean over layers and heads
   (one forward).
 - `at2`: AT2 (Cohen-Wang et al., 2025): the same per-head masses weighted by per-head weights learned for this
