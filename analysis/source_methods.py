@@ -229,5 +229,8 @@ def attribute(case: Case, method: str, **params) -> SourceAttribution:
     used = {**entry.defaults, **params}
     started = time.perf_counter()
     scores, forwards = entry.fn(case, used)
+    # Where AT2 weights were read from is this machine's business, not a parameter: the weights' sha (added by
+    # the method) identifies the fit, so stored rows carry no local path.
+    recorded = {k: v for k, v in used.items() if k != "folder"}
     return SourceAttribution(method, case.variant, case.sources, case.targets, np.asarray(scores, dtype=np.float64),
-                             used, forwards, time.perf_counter() - started)
+                             recorded, forwards, time.perf_counter() - started)
