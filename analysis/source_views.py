@@ -13,6 +13,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from analysis.source_methods import METHODS, SourceAttribution, attribute, make_case
+from analysis.views import shade
 from mdrag.engine import Engine
 from mdrag.trace import RagTrace
 
@@ -32,15 +33,9 @@ def method_score_line(table: pd.DataFrame | None, method: str, variant: str) -> 
             f"{r.drop1_hi:.2f}] on held-out ablations, n {int(r.n)} answers; {r.seconds:.1f} s per attribution")
 
 
-def _shade(score: float, bound: float) -> str:
-    a = 0.0 if bound <= 0 else min(1.0, abs(score) / bound)
-    rgb = "230, 120, 20" if score >= 0 else "40, 110, 220"
-    return f"background: rgba({rgb}, {a * 0.6:.2f})"
-
-
 def sources_html(attr: SourceAttribution, trace: RagTrace, score_line: str = "") -> str:
     """One variant: each target (the answer, then each sentence) with its top sources, then the passages with
-    every sentence shaded by its score for the whole answer (orange: the answer needs it; blue: it hurts)."""
+    every sentence shaded by its score for the whole answer (red: the answer needs it; blue: it hurts)."""
     esc = html.escape
     label = METHODS[attr.method].label if attr.method in METHODS else attr.method
     parts = [f"<div class='mdrag-sources' data-variant='{esc(attr.variant)}' data-method='{esc(attr.method)}'>",
@@ -57,7 +52,7 @@ def sources_html(attr: SourceAttribution, trace: RagTrace, score_line: str = "")
     top = {id(s) for s, _ in attr.top(0, TOP)}
     for number, passage in enumerate(trace.passages, start=1):
         sentences = [(s, scores[i]) for i, s in enumerate(attr.sources) if s.passage == number]
-        body = " ".join(f"<span class='mdrag-source{' mdrag-top' if id(s) in top else ''}' style='{_shade(sc, bound)}' "
+        body = " ".join(f"<span class='mdrag-source{' mdrag-top' if id(s) in top else ''}' style='{shade(sc, bound)}' "
                         f"title='{sc:+.3g}'>{esc(s.text)}</span>" for s, sc in sentences)
         gold = " (gold)" if passage.is_gold else ""
         parts.append(f"<p class='mdrag-passage'><b>Doc {number}{gold}</b> {body}</p>")

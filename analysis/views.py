@@ -113,7 +113,8 @@ def top_reranked(trace: RagTrace) -> str | None:
     return f"passage_{max(scored)[1] + 1}" if scored else None
 
 
-def _shade(score: float, bound: float) -> str:
+def shade(score: float, bound: float) -> str:
+    """Background for a scored text span: red where the answer needs it, blue where it hurts, by |score| / bound."""
     alpha = 0.0 if bound <= 0 else min(1.0, abs(score) / bound)
     rgb = "220,60,40" if score >= 0 else "40,90,220"
     return f"background: rgba({rgb},{alpha:.2f})"
@@ -122,7 +123,7 @@ def _shade(score: float, bound: float) -> str:
 def sentence_html(attr: Attribution) -> str:
     """Sentences shaded by their ablation score (red: the answer needs it; blue: it hurts the answer)."""
     bound = max((abs(s) for s in attr.scores), default=0.0)
-    spans = "".join(f"<span style='{_shade(s, bound)}' title='Δ log P = {s:.3f}'>{html.escape(text)}</span> "
+    spans = "".join(f"<span style='{shade(s, bound)}' title='Δ log P = {s:.3f}'>{html.escape(text)}</span> "
                     for text, s in zip(attr.features, attr.scores, strict=True))
     return f"<div class='mdrag-highlight'><p><small>{html.escape(attr.variant)}</small></p><p>{spans}</p></div>"
 
@@ -132,7 +133,7 @@ def token_html(frame: pd.DataFrame) -> str:
     bound = float(frame["score"].abs().max()) if len(frame) else 0.0
     parts = []
     for segment, g in frame.groupby("segment", sort=False):
-        toks = "".join(f"<span style='{_shade(s, bound)}' title='{s:.3f}'>{html.escape(t)}</span>"
+        toks = "".join(f"<span style='{shade(s, bound)}' title='{s:.3f}'>{html.escape(t)}</span>"
                        for t, s in zip(g["token"], g["score"], strict=True))
         parts.append(f"<p><b>{html.escape(str(segment))}</b>: {toks}</p>")
     return "<div class='mdrag-highlight'>" + "".join(parts) + "</div>"
