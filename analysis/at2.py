@@ -31,10 +31,15 @@ import pandas as pd
 from analysis.ablations import random_masks, target_logit
 from analysis.attribution_scores import lds
 from analysis.source_methods import Case, head_masses
+from mdrag.errors import MdragError
 from mdrag.evaluation.stats import bootstrap_ci
 
 WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "assets" / "attribution" / "at2"
 KEY = "head_weights"
+
+
+class InvalidWeightsError(MdragError, ValueError):
+    """A weights file that is not readable safetensors (or holds no head weights)."""
 
 
 @dataclass
@@ -114,15 +119,17 @@ def load_head_weights(variant: str, folder: Path | str | None = None) -> np.ndar
     """(heads,) weights of `variant` (safetensors only); a clear error when none were fitted."""
     from safetensors import safe_open
 
+    from mdrag.errors import MissingModelError
+
     path = Path(folder or WEIGHTS_DIR) / f"{variant}.safetensors"
-    if not path.exists():
-        raise FileNotFoundError(f"No AT2 head weights for variant '{variant}' ({path.name}); fit them with "
+    if not path.exists():  # an MdragError: the CLI prints one line, the app a message
+        raise MissingModelError(f"No AT2 head weights for variant '{variant}' ({path.name}); fit them with "
                                 f"`python -m mdrag attribution fit-at2 --variants {variant}`")
     try:
         with safe_open(str(path), framework="np") as f:
             return np.asarray(f.get_tensor(KEY), dtype=np.float64)
     except Exception as err:
-        raise ValueError(f"AT2 head weights for '{variant}' are unreadable ({path.name}): {err}") from err
+        raise InvalidWeightsError(f"AT2 head weights for '{variant}' are unreadable ({path.name}): {err}") from err
 
 
 def weights_fingerprint(variant: str, folder: Path | str | None = None) -> str:

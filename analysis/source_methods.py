@@ -169,13 +169,13 @@ def _attention(case: Case, p: dict) -> Scores:
 
 
 def _at2(case: Case, p: dict) -> Scores:
-    from analysis.at2 import load_head_weights, weights_fingerprint
+    from analysis.at2 import InvalidWeightsError, load_head_weights, weights_fingerprint
 
     weights = load_head_weights(case.variant, p.get("folder"))  # (layers * heads,)
     p["weights"] = weights_fingerprint(case.variant, p.get("folder"))  # recorded: which fit produced the scores
     masses = head_masses(case)  # (targets, layers * heads, sources)
     if masses.shape[1] != weights.shape[0]:
-        raise ValueError(f"AT2 weights for {case.variant} hold {weights.shape[0]} heads; this model has "
+        raise InvalidWeightsError(f"AT2 weights for {case.variant} hold {weights.shape[0]} heads; this model has "
                          f"{masses.shape[1]}")
     return np.einsum("h,ths->ts", weights, masses), 1
 
