@@ -398,7 +398,6 @@ def bench_retrieval(size: Sizes, engine: Engine) -> None:
     embeddings vs encoding the candidates), and index build cost per 10k passages."""
     import numpy as np
 
-    from mdrag.retrieval import encoders
     from mdrag.retrieval.retrievers import index_folders
 
     load_domain = engine.domain
@@ -424,14 +423,14 @@ def bench_retrieval(size: Sizes, engine: Engine) -> None:
         reranker.score(query, cands)
 
     def encode_all() -> None:
-        encoders.minilm_embed(cands) @ encoders.minilm_embed([query])[0]
+        engine.encoders.minilm_embed(cands) @ engine.encoders.minilm_embed([query])[0]
 
     _row("retrieval", "MiniLM rerank of 50 candidates: saved passage embeddings vs encoding them",
          _median_time(ours, 3), _median_time(encode_all, 2), "s", "< 1 s")
     n = size.index_sample
     sample = [p.content for p in dom.passages[:n]]
-    t_splade = _median_time(lambda: encoders.splade_documents(sample, desc="bench"), 1)
-    t_dense = _median_time(lambda: encoders.minilm_embed(sample), 1)
+    t_splade = _median_time(lambda: engine.encoders.splade_documents(sample, desc="bench"), 1)
+    t_dense = _median_time(lambda: engine.encoders.minilm_embed(sample), 1)
     _row("retrieval", f"index build per 10k passages (timed on {n}): SPLADE vs dense", t_splade / n * 1e4,
          t_dense / n * 1e4, "s")
     for kind, ext in (("splade", ".npz"), ("dense", ".npy")):

@@ -2,10 +2,10 @@
 objects requests share.
 
 What two browser sessions share is exactly what one `Engine` holds: the domains, the generator (one base model,
-every adapter attached to it once), its stacked-adapter copy in the generation dtype, the first-stage retrievers
-and the rerankers. Each is built on first use under the engine's lock and is read-only afterwards (the stacked
-model guards its own adapter table). Nothing is cached in a module: a test builds a fresh engine instead of
-clearing caches, and two engines never share a model.
+every adapter attached to it once), its stacked-adapter copy in the generation dtype, the first-stage retrievers,
+the rerankers and the encoders they share. Each is built on first use under the engine's lock and is read-only
+afterwards (the stacked model guards its own adapter table). Nothing is cached in a module: a test builds a fresh
+engine instead of clearing caches, and two engines never share a model.
 """
 
 from __future__ import annotations
@@ -70,6 +70,9 @@ class Engine:
         self.settings = settings or Settings.from_env()
         self.lock = threading.RLock()  # guards building the parts below, never a request's work
         self._parts: dict[tuple, object] = {}
+        from mdrag.retrieval.encoders import Encoders
+
+        self.encoders = Encoders()  # SPLADE / MiniLM, loaded once for every retriever and reranker built here
         if self.settings.domains_file:
             from pathlib import Path
 
@@ -145,12 +148,13 @@ class Engine:
     def retriever(self, name: str, domain: Domain) -> Retriever:
         from mdrag.retrieval.retrievers import make_retriever
 
-        return self._once(("retriever", name, domain.name, domain.fingerprint()), lambda: make_retriever(name, domain))
+        return self._once(("retriever", name, domain.name, domain.fingerprint()),
+                          lambda: make_retriever(name, domain, self.encoders))
 
     def reranker(self, name: str) -> Reranker:
         from mdrag.retrieval.rerank import make_reranker
 
-        return self._once(("reranker", name), lambda: make_reranker(name))
+        return self._once(("reranker", name), lambda: make_reranker(name, self.encoders))
 
     # -------------------------------------------------------------------------------------- pipeline
     def pipeline(self, domain: str | Domain, retriever: str = "splade", reranker: str = "minilm",

@@ -7,8 +7,15 @@ from functools import cache
 from pathlib import Path
 
 
-@cache
 def file_sha256(path: Path) -> str:
+    """The file's sha256, computed once per version of the file: keyed by its size and modification time, so a
+    file rewritten in place (an adapter retrained under the same name) is hashed again, never served stale."""
+    st = Path(path).stat()
+    return _sha256(str(path), st.st_size, st.st_mtime_ns)
+
+
+@cache
+def _sha256(path: str, size: int, mtime_ns: int) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):

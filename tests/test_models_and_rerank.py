@@ -68,7 +68,8 @@ def test_a_directory_that_is_not_a_model_is_rejected(tmp_path):
 def test_minilm_rescoring_reuses_saved_passage_embeddings(tiny_domain, tmp_path, monkeypatch):
     """With a saved float32 dense index, reranking encodes only the query and scores exactly as encoding
     every candidate does; an old fp16 index or an unknown text falls back to encoding."""
-    from mdrag.retrieval import encoders, rerank
+    from mdrag.retrieval import rerank
+    from mdrag.retrieval.encoders import Encoders
     from mdrag.retrieval.retrievers import DenseRetriever
 
     monkeypatch.setenv("MDRAG_CACHE", str(tmp_path))
@@ -78,13 +79,15 @@ def test_minilm_rescoring_reuses_saved_passage_embeddings(tiny_domain, tmp_path,
     assert isinstance(built.index, DenseIndex) and (tmp_path / "indexes/tiny/dense.npy").exists()
     texts = [p.content for p in tiny_domain.passages][::-1]
     query = "who discovered x-rays"
-    want = encoders.minilm_embed(texts) @ encoders.minilm_embed([query])[0]
+    shared = Encoders()
+    want = shared.minilm_embed(texts) @ shared.minilm_embed([query])[0]
     encoded: list[str] = []
-    real = encoders.minilm_embed
-    monkeypatch.setattr(encoders, "minilm_embed", lambda t, *a, **k: (encoded.extend(t), real(t, *a, **k))[1])
+    real = Encoders.minilm_embed
+    monkeypatch.setattr(Encoders, "minilm_embed",
+                        lambda self, t, *a, **k: (encoded.extend(t), real(self, t, *a, **k))[1])
 
     assert isinstance(DenseRetriever(tiny_domain).index, DenseIndex) and encoded == []  # loaded, not rebuilt
-    scorer = rerank.MiniLMRescorer()
+    scorer = rerank.MiniLMRescorer(shared)
     scorer.prepare(tiny_domain)
     np.testing.assert_allclose(scorer.score(query, texts), want, rtol=0, atol=1e-5)
     assert encoded == [query]
@@ -96,7 +99,7 @@ def test_minilm_rescoring_reuses_saved_passage_embeddings(tiny_domain, tmp_path,
 
     index = next(tmp_path.glob("indexes/tiny/dense.npy"))
     np.save(index, np.load(index).astype(np.float16))  # what older versions saved
-    scorer = rerank.MiniLMRescorer()  # a new reranker: the embeddings it knows live in the instance
+    scorer = rerank.MiniLMRescorer(shared)  # a new reranker: the embeddings it knows live in the instance
     encoded.clear()
     scorer.prepare(tiny_domain)
     np.testing.assert_allclose(scorer.score(query, texts), want, rtol=0, atol=1e-5)

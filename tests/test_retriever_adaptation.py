@@ -30,9 +30,6 @@ def toy_domain(tmp_path, monkeypatch):
                         "gold_ids": [f"c{i}a", f"c{i}b"], "split": "train" if i < 12 else "test"})
     with registered_domain(tmp_path, "toy", queries, passages, "general") as domain:
         yield domain
-    from mdrag.retrieval import encoders
-
-    encoders.minilm_encoder.cache_clear()  # the next test trains another encoder under the same name
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +94,7 @@ def test_training_lowers_the_loss_and_the_comparison_is_right(toy_domain, tiny_e
     from sentence_transformers import SentenceTransformer
 
     from mdrag.evaluation.retrieval_metrics import compare_retrievers
-    from mdrag.retrieval.encoders import minilm_encoder
+    from mdrag.retrieval.encoders import load_minilm
     from mdrag.retrieval.retrievers import ADAPTED_PREFIX
     from mdrag.training.retriever import RetrieverSettings, adapted_dir, train_retriever, training_pairs
 
@@ -117,7 +114,7 @@ def test_training_lowers_the_loss_and_the_comparison_is_right(toy_domain, tiny_e
     prefix = card["instructions"]["toy"]
     assert prefix.startswith("Represent this general-knowledge question")
     pairs = training_pairs(toy_domain, prefix)[::2]  # one pair per question: the others' golds are negatives
-    adapted = minilm_encoder(folder)  # how retrieval loads it (a LoRA goes onto its base)
+    adapted = load_minilm(folder)  # how retrieval loads it (a LoRA goes onto its base)
     assert card["final_loss"] < card["first_loss"]
     if lora_rank:
         # A LoRA on a random 1-layer, 32-wide encoder moves the embeddings but does not reliably lower the

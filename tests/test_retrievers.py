@@ -6,7 +6,7 @@ import pytest
 
 from mdrag.config import cache_dir
 from mdrag.errors import UnknownNameError
-from mdrag.retrieval import retrievers
+from mdrag.retrieval.encoders import Encoders
 from mdrag.retrieval.retrievers import BM25Retriever, DenseRetriever, SpladeRetriever, make_retriever
 
 
@@ -31,8 +31,8 @@ def own_cache(tmp_path, monkeypatch):
 
 def test_index_is_built_once_then_reused_and_rebuilt_when_its_card_is_corrupt(tiny_domain, own_cache, monkeypatch):
     calls = []
-    real = retrievers.encoders.splade_documents
-    monkeypatch.setattr(retrievers.encoders, "splade_documents", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = Encoders.splade_documents
+    monkeypatch.setattr(Encoders, "splade_documents", lambda *a, **k: calls.append(1) or real(*a, **k))
     SpladeRetriever(tiny_domain)
     SpladeRetriever(tiny_domain)
     assert len(calls) == 1
@@ -48,8 +48,8 @@ def test_an_index_of_another_corpus_is_never_used(tiny_domain, own_cache, monkey
     data = json.loads(card.read_text())
     card.write_text(json.dumps({**data, "corpus": "0" * 16}))
     calls = []
-    real = retrievers.encoders.splade_documents
-    monkeypatch.setattr(retrievers.encoders, "splade_documents", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = Encoders.splade_documents
+    monkeypatch.setattr(Encoders, "splade_documents", lambda *a, **k: calls.append(1) or real(*a, **k))
     SpladeRetriever(tiny_domain)
     assert calls == [1]
 
@@ -62,3 +62,16 @@ def test_bm25_handles_queries_with_no_known_terms(tiny_domain):
 def test_unknown_retriever_lists_known(tiny_domain):
     with pytest.raises(UnknownNameError, match="splade, dense, bm25"):
         make_retriever("colbert", tiny_domain)
+
+
+def test_an_engines_retrievers_and_reranker_share_its_encoders_and_two_engines_share_none(tiny_domain, own_cache,
+                                                                                          make_engine):
+    one, other = make_engine(), make_engine()
+    dense, reranker = one.retriever("dense", tiny_domain), one.reranker("minilm")
+    assert dense.encoders is one.encoders and reranker.encoders is one.encoders
+    dense.search("who created python", 2)
+    reranker.prepare(tiny_domain)
+    reranker.score("who created python", ["A passage of no corpus."])
+    assert one.encoders.loaded() == [("minilm", "")]  # loaded once, for both
+    assert other.reranker("minilm").encoders is other.encoders is not one.encoders
+    assert other.encoders.loaded() == []

@@ -1,4 +1,4 @@
-"""The packaged encoders, loaded once per process through sentence-transformers.
+"""The packaged encoders, through sentence-transformers, held by an `Encoders` object the engine owns.
 
 SPLADE: the packaged 4.4M-parameter BertForMaskedLM; vector = max over tokens of log(1+relu(logits))
 (SpladePooling "max"). MiniLM: all-MiniLM-L6-v2 with mean pooling (sentence-transformers layout).
@@ -6,7 +6,7 @@ SPLADE: the packaged 4.4M-parameter BertForMaskedLM; vector = max over tokens of
 
 from __future__ import annotations
 
-from functools import cache
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -22,8 +22,8 @@ SPLADE_DOC_BATCH = 4
 MAX_SEQ_LEN = 256
 
 
-@cache
-def splade_encoder(path: Path | None = None):
+def load_splade(path: Path | None = None):
+    """A new SPLADE encoder from `path` (default: the packaged one)."""
     from sentence_transformers import SparseEncoder
     from sentence_transformers.sentence_transformer.modules import Transformer
     from sentence_transformers.sparse_encoder.modules import SpladePooling
@@ -36,8 +36,7 @@ def splade_encoder(path: Path | None = None):
     )
 
 
-@cache
-def minilm_encoder(path: Path | None = None):
+def load_minilm(path: Path | None = None):
     """The dense encoder in `path` (default: the packaged MiniLM). A folder holding a LoRA adapter
     (adapted retriever) is loaded onto its base, after checking the adapter fits that base."""
     from sentence_transformers import SentenceTransformer
@@ -85,23 +84,52 @@ def _to_scipy(tensor) -> sp.csr_matrix:
     return sp.csr_matrix((coo.values().float().numpy(), (rows, cols)), shape=tuple(coo.shape))
 
 
-def splade_queries(texts: list[str], path: Path | None = None) -> sp.csr_matrix:
-    return _to_scipy(splade_encoder(path).encode_query(texts, convert_to_sparse_tensor=True))  # (n, vocab)
+class Encoders:
+    """The encoders one owner (an engine, a benchmark, a test) has loaded, each once per (kind, folder).
 
+    Not a module cache: which retrievers and rerankers share an encoder is visible from who holds this object
+    (the engine hands its one to every retriever and reranker it builds). Loading happens under a lock, so two
+    sessions asking at once load an encoder once; encoding itself needs no lock (sentence-transformers models
+    are read-only at inference)."""
 
-def splade_documents(texts: list[str], path: Path | None = None, desc: str = "SPLADE index") -> sp.csr_matrix:
-    enc = splade_encoder(path)
-    parts, step = [], 256
-    with tqdm(total=len(texts), desc=desc, unit="passage") as bar:
-        for start in range(0, len(texts), step):
-            chunk = texts[start : start + step]
-            parts.append(_to_scipy(enc.encode_document(chunk, batch_size=SPLADE_DOC_BATCH,
-                                                       convert_to_sparse_tensor=True, show_progress_bar=False)))
-            bar.update(len(chunk))
-    return sp.vstack(parts).tocsr()  # (n, vocab)
+    def __init__(self) -> None:
+        self._models: dict[tuple[str, str], object] = {}
+        self._lock = threading.Lock()
 
+    def _get(self, kind: str, path: Path | None, load):
+        key = (kind, str(path) if path else "")
+        with self._lock:
+            if key not in self._models:
+                self._models[key] = load(path)
+            return self._models[key]
 
-def minilm_embed(texts: list[str], path: Path | None = None, progress: bool = False) -> np.ndarray:
-    emb = minilm_encoder(path).encode(texts, batch_size=32, normalize_embeddings=True,
-                                      show_progress_bar=progress, convert_to_numpy=True)
-    return np.asarray(emb, dtype=np.float32)  # (n, 384)
+    def loaded(self) -> list[tuple[str, str]]:
+        """(kind, folder) of every encoder loaded so far ('' = the packaged one)."""
+        with self._lock:
+            return list(self._models)
+
+    def splade(self, path: Path | None = None):
+        return self._get("splade", path, load_splade)
+
+    def minilm(self, path: Path | None = None):
+        return self._get("minilm", path, load_minilm)
+
+    def splade_queries(self, texts: list[str], path: Path | None = None) -> sp.csr_matrix:
+        return _to_scipy(self.splade(path).encode_query(texts, convert_to_sparse_tensor=True))  # (n, vocab)
+
+    def splade_documents(self, texts: list[str], path: Path | None = None,
+                         desc: str = "SPLADE index") -> sp.csr_matrix:
+        enc = self.splade(path)
+        parts, step = [], 256
+        with tqdm(total=len(texts), desc=desc, unit="passage") as bar:
+            for start in range(0, len(texts), step):
+                chunk = texts[start : start + step]
+                parts.append(_to_scipy(enc.encode_document(chunk, batch_size=SPLADE_DOC_BATCH,
+                                                           convert_to_sparse_tensor=True, show_progress_bar=False)))
+                bar.update(len(chunk))
+        return sp.vstack(parts).tocsr()  # (n, vocab)
+
+    def minilm_embed(self, texts: list[str], path: Path | None = None, progress: bool = False) -> np.ndarray:
+        emb = self.minilm(path).encode(texts, batch_size=32, normalize_embeddings=True,
+                                       show_progress_bar=progress, convert_to_numpy=True)
+        return np.asarray(emb, dtype=np.float32)  # (n, 384)

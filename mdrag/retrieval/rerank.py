@@ -17,7 +17,7 @@ import numpy as np
 
 from mdrag.data.benchmark import Domain
 from mdrag.errors import MissingModelError, UnknownNameError
-from mdrag.retrieval import encoders
+from mdrag.retrieval.encoders import Encoders
 
 
 class Reranker(Protocol):
@@ -35,7 +35,8 @@ class MiniLMRescorer:
     name = "minilm"
     label = "MiniLM-L6 cosine rescoring (stand-in for the paper's DeBERTa-v3 cross-encoder)"
 
-    def __init__(self) -> None:
+    def __init__(self, encoders: Encoders | None = None) -> None:
+        self.encoders = encoders or Encoders()  # the engine's (shared with its dense retrievers), or its own
         # corpus fingerprint -> (passage content -> row of its saved MiniLM embedding, the embeddings (n, 384))
         self._known: dict[str, tuple[dict[str, int], np.ndarray]] = {}
         self._lock = threading.Lock()
@@ -58,7 +59,7 @@ class MiniLMRescorer:
     def score(self, query: str, texts: list[str]) -> np.ndarray:
         if not texts:
             return np.zeros(0, dtype=np.float32)
-        q = encoders.minilm_embed([query])[0]  # (384,)
+        q = self.encoders.minilm_embed([query])[0]  # (384,)
         emb = np.zeros((len(texts), q.shape[0]), dtype=np.float32)  # (n, 384)
         missing = []
         known = list(self._known.values())  # this call's snapshot: prepare() replaces the mapping, never edits it
@@ -69,7 +70,7 @@ class MiniLMRescorer:
             else:
                 emb[i] = hit[1][hit[0][text]]
         if missing:  # texts of no prepared corpus (a free passage, a user's document) are encoded now
-            emb[missing] = encoders.minilm_embed([texts[i] for i in missing])
+            emb[missing] = self.encoders.minilm_embed([texts[i] for i in missing])
         return emb @ q  # (n,)
 
 
@@ -77,6 +78,7 @@ class MiniLMRescorer:
 class NoReranker:
     """Keep the first-stage order (scores = 0, so the stable sort keeps it)."""
 
+    encoders: Encoders | None = None  # unused: every registry entry is built alike
     name: str = "none"
     label: str = "no reranking (first-stage order)"
 
@@ -114,11 +116,11 @@ def reranker_label(name: str) -> str:
     return RERANKERS[name].label if name in RERANKERS else f"cross-encoder {Path(name).name}"
 
 
-def make_reranker(name: str) -> Reranker:
+def make_reranker(name: str, encoders: Encoders | None = None) -> Reranker:
     """A new reranker: a registered one by name, or a cross-encoder from a local directory path (the engine
-    keeps one per name)."""
+    keeps one per name and passes its encoders)."""
     if name in RERANKERS:
-        return RERANKERS[name]()
+        return RERANKERS[name](encoders)
     if Path(name).is_dir():
         if not (Path(name) / "config.json").exists():
             raise MissingModelError(f"'{name}' has no config.json: not a Hugging Face model directory")

@@ -8,7 +8,7 @@ corpus and encoder.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar, Protocol
 
@@ -18,7 +18,7 @@ from mdrag.config import ASSETS_DIR, MINILM, SPLADE, cache_dir
 from mdrag.data.benchmark import Domain
 from mdrag.errors import UnknownNameError
 from mdrag.hashing import folder_fingerprint
-from mdrag.retrieval import encoders
+from mdrag.retrieval.encoders import Encoders
 from mdrag.retrieval.index import DenseIndex, IndexCard, SparseIndex, read_card, top_k, write_card
 
 
@@ -89,6 +89,8 @@ class _IndexedRetriever:
     out: Path | None = None  # where to write a newly built index (default: the cache)
     name: str = ""
     label: str = ""
+    # the encoders this retriever shares (the engine passes its own; alone it loads its own)
+    encoders: Encoders = field(default_factory=Encoders, repr=False)
     # Class attributes set by each subclass. ClassVar, not a field: an annotated default would become a
     # dataclass field whose base default (SparseIndex) silently wins over the subclass's plain attribute.
     packaged: ClassVar = SPLADE
@@ -121,10 +123,10 @@ class SpladeRetriever(_IndexedRetriever):
     index_cls = SparseIndex
 
     def encode_passages(self, texts: list[str]):
-        return encoders.splade_documents(texts, self.model_dir, f"SPLADE index {self.domain.name}")
+        return self.encoders.splade_documents(texts, self.model_dir, f"SPLADE index {self.domain.name}")
 
     def encode_query(self, query: str):
-        return encoders.splade_queries([query], self.model_dir)  # (1, vocab)
+        return self.encoders.splade_queries([query], self.model_dir)  # (1, vocab)
 
 
 @dataclass
@@ -138,17 +140,17 @@ class DenseRetriever(_IndexedRetriever):
     query_prefix: str = ""  # an adapted encoder's instruction (from its card)
 
     def encode_passages(self, texts: list[str]):
-        return encoders.minilm_embed(texts, self.model_dir, progress=True)  # (n, 384)
+        return self.encoders.minilm_embed(texts, self.model_dir, progress=True)  # (n, 384)
 
     def encode_query(self, query: str):
-        return encoders.minilm_embed([self.query_prefix + query], self.model_dir)[0]  # (384,)
+        return self.encoders.minilm_embed([self.query_prefix + query], self.model_dir)[0]  # (384,)
 
 
-def adapted_dense(source: str | None) -> Callable[[Domain], DenseRetriever]:
+def adapted_dense(source: str | None) -> Callable[..., DenseRetriever]:
     """The dense retriever with the encoder fine-tuned on `source` (a domain, or 'a+b' for a multi-task
     run; None: the domain being searched). Its passage index is built once into the cache."""
 
-    def make(domain: Domain) -> DenseRetriever:
+    def make(domain: Domain, encoders: Encoders | None = None) -> DenseRetriever:
         from mdrag.retrieval.adapted import find_adapted, instruction_for, load_card
 
         folder = find_adapted(source or domain.name)
@@ -157,7 +159,8 @@ def adapted_dense(source: str | None) -> Callable[[Domain], DenseRetriever]:
         if prefix is None:  # searched domain outside the training set (forgetting check): same template
             prefix = instruction_for(domain.name, card["settings"]["instruction"])
         return DenseRetriever(domain, model_dir=folder, name=f"dense-ft:{source or domain.name}",
-                              label=f"dense MiniLM fine-tuned on {source or domain.name}", query_prefix=prefix)
+                              label=f"dense MiniLM fine-tuned on {source or domain.name}", query_prefix=prefix,
+                              encoders=encoders or Encoders())
 
     return make
 
@@ -176,6 +179,7 @@ class BM25Retriever:
     domain: Domain
     name: str = "bm25"
     label: str = "BM25 (bm25s)"
+    encoders: Encoders | None = field(default=None, repr=False)  # unused (no neural encoder); entries built alike
 
     def __post_init__(self) -> None:
         import bm25s
@@ -192,7 +196,8 @@ class BM25Retriever:
         return top_k(np.asarray(scores, dtype=np.float32), k)
 
 
-RETRIEVERS: dict[str, Callable[[Domain], Retriever]] = {
+# each entry: (domain, encoders=...) -> a retriever
+RETRIEVERS: dict[str, Callable[..., Retriever]] = {
     "splade": SpladeRetriever,
     "dense": DenseRetriever,
     "bm25": BM25Retriever,
@@ -227,8 +232,9 @@ def check_retriever_available(name: str, domain: str) -> None:
         load_card(find_adapted(name.removeprefix(ADAPTED_PREFIX) if name != "dense-ft" else domain))
 
 
-def make_retriever(name: str, domain: Domain) -> Retriever:
-    """A new retriever over `domain` (its index loaded or built; the engine keeps one per name and corpus)."""
+def make_retriever(name: str, domain: Domain, encoders: Encoders | None = None) -> Retriever:
+    """A new retriever over `domain` (its index loaded or built; the engine keeps one per name and corpus),
+    encoding with `encoders` (the engine's; None: its own)."""
     check_retriever_name(name)
     make = adapted_dense(name.removeprefix(ADAPTED_PREFIX)) if name.startswith(ADAPTED_PREFIX) else RETRIEVERS[name]
-    return make(domain)
+    return make(domain, encoders=encoders or Encoders())
