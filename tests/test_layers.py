@@ -69,3 +69,19 @@ def test_imports_point_down_the_layers(path):
 def test_the_leaf_modules_import_nothing_of_mdrag():
     for leaf in ("mdrag/evaluation/answer_metrics.py", "mdrag/evaluation/stats.py"):
         assert imports(ROOT / leaf) == set(), leaf
+
+
+# Module-level memoisation allowed: pure functions of their arguments, holding no model or data a session could
+# share unseen (engine.py: what sessions share is exactly what one Engine holds).
+PURE_MEMOS = {"mdrag.evaluation.answer_metrics._rouge", "mdrag.hashing._sha256"}
+
+
+def test_no_module_caches_a_model_outside_the_engine():
+    memoised = set()
+    for path in SOURCES:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                names = {ast.unparse(d).split("(")[0].split(".")[-1] for d in node.decorator_list}
+                if names & {"cache", "lru_cache", "cached_property"} and "cached_property" not in names:
+                    memoised.add(f"{module_name(path)}.{node.name}")
+    assert memoised <= PURE_MEMOS, f"module caches outside the engine: {sorted(memoised - PURE_MEMOS)}"
