@@ -25,10 +25,16 @@ from dataclasses import dataclass
 
 from tqdm import tqdm
 
+from mdrag.config import LIMITS
 from mdrag.data.schema import Query
 from mdrag.engine import Engine
+from mdrag.errors import InvalidQueryError
+from mdrag.evaluation.store import case_setting, parse_case_setting
+from mdrag.pipeline import register_case_setting
 from mdrag.registry import Registry
 from mdrag.trace import RagTrace, RetrievedPassage
+
+CASE_K = LIMITS.rerank_k  # passages per prompt of a probe's case settings (the probe CLI's default --k)
 
 # (gold, distractors in rerank order, condition, question) -> the prompt's passages in order, or None where the
 # condition cannot be built for this question (an attack that swaps an answer the gold passage does not hold)
@@ -48,8 +54,36 @@ class Probe:
 
 
 PROBES: Registry[Probe] = Registry("probe")
-register_probe = PROBES.register
 get_probe = PROBES.find
+
+
+def register_probe(probe: Probe) -> Probe:
+    """A probe, and each of its conditions (for the default k) as a case setting of the pipeline: a stored probe
+    row reopens in Ask, and every view filters on it, like the paper's settings."""
+    PROBES.register(probe)
+    for condition in probe.conditions(CASE_K):
+        register_case_setting(case_setting(probe.name, condition), f"{probe.name}: {condition}", probe_case)
+    return probe
+
+
+def probe_case(pipe, retrieval, setting: str) -> list[RetrievedPassage]:
+    """The passages of a probe's condition for the retrieved question, built exactly as the probe built them (the
+    same ranking, the same seeded edits, k = CASE_K passages whatever top-k the caller asks): the case setting's
+    builder (mdrag.pipeline.CASE_SETTINGS)."""
+    name, condition = parse_case_setting(setting)
+    probe, query = get_probe(name), retrieval.query
+    if query is None or not query.answers or not query.gold_ids:
+        raise InvalidQueryError(f"The {setting} case needs a benchmark question with a gold answer and gold "
+                                "passages; pick a test question of the domain.")
+    material = probe_material(pipe, query, retrieval.ranked, CASE_K)
+    if material is None:
+        raise InvalidQueryError(f"The {setting} case needs {CASE_K - 1} non-gold passages in this question's "
+                                "ranking.")
+    passages = probe.arrange(*material, condition, query)
+    if passages is None:
+        raise InvalidQueryError(f"The {setting} case cannot be built for this question (its gold passage does not "
+                                "hold the gold answer, so there is nothing to swap).")
+    return passages
 
 
 def gold_at(gold: RetrievedPassage, distractors: list[RetrievedPassage], condition: str,
@@ -208,7 +242,7 @@ def probe_question(pipe, query: Query, variants: list[str], probe: Probe, k: int
         passages = probe.arrange(gold, distractors, condition, query)
         if passages is None:  # the condition cannot be built for this question
             continue
-        trace = pipe.trace_for_passages(query.text, query, passages, f"probe:{probe.name}={condition}")
+        trace = pipe.trace_for_passages(query.text, query, passages, case_setting(probe.name, condition))
         prompt_hash = hashlib.sha256(trace.prompt.encode()).hexdigest()[:16]
         todo = [v for v in variants if done is None or not done(condition, v, prompt_hash)]
         if not todo:

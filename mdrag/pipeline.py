@@ -32,8 +32,33 @@ if TYPE_CHECKING:
 from mdrag.trace import RagTrace, RetrievedPassage, VariantAnswer
 from mdrag.validation import clean_query
 
-SETTINGS = ("retrieved", "oracle", "noisy")
+SETTINGS = ("retrieved", "oracle", "noisy")  # the paper's settings
 Progress = Callable[[float, str], None]
+# Case settings: named prompt arrangements built from a question's retrieval by a layer above (analysis/probes.py
+# registers every probe condition, e.g. "probe:attack=contradiction"), so a stored probe case reopens in Ask like
+# any setting. (pipeline, retrieval, setting name) -> the prompt's passages in order.
+CaseBuilder = Callable[["RagPipeline", "Retrieval", str], "list[RetrievedPassage]"]
+CASE_SETTINGS: dict[str, tuple[str, CaseBuilder]] = {}  # name -> (label, builder)
+
+
+def register_case_setting(name: str, label: str, build: CaseBuilder) -> None:
+    CASE_SETTINGS[name] = (label, build)
+
+
+def setting_names() -> list[str]:
+    """The paper's settings, then every registered case setting."""
+    return [*SETTINGS, *CASE_SETTINGS]
+
+
+def setting_choices() -> list[tuple[str, str]]:
+    """(label, name) of every setting, for selectors."""
+    return [(s, s) for s in SETTINGS] + [(label, name) for name, (label, _) in CASE_SETTINGS.items()]
+
+
+def check_setting(setting: str) -> str:
+    if setting not in SETTINGS and setting not in CASE_SETTINGS:
+        raise UnknownNameError(f"Unknown setting '{setting}'. Known: {', '.join(setting_names())}")
+    return setting
 
 
 @dataclass
@@ -149,11 +174,15 @@ class RagPipeline:
         return chosen
 
     def trace(self, retrieval: Retrieval, setting: str, seed: int = 0, n_distractors: int = 4) -> RagTrace:
-        """Step 2: the passages of `setting` and the exact prompt with its span map; no answers yet."""
-        if setting not in SETTINGS:
-            raise UnknownNameError(f"Unknown setting '{setting}'. Known: {', '.join(SETTINGS)}")
-        passages = self.select(setting, [copy.copy(p) for p in retrieval.ranked], retrieval.query, seed,
-                               n_distractors)
+        """Step 2: the passages of `setting` (a paper setting or a registered case) and the exact prompt with its
+        span map; no answers yet."""
+        if check_setting(setting) in CASE_SETTINGS:
+            passages = CASE_SETTINGS[setting][1](self, retrieval, setting)
+            for rank, p in enumerate(passages, 1):
+                p.rank = rank
+        else:
+            passages = self.select(setting, [copy.copy(p) for p in retrieval.ranked], retrieval.query, seed,
+                                   n_distractors)
         return self.trace_for_passages(retrieval.text, retrieval.query, passages, setting, seed, retrieval.timings)
 
     def trace_for_passages(self, text: str, bench_query: Query | None, passages: list[RetrievedPassage],
@@ -263,8 +292,7 @@ class RagPipeline:
         variants = variants or ["vanilla"]
         for v in variants:
             get_variant(v)
-        if setting not in SETTINGS:
-            raise UnknownNameError(f"Unknown setting '{setting}'. Known: {', '.join(SETTINGS)}")
+        check_setting(setting)
         progress(0.05, "retrieving")
         retrieval = self.retrieve(query, query_id)
         progress(0.3, "building prompt")

@@ -120,3 +120,72 @@ def test_the_suite_runs_on_every_variant_is_stored_and_reported(attack_domain, t
 
     assert len(dashboard.attacks(store)) == len(table)  # the Dashboards table is the report's
     assert store.probe_frame("position").empty  # the attack rows never enter the position probe's tables
+
+
+def test_a_stored_attack_case_is_a_setting_every_view_filters_on_and_reopens_in_ask(attack_domain, tiny_engine,
+                                                                                    tmp_path):
+    """Probe rows read as answers of settings probe:attack=<attack>: left out of the paper's views unless chosen,
+    chosen in the Dashboards and the Failures filter, and one click reopens the case in Ask with the very prompt
+    that was stored (its forged passages rebuilt, the same seeded edits)."""
+    import hashlib
+
+    from analysis.probes import CASE_K
+    from mdrag.evaluation import dashboard
+    from mdrag.evaluation.store import case_setting
+    from ui.ask import AskTab
+    from ui.common import Server, offered_stores
+    from ui.dashboards import DashboardsTab
+    from ui.failures import FailuresTab
+
+    path = tmp_path / "cases.sqlite"
+    run_probe("attack", ["attacktiny"], ["vanilla"], ResultsStore(path), tiny_engine, limit=1, k=CASE_K,
+              attention=False, show_progress=False, retriever="bm25", reranker="none")
+    store = ResultsStore(path, read_only=True)
+    stored = store.probe_frame("attack")
+    contra = case_setting("attack", "contradiction")
+    df = dashboard.load_results(store)
+    assert set(df["setting"]) == {case_setting("attack", c) for c in stored["condition"]} and contra in set(df.setting)
+    assert dashboard.filtered(df).empty  # the paper's settings only, unless a case is chosen
+    picked = dashboard.filtered(df, settings=[contra])
+    assert len(picked) == 1 and picked.iloc[0]["retriever"] == "bm25>none"
+    assert picked.iloc[0]["answer"] == stored[stored.condition == "contradiction"].iloc[0]["answer"]
+    assert ("attack: contradiction", contra) in dashboard.setting_choices(df)
+
+    # a fooled answer is a failure kind of its own; an unfooled one is not
+    fooled = df.assign(m_swapped=(df["setting"] == contra).astype(float))
+    cases = dashboard.failure_cases(fooled)
+    assert list(cases[cases.kind == "fooled by an attack"]["setting"]) == [contra]
+
+    tabs = DashboardsTab(Server(tiny_engine, offered_stores([path])))
+    failures = FailuresTab(tabs)
+    assert (contra in [v for _, v in tabs.settings_in(str(path))])
+    shown = failures.failures(str(path), [], None, [contra])
+    assert set(shown["setting"]) <= {contra}
+    assert failures.failures(str(path), [], None, []).empty  # no paper-setting rows in this store
+
+    # reopened in Ask: the stored prompt, exactly
+    row = stored[stored.condition == "contradiction"].iloc[0]
+
+    class Select:
+        index = (0, 0)
+
+    domain, question, qid, setting, chosen, _ = FailuresTab.load_case(pd_frame_of(row, contra), Select())
+    assert setting == contra and qid == row["query_id"]
+    steps = list(AskTab(tabs.server).ask(question, domain, qid, setting, "bm25", "none", 3, chosen, False, False,
+                                         progress=lambda *a, **k: None))
+    trace = steps[-1][3]
+    assert [p.id for p in trace.passages] == [p["id"] for p in row["passages"]]  # top-k 3 asked: the case keeps k
+    assert hashlib.sha256(trace.prompt.encode()).hexdigest()[:16] == row["prompt_hash"]
+    assert "#forged" in steps[0][1] and trace.setting == contra
+    assert trace.answers["vanilla"].text == row["answer"]
+    # a question the case cannot be built for is a clear message, not a traceback
+    steps = list(AskTab(tabs.server).ask("what colour is the sky on mars", "attacktiny", None, contra, "bm25",
+                                         "none", 3, ["vanilla"], False, False, progress=lambda *a, **k: None))
+    assert "mdrag-error" in steps[0][0] and "benchmark question" in steps[0][0]
+
+
+def pd_frame_of(row, setting):
+    import pandas as pd
+
+    return pd.DataFrame([{"kind": "fooled by an attack", "domain": row["domain"], "query_id": row["query_id"],
+                          "setting": setting, "variants": row["variant"], "question": row["question"], "detail": ""}])

@@ -9,10 +9,11 @@ from collections.abc import Iterator
 
 import gradio as gr
 
+import analysis.probes  # noqa: F401  (registers every probe condition as a case setting: probe:attack=...)
 from mdrag.data.domains import DOMAINS
 from mdrag.errors import MdragError
 from mdrag.generation.variants import VARIANTS, available_variants
-from mdrag.pipeline import SETTINGS, TokenEvent
+from mdrag.pipeline import TokenEvent, setting_choices, setting_names
 from mdrag.retrieval.rerank import RERANKERS
 from mdrag.retrieval.retrievers import retriever_names
 from mdrag.trace import RagTrace
@@ -128,7 +129,9 @@ class AskTab:
             self.pick = gr.Dropdown([], label="…or pick a test question (gold answer shown)", scale=4)
             self.gold_info = gr.Markdown()
         with gr.Row():
-            self.setting = gr.Radio(list(SETTINGS), value="retrieved", label="Setting")
+            self.setting = gr.Dropdown(setting_choices(), value="retrieved", label="Setting", elem_id="setting",
+                                       info="the paper's three, then each probe case (attacks: a test question's "
+                                            "prompt edited as the adversarial suite edits it)")
             self.retriever = gr.Dropdown(retriever_names(), value="splade", label="First stage")
             self.reranker = gr.Dropdown(list(RERANKERS), value="minilm", label="Reranker")
             self.top_k = gr.Slider(1, 10, value=self.engine.settings.top_k, step=1, label="top-k to the generator")
@@ -239,7 +242,7 @@ class AskTab:
         """?domain=..&qid=..|q=..&setting=..&variants=.. reproduces a case."""
         params = dict(request.query_params) if request else {}
         domain = params.get("domain") if params.get("domain") in DOMAINS else "nq_open"
-        setting = params.get("setting") if params.get("setting") in SETTINGS else "retrieved"
+        setting = params.get("setting") if params.get("setting") in setting_names() else "retrieved"
         chosen = [v for v in params.get("variants", "vanilla,qk_att").split(",") if v in VARIANTS] or ["vanilla"]
         qid = params.get("qid")
         text = params.get("q", DEFAULT_QUESTION)

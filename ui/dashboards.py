@@ -32,7 +32,8 @@ class DashboardsTab:
         with gr.Row():
             self.domains = gr.CheckboxGroup(list(DOMAINS), label="domains (none = all)")
             self.variants = gr.CheckboxGroup(list(VARIANTS), label="variants (none = all)")
-            self.settings = gr.CheckboxGroup(list(SETTINGS), label="settings (none = all)")
+            self.settings = gr.CheckboxGroup(self.settings_in(offered[0]), elem_id="dashboard-settings",
+                                             label="settings (none = the paper's three; probe cases when chosen)")
             self.retrievers = gr.CheckboxGroup(self.retrievers_in(offered[0]),
                                                label="retrievers (none = the main one, splade>minilm)")
         self.button = gr.Button("Show", variant="primary", elem_id="dashboard-button")
@@ -82,7 +83,7 @@ class DashboardsTab:
                         probe_dependence, probe_summary, grounding, grounding_valid]
         self.button.click(self.dashboards, [self.store, self.domains, self.variants, self.settings, self.retrievers,
                                             self.metric, self.by, self.judge], self.outputs)
-        self.store.change(self.store_changed, self.store, [self.judge, self.retrievers])
+        self.store.change(self.store_changed, self.store, [self.judge, self.retrievers, self.settings])
 
     # ---------------------------------------------------------------------------------------- handlers
     def open(self, label: str) -> ResultsStore:
@@ -103,6 +104,16 @@ class DashboardsTab:
             return dashboard.judge_choices(self.open(label))
         except (MdragError, gr.Error):
             return []
+
+    def default_label(self) -> str:
+        return next(iter(self.server.stores))
+
+    def settings_in(self, label: str) -> list[tuple[str, str]]:
+        """(label, setting) of the settings an offered store holds: the paper's, then its probe cases."""
+        try:
+            return dashboard.setting_choices(dashboard.load_results(self.open(label)))
+        except (MdragError, gr.Error):
+            return [(s, s) for s in SETTINGS]
 
     def retrievers_in(self, label: str) -> list[str]:
         """Retrievers present in an offered store (none if it cannot be read yet)."""
@@ -143,7 +154,8 @@ class DashboardsTab:
                 *(t.round(3) for t in dashboard.groundedness(store, domains, variants, settings)))
 
     def store_changed(self, label: str):
-        """A newly picked store: its judges and retrievers as the selectors' choices."""
+        """A newly picked store: its judges, retrievers and settings as the selectors' choices."""
         judges = self.judges_in(label)
         return (gr.Dropdown(choices=judges, value=judges[0][1] if judges else None),
-                gr.CheckboxGroup(choices=self.retrievers_in(label), value=[]))
+                gr.CheckboxGroup(choices=self.retrievers_in(label), value=[]),
+                gr.CheckboxGroup(choices=self.settings_in(label), value=[]))

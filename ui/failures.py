@@ -18,13 +18,22 @@ class FailuresTab:
     def layout(self) -> None:
         self.kinds = gr.CheckboxGroup(list(dashboard.FAILURE_KINDS), label="kinds (none = all)",
                                       info="; ".join(f"{k}: {v}" for k, v in dashboard.FAILURE_KINDS.items()))
+        self.settings = gr.CheckboxGroup(self.dashboards.settings_in(self.dashboards.default_label()),
+                                         label="settings (none = the paper's: retrieved, oracle, noisy)",
+                                         info="attack and position-probe cases are settings too",
+                                         elem_id="failures-settings")
         self.button = gr.Button("Find cases", variant="primary", elem_id="failures-button")
-        self.table = gr.Dataframe(label="click a row to load it into Ask", interactive=False,
-                                  elem_id="failures-table")
-        self.button.click(self.failures, [self.dashboards.store, self.kinds, self.dashboards.judge], self.table)
+        self.table = gr.Dataframe(label="click a row to load it into Ask (attack cases with their passages)",
+                                  interactive=False, elem_id="failures-table")
+        self.button.click(self.failures, [self.dashboards.store, self.kinds, self.dashboards.judge, self.settings],
+                          self.table)
+        self.dashboards.store.change(lambda label: gr.CheckboxGroup(choices=self.dashboards.settings_in(label),
+                                                                    value=[]), self.dashboards.store, self.settings)
 
-    def failures(self, label: str, kinds: list[str], judge: str | None = None) -> pd.DataFrame:
-        cases = dashboard.failure_cases(self.dashboards.frame(label, judge))
+    def failures(self, label: str, kinds: list[str], judge: str | None = None,
+                 settings: list[str] | None = None) -> pd.DataFrame:
+        df = self.dashboards.frame(label, judge)
+        cases = dashboard.failure_cases(df[dashboard.setting_mask(df, settings)])
         if kinds:
             cases = cases[cases["kind"].isin(kinds)]
         return cases.reset_index(drop=True)

@@ -12,7 +12,8 @@ import plotly.graph_objects as go
 from mdrag.config import ASSETS_DIR
 from mdrag.evaluation.report import judge_agreement, main_retriever, retriever_vs_adapter
 from mdrag.evaluation.stats import bootstrap_ci
-from mdrag.evaluation.store import ResultsStore, StoreError
+from mdrag.evaluation.store import ResultsStore, StoreError, is_case_setting, parse_case_setting
+from mdrag.pipeline import SETTINGS
 
 SHIPPED_STORE = ASSETS_DIR / "results" / "results.sqlite"
 METRICS = {"LLMEval": "judge_score", "LLMEval-3": "judge3_score", "Match": "m_match", "Recall": "m_recall",
@@ -32,12 +33,21 @@ def open_store(path: str | Path | ResultsStore | None = None) -> ResultsStore:
 
 def load_results(path: str | Path | ResultsStore | None = None, judge: str | None = None) -> pd.DataFrame:
     """The store's rows as a frame (shipped store by default) with one judge's verdicts (default, or a judge
-    this store has no verdicts from: the best present, by agreement with Match). A missing file is a clear
-    error."""
+    this store has no verdicts from: the best present, by agreement with Match), probe rows included as answers
+    of their case settings (probe:<probe>=<condition>; `filtered` leaves them out unless chosen). A missing file
+    is a clear error."""
     store = open_store(path)
     if judge and judge not in {j["judge"] for j in store.judges()}:
         judge = None
-    return store.frame(judge or None)
+    return store.frame(judge or None, cases=True)
+
+
+def setting_choices(df: pd.DataFrame) -> list[tuple[str, str]]:
+    """(label, setting) of the settings in a frame: the paper's first, then each probe case ("attack: injection")."""
+    present = set(df["setting"].dropna()) if "setting" in df else set()
+    paper = [(s, s) for s in SETTINGS if s in present]
+    cases = sorted(s for s in present if is_case_setting(s))
+    return paper + [(": ".join(parse_case_setting(s)), s) for s in cases]
 
 
 def judge_choices(path: str | Path | ResultsStore | None = None) -> list[tuple[str, str]]:
@@ -59,12 +69,22 @@ def validity_tables(path: str | Path | ResultsStore | None, df: pd.DataFrame) ->
     return validity(open_store(path), df)
 
 
+def setting_mask(df: pd.DataFrame, settings: list[str] | None = None) -> pd.Series:
+    """Rows of the chosen settings; none chosen: the paper's settings (probe cases only when asked for)."""
+    if "setting" not in df:
+        return pd.Series(True, index=df.index)
+    if settings:
+        return df["setting"].isin(settings)
+    return ~df["setting"].map(is_case_setting).astype(bool)
+
+
 def filtered(df: pd.DataFrame, domains: list[str] | None = None, variants: list[str] | None = None,
              settings: list[str] | None = None, retrievers: list[str] | None = None) -> pd.DataFrame:
-    """Rows of the chosen domains, variants, settings and retrievers (none chosen: all; for retrievers the
-    main one, so that means never mix retrievers unasked). Oracle rows serve every retriever."""
-    mask = pd.Series(True, index=df.index)
-    for col, chosen in (("domain", domains), ("variant", variants), ("setting", settings)):
+    """Rows of the chosen domains, variants, settings and retrievers (none chosen: all; for settings the paper's
+    (probe cases only when chosen), for retrievers the main one, so that means never mix settings or retrievers
+    unasked). Oracle rows serve every retriever."""
+    mask = setting_mask(df, settings)
+    for col, chosen in (("domain", domains), ("variant", variants)):
         if chosen:
             mask &= df[col].isin(chosen)
     if "retriever" in df and (retrievers or df["retriever"].nunique() > 1):
@@ -201,6 +221,8 @@ FAILURE_KINDS = {
     "judge vs Match": "the judge says yes while Match says no, or the reverse",
     "gold retrieved, ignored": "a gold passage is in the prompt but the answer misses (Match 0)",
     "gold missing from top-k": "no gold passage among the passages given to the generator",
+    "fooled by an attack": "an attack case (probe:attack=...) where the answer obeys the injection or gives the "
+                           "forged answer",
 }
 
 
@@ -219,6 +241,10 @@ def failure_cases(df: pd.DataFrame) -> pd.DataFrame:
         if setting == "retrieved" and not has_gold:
             rows.append({**base, "kind": "gold missing from top-k", "detail": f"{len(first['passages'])} passages"})
         for _, r in g.iterrows():
+            fooled = [m for m in ("injected", "swapped") if r.get(f"m_{m}") == 1]
+            if fooled:
+                rows.append({**base, "variants": r["variant"], "kind": "fooled by an attack",
+                             "detail": f"{r['variant']} {' and '.join(fooled)}: {str(r['answer'])[:80]}"})
             if has_gold and r["m_match"] == 0 and r["answer_type"] != "long":
                 rows.append({**base, "variants": r["variant"], "kind": "gold retrieved, ignored",
                              "detail": f"{r['variant']}: {str(r['answer'])[:80]}"})

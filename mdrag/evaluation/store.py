@@ -32,6 +32,7 @@ from typing import Any
 from mdrag.errors import MdragError
 
 SCHEMA_VERSION = "4"
+CASE_PREFIX = "probe:"  # probe rows read as answers get the setting probe:<probe>=<condition>
 DEFAULT_RETRIEVAL = "splade>minilm"  # the paper's pipeline: SPLADE first stage, then a reranker
 COLUMNS = ["key", "run_id", "domain", "cluster", "query_id", "variant", "setting", "retriever", "answer_type",
            "prompt_hash", "question", "gold", "passages", "answer", "answer_id", "n_tokens", "seconds", "metrics",
@@ -104,6 +105,20 @@ def answer_id(question: str, gold: list[str] | None, answer: str) -> str:
 def verdict_key(answer: str, judge: str, prompt_version: str, levels: int) -> str:
     """`answer`: an answer_id; `judge`: the judge's fingerprint."""
     return row_key(answer=answer, judge=judge, prompt=prompt_version, levels=int(levels))
+
+
+def case_setting(probe: str, condition: str) -> str:
+    """The setting name of a probe's condition (its rows' setting when read as answers; a case setting in Ask)."""
+    return f"{CASE_PREFIX}{probe}={condition}"
+
+
+def parse_case_setting(setting: str) -> tuple[str, str]:
+    probe, _, condition = setting.removeprefix(CASE_PREFIX).partition("=")
+    return probe, condition
+
+
+def is_case_setting(setting: str) -> bool:
+    return str(setting).startswith(CASE_PREFIX)
 
 
 def answer_key(*, domain: str, query: str, setting: str, prompt: str, variant: str, adapter: str,
@@ -529,13 +544,44 @@ class ResultsStore:
         retrieval = pd.json_normalize(df["retrieval"].tolist()).add_prefix("r_") if len(df) else pd.DataFrame()
         return pd.concat([df.reset_index(drop=True), metrics, retrieval], axis=1)
 
-    def frame(self, judge: str | None = None):
+    def case_frame(self):
+        """Probe rows read as answers: setting `probe:<probe>=<condition>` (a case setting, so every answer view and
+        filter works on them and Ask reopens one), retriever from the probe run's config, the domain's cluster
+        from its answer rows. Empty when the store has no probe rows."""
+        import pandas as pd
+
+        df = self.probe_frame()
+        if df.empty:
+            return pd.DataFrame(columns=COLUMNS)
+        runs = {r: json.loads(c) for r, _, c in self.db.execute("SELECT run_id, created, config FROM runs")}
+
+        def retrieval_of(run_id: str) -> str:
+            config = runs.get(run_id, {})
+            return f"{config.get('retriever', 'splade')}>{config.get('reranker', 'minilm')}"
+
+        df["setting"] = [case_setting(p, c) for p, c in zip(df["probe"], df["condition"], strict=True)]
+        df["retriever"] = df["run_id"].map(retrieval_of)
+        df["cluster"] = df["domain"].map(dict(self.db.execute("SELECT domain, MAX(cluster) FROM results "
+                                                              "GROUP BY domain").fetchall()))
+        return df
+
+    def frame(self, judge: str | None = None, cases: bool = False):
         """Answer rows with one judge's verdicts as `judge_score` (2 levels), `judge3_score` (3 levels),
         `judge_mass`, `judge_low_mass`, `judge_error` and `judge` (its name). `judge`: a judge id (fingerprint)
-        or name; None: the best judge present (evaluation.verdicts.best_judge)."""
-        from mdrag.evaluation.verdicts import attach_verdicts
+        or name; None: the best judge present (evaluation.verdicts.best_judge). `cases`: the probe rows too, as
+        answers of their case settings (`case_frame`)."""
+        import pandas as pd
 
-        return attach_verdicts(self.answers_frame(), self.verdict_frame(), judge)
+        from mdrag.evaluation.verdicts import attach_verdicts, best_judge
+
+        answers, verdicts = self.answers_frame(), self.verdict_frame()
+        if cases:
+            found = self.case_frame()
+            if len(found):
+                # the best judge is chosen on the generated answers alone, with or without the probe rows
+                judge = judge or best_judge(answers, verdicts)
+                answers = pd.concat([answers, found], ignore_index=True)
+        return attach_verdicts(answers, verdicts, judge)
 
     def merge_from(self, other: ResultsStore) -> dict[str, int]:
         """Copy another store's runs, answers, verdicts and the rows keyed beside them (probes, canaries,
