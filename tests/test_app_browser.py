@@ -155,6 +155,8 @@ def test_every_screen_end_to_end(server, chromium, shots):
     page.screenshot(path=str(shots / "dashboards.png"))
 
     _tab(page, "Failures")
+    # an attack case of the shipped adversarial suite: a setting of its own, reopened with its forged passage
+    page.locator("#failures-settings").get_by_label("attack: contradiction", exact=True).check()
     page.click("#failures-button")
     # Gradio 6 renders data rows as role=gridcell divs (data-testid cell-ROW-COL); column 2 is query_id.
     first_cell = page.locator('#failures-table [data-testid="cell-0-2"]')
@@ -168,6 +170,10 @@ def test_every_screen_end_to_end(server, chromium, shots):
     assert page.get_by_role("tab", name="Ask").get_attribute("aria-selected") == "true"
     page.wait_for_function("() => document.querySelectorAll('#answers .mdrag-answer').length > 0 && "
                            "!document.querySelector('#answers .pending')", timeout=TIMEOUT)
+    passages = page.locator("#passages").inner_text()
+    assert "setting: probe:attack=contradiction" in passages and "#forged" in passages
+    assert "setting=probe%3Aattack%3Dcontradiction" in page.locator("#case-link textarea, #case-link input").first \
+        .input_value()
     assert dialogs == []
     page.close()
 

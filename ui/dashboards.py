@@ -135,7 +135,7 @@ class DashboardsTab:
         if df.empty:
             raise gr.Error("No rows match these filters.")
         judge_name = ", ".join(sorted(set(df["judge"].dropna())))
-        valid = dashboard.validity_tables(store, whole)
+        valid = dashboard.validity_tables(store, whole[dashboard.setting_mask(whole)])  # as the report: paper settings
         bars = dashboard.metric_bars(df, metric, by, judge_name, weak_domains(valid["against_match"]))
         by_setting = dashboard.metric_bars(df, metric, "setting", judge_name)
         robust = dashboard.noise_robustness(df, metric).round(3)
