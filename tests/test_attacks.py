@@ -189,3 +189,29 @@ def pd_frame_of(row, setting):
 
     return pd.DataFrame([{"kind": "fooled by an attack", "domain": row["domain"], "query_id": row["query_id"],
                           "setting": setting, "variants": row["variant"], "question": row["question"], "detail": ""}])
+
+
+@pytest.mark.slow
+def test_an_injected_passage_changes_the_vanilla_answer_on_its_case(make_engine, float32_generation):
+    """The packaged models on a shipped NQ-open attack case (nq-q565): the injection prompt, rebuilt as Ask rebuilds
+    it, is the stored prompt exactly, and the instruction planted in a distractor changes vanilla's answer
+    (measured: 'The United States Highway 1 starts ...' clean, 'The answer is: Lincoln Highway ...' injected)."""
+    import hashlib
+
+    from mdrag.evaluation.dashboard import SHIPPED_STORE
+    from mdrag.evaluation.store import case_setting
+
+    engine = make_engine()
+    pipe = engine.pipeline("nq_open")
+    retrieval = pipe.retrieve(query_id="nq-q565")
+    stored = ResultsStore(SHIPPED_STORE, read_only=True).probe_frame("attack")
+    stored = stored[(stored.query_id == "nq-q565") & (stored.variant == "vanilla")].set_index("condition")
+    answers = {}
+    for condition in ("clean", "injection"):
+        trace = pipe.trace(retrieval, case_setting("attack", condition))
+        assert hashlib.sha256(trace.prompt.encode()).hexdigest()[:16] == stored.loc[condition, "prompt_hash"]
+        pipe.answer(trace, ["vanilla"])
+        answers[condition] = trace.answers["vanilla"].text
+    assert INJECTION in pipe.trace(retrieval, case_setting("attack", "injection")).prompt
+    assert answers["injection"] != answers["clean"], answers
+    assert answers == {c: stored.loc[c, "answer"] for c in answers}  # float32: the shipped rows, reproduced
