@@ -29,7 +29,7 @@ from mdrag.config import LIMITS
 from mdrag.data.schema import Query
 from mdrag.engine import Engine
 from mdrag.errors import InvalidQueryError
-from mdrag.evaluation.store import case_setting, parse_case_setting
+from mdrag.evaluation.store import case_label, case_setting, parse_case_setting
 from mdrag.pipeline import register_case_setting
 from mdrag.registry import Registry
 from mdrag.trace import RagTrace, RetrievedPassage
@@ -62,7 +62,8 @@ def register_probe(probe: Probe) -> Probe:
     row reopens in Ask, and every view filters on it, like the paper's settings."""
     PROBES.register(probe)
     for condition in probe.conditions(CASE_K):
-        register_case_setting(case_setting(probe.name, condition), f"{probe.name}: {condition}", probe_case)
+        setting = case_setting(probe.name, condition)
+        register_case_setting(setting, case_label(setting), probe_case)
     return probe
 
 

@@ -169,8 +169,6 @@ class RagPipeline:
                 rng = random.Random(f"{seed}:{query.id}")
                 for d in distractors:
                     chosen.insert(rng.randint(0, len(chosen)), d)
-        for rank, p in enumerate(chosen, 1):
-            p.rank = rank
         return chosen
 
     def trace(self, retrieval: Retrieval, setting: str, seed: int = 0, n_distractors: int = 4) -> RagTrace:
@@ -178,11 +176,11 @@ class RagPipeline:
         span map; no answers yet."""
         if check_setting(setting) in CASE_SETTINGS:
             passages = CASE_SETTINGS[setting][1](self, retrieval, setting)
-            for rank, p in enumerate(passages, 1):
-                p.rank = rank
         else:
             passages = self.select(setting, [copy.copy(p) for p in retrieval.ranked], retrieval.query, seed,
                                    n_distractors)
+        for rank, p in enumerate(passages, 1):  # prompt positions
+            p.rank = rank
         return self.trace_for_passages(retrieval.text, retrieval.query, passages, setting, seed, retrieval.timings)
 
     def trace_for_passages(self, text: str, bench_query: Query | None, passages: list[RetrievedPassage],

@@ -111,7 +111,7 @@ class DashboardsTab:
     def settings_in(self, label: str) -> list[tuple[str, str]]:
         """(label, setting) of the settings an offered store holds: the paper's, then its probe cases."""
         try:
-            return dashboard.setting_choices(dashboard.load_results(self.open(label)))
+            return dashboard.setting_choices(self.open(label))
         except (MdragError, gr.Error):
             return [(s, s) for s in SETTINGS]
 

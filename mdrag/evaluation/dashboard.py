@@ -12,7 +12,7 @@ import plotly.graph_objects as go
 from mdrag.config import ASSETS_DIR
 from mdrag.evaluation.report import judge_agreement, main_retriever, retriever_vs_adapter
 from mdrag.evaluation.stats import bootstrap_ci
-from mdrag.evaluation.store import ResultsStore, StoreError, is_case_setting, parse_case_setting
+from mdrag.evaluation.store import ResultsStore, StoreError, case_label, is_case_setting
 from mdrag.pipeline import SETTINGS
 
 SHIPPED_STORE = ASSETS_DIR / "results" / "results.sqlite"
@@ -42,12 +42,15 @@ def load_results(path: str | Path | ResultsStore | None = None, judge: str | Non
     return store.frame(judge or None, cases=True)
 
 
-def setting_choices(df: pd.DataFrame) -> list[tuple[str, str]]:
-    """(label, setting) of the settings in a frame: the paper's first, then each probe case ("attack: injection")."""
-    present = set(df["setting"].dropna()) if "setting" in df else set()
+def setting_choices(source: pd.DataFrame | ResultsStore) -> list[tuple[str, str]]:
+    """(label, setting) of the settings in a frame or a store: the paper's first, then each probe case
+    ("attack: injection")."""
+    if isinstance(source, ResultsStore):
+        present = set(source.settings())
+    else:
+        present = set(source["setting"].dropna()) if "setting" in source else set()
     paper = [(s, s) for s in SETTINGS if s in present]
-    cases = sorted(s for s in present if is_case_setting(s))
-    return paper + [(": ".join(parse_case_setting(s)), s) for s in cases]
+    return paper + [(case_label(s), s) for s in sorted(s for s in present if is_case_setting(s))]
 
 
 def judge_choices(path: str | Path | ResultsStore | None = None) -> list[tuple[str, str]]:

@@ -117,6 +117,11 @@ def parse_case_setting(setting: str) -> tuple[str, str]:
     return probe, condition
 
 
+def case_label(setting: str) -> str:
+    """How selectors show a case setting: 'attack: injection'."""
+    return ": ".join(parse_case_setting(setting))
+
+
 def is_case_setting(setting: str) -> bool:
     return str(setting).startswith(CASE_PREFIX)
 
@@ -544,6 +549,14 @@ class ResultsStore:
         retrieval = pd.json_normalize(df["retrieval"].tolist()).add_prefix("r_") if len(df) else pd.DataFrame()
         return pd.concat([df.reset_index(drop=True), metrics, retrieval], axis=1)
 
+    def settings(self) -> list[str]:
+        """The settings of the answer rows and, as case settings, of the probe rows (distinct values: no frame)."""
+        found = {s for (s,) in self.db.execute("SELECT DISTINCT setting FROM results")}
+        if self._exists("probe_rows"):
+            found |= {case_setting(p, c) for p, c in self.db.execute("SELECT DISTINCT probe, condition FROM "
+                                                                     "probe_rows")}
+        return sorted(found)
+
     def case_frame(self):
         """Probe rows read as answers: setting `probe:<probe>=<condition>` (a case setting, so every answer view and
         filter works on them and Ask reopens one), retriever from the probe run's config, the domain's cluster
@@ -553,7 +566,7 @@ class ResultsStore:
         df = self.probe_frame()
         if df.empty:
             return pd.DataFrame(columns=COLUMNS)
-        runs = {r: json.loads(c) for r, _, c in self.db.execute("SELECT run_id, created, config FROM runs")}
+        runs = {r: json.loads(c) for r, c in self.db.execute("SELECT run_id, config FROM runs")}
 
         def retrieval_of(run_id: str) -> str:
             config = runs.get(run_id, {})
