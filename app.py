@@ -62,7 +62,8 @@ def build_app(server: Server) -> gr.Blocks:
         attention.wire(trace_state, attention_state)
         attribution.wire(trace_state, attention_state)
         failures.table.select(failures.load_case, failures.table,
-                              [ask.domain, ask.question, ask.query_id, ask.setting, ask.variants, tabs]).then(
+                              [ask.domain, ask.question, ask.query_id, ask.setting, ask.variants, ask.retriever,
+                               ask.reranker, tabs]).then(
             ask.ask, ask.inputs, ask_outputs, **model)
         demo.load(ask.from_url, None, [ask.domain, ask.question, ask.query_id, ask.setting, ask.variants]).then(
             ask.test_questions, ask.domain, ask.pick)

@@ -383,9 +383,13 @@ def _cmd_ground(args) -> int:
     from tqdm import tqdm
 
     from mdrag.evaluation.groundedness import (
+        CHECK_VERSION,
+        DEV_SEED,
+        HELD_OUT_SEED,
         ground_store,
         grounded_answers,
         grounding_table,
+        stored_readings,
         validate_checker,
         validation_items,
         validation_table,
@@ -398,12 +402,15 @@ def _cmd_ground(args) -> int:
     store = ResultsStore(Path(args.store))
     checker = get_judge(args.checker, args.engine.settings.dtype)
     if args.validate:
-        items = validation_items(args.validate, domains=_domains(args.domains))
-        done = {(r.item, r.kind) for r in store.grounding_checks_frame().itertuples()
-                if r.checker == checker.fingerprint and r.p_yes is not None and r.p_yes == r.p_yes}  # resumable
+        items = [*validation_items(args.validate, DEV_SEED, _domains(args.domains)),
+                 *validation_items(args.validate, HELD_OUT_SEED, _domains(args.domains))]
+        done = {(r.item, r.kind) for r in store.grounding_checks_frame().itertuples()  # resumable
+                if r.checker == checker.fingerprint and r.version == CHECK_VERSION and r.p_yes == r.p_yes
+                and r.p_yes is not None}
         todo = [it for it in items if (it["item"], it["kind"]) not in done]
+        readings = stored_readings(store, checker.fingerprint)  # an earlier version's readings of the same prompt
         for at in tqdm(range(0, len(todo), 32), desc="validate checker", unit="batch"):
-            store.put_grounding_checks(validate_checker(checker, todo[at: at + 32], args.batch_size))
+            store.put_grounding_checks(validate_checker(checker, todo[at: at + 32], args.batch_size, readings))
         print(validation_table(store.grounding_checks_frame()).to_markdown(index=False, floatfmt=".2f"))
     if args.limit != 0:
         counts = ground_store(store, args.engine, checker, _domains(args.domains),
@@ -418,12 +425,14 @@ def _cmd_ground(args) -> int:
         print(table.to_markdown(index=False, floatfmt=".2f") if not table.empty else "no grounded answers yet")
     if args.agreement:
         from analysis.citations import citation_rows
-        from mdrag.evaluation.groundedness import citation_table
+        from mdrag.evaluation.groundedness import citation_table, current_citations
 
         made = citation_rows(store, args.engine, checker.fingerprint, args.agreement,
                              progress=lambda groups: tqdm(groups, desc="ablation vs citations", unit="prompt"))
         print(f"{len(made)} answers: passage ablation beside the checker's citations")
-        print(citation_table(store.citations_frame()).to_markdown(index=False, floatfmt=".2f"))
+        joined = grounded_answers(store.answers_frame(), store.grounding_frame(), checker.fingerprint)
+        print(citation_table(current_citations(store.citations_frame(), joined)).to_markdown(index=False,
+                                                                                             floatfmt=".2f"))
     return 0
 
 
@@ -666,7 +675,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--limit", type=int, help="questions per domain, in the seeded stratified order (0: none, "
                                              "e.g. with --validate alone)")
     s.add_argument("--validate", type=int, default=0, metavar="N",
-                   help="first validate the checker on N questions per domain (claims with a known answer)")
+                   help="first validate the checker on N questions per domain (claims with a known answer): a "
+                        "development set (seed 0) and a held-out set of other questions (seed 1)")
     s.add_argument("--agreement", type=int, default=0, metavar="N",
                    help="then compare the checker's citations with passage ablation on N stored prompts (1 + k "
                         "generator forwards per answer)")

@@ -42,7 +42,8 @@ class VariantAnswer:
     # The LLMEval judge's reading against the gold answer: {"judge": name, "score", "mass"} (after generation)
     verdict: dict[str, Any] | None = None
     # The groundedness checker's reading against the prompt's passages (evaluation/groundedness.ground_trace):
-    # {"checker", "weak", "claims": [{"claim", "support" (per passage), "cite"}], "metrics", "error"}
+    # {"checker", "weak", "claims": [{"claim", "support" (per passage), "missing" (facts each passage lacks), "cite"}],
+    #  "metrics", "error"}
     grounding: dict[str, Any] | None = None
 
 

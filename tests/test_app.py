@@ -233,6 +233,11 @@ def test_ask_marks_each_claim_and_cites_the_passage_that_supports_it(tiny_env, t
                                     {"claim": "<img src=y>", "support": [0.2, None], "cite": None}],
       "metrics": {"n_supported": 1, "n_claims": 2}, "error": None},
      ["&lt;script&gt;x&lt;/script&gt; <b>[Doc 1]</b>", "&lt;img src=y&gt;", "1 of 2 claims", "c&lt;b&gt;"]),
+    # the judge reads Doc 2 as supporting, but the claim's name is not in it: the fact check says why
+    ({"checker": "c", "claims": [{"claim": "It was <i>Judy</i>.", "support": [0.1, 0.8],
+                                  "missing": [["Judy"], ["<i>Judy</i>"]], "cite": None}],
+      "metrics": {"n_supported": 0, "n_claims": 1}, "error": None},
+     ["no passage supports it (best P 0.80; Doc 2 reads as supporting it (P 0.80) but lacks &lt;i&gt;Judy"]),
     ({"checker": "c", "claims": [], "metrics": {}, "error": None}, ["no claim to check"]),
     ({"checker": "c", "error": "<b>down</b>"}, ["no reading (&lt;b&gt;down&lt;/b&gt;)"]),
 ])
@@ -240,7 +245,7 @@ def test_grounding_on_a_card_is_escaped_and_says_what_it_read(grounding, shown):
     from ui.ask import grounding_html
 
     out = grounding_html(grounding)
-    assert "<script>" not in out and "<img" not in out
+    assert "<script>" not in out and "<img" not in out and "<i>" not in out
     assert all(s in out for s in shown), out
 
 
@@ -257,6 +262,11 @@ def test_failure_cases_and_loading_one(tiny_store, dash):
 
     loaded = FailuresTab.load_case(cases, Select())
     assert loaded[0] == cases.iloc[0]["domain"] and loaded[2] == cases.iloc[0]["query_id"]
+    first, _, rerank = cases.iloc[0]["retriever"].partition(">")
+    assert (loaded[5], loaded[6]) == (first, rerank)  # the case's own retrieval, set in Ask
+    for r in cases.itertuples():  # each case is one retrieval's answers
+        rows = df[(df.query_id == r.query_id) & (df.setting == r.setting) & (df.retriever == r.retriever)]
+        assert set(r.variants.split(",")) <= set(rows["variant"])
 
 
 def test_missing_store_is_a_readable_error(tmp_path, make_engine):

@@ -3,6 +3,8 @@ same on every run, is measured by what it tries to cause, and is stored and repo
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from conftest import TINY_PASSAGES, registered_domain
 
@@ -169,10 +171,12 @@ def test_a_stored_attack_case_is_a_setting_every_view_filters_on_and_reopens_in_
     class Select:
         index = (0, 0)
 
-    domain, question, qid, setting, chosen, _ = FailuresTab.load_case(pd_frame_of(row, contra), Select())
+    case = pd_frame_of(row, contra).assign(retriever=picked.iloc[0]["retriever"])  # as failure_cases gives it
+    domain, question, qid, setting, chosen, retriever, reranker, _ = FailuresTab.load_case(case, Select())
     assert setting == contra and qid == row["query_id"]
-    steps = list(AskTab(tabs.server).ask(question, domain, qid, setting, "bm25", "none", 3, chosen, False, False,
-                                         progress=lambda *a, **k: None))
+    assert (retriever, reranker) == ("bm25", "none")  # Ask retrieves as the probe run did, not with its defaults
+    steps = list(AskTab(tabs.server).ask(question, domain, qid, setting, retriever, reranker, 3, chosen, False,
+                                         False, progress=lambda *a, **k: None))
     trace = steps[-1][3]
     assert [p.id for p in trace.passages] == [p["id"] for p in row["passages"]]  # top-k 3 asked: the case keeps k
     assert hashlib.sha256(trace.prompt.encode()).hexdigest()[:16] == row["prompt_hash"]
@@ -182,6 +186,13 @@ def test_a_stored_attack_case_is_a_setting_every_view_filters_on_and_reopens_in_
     steps = list(AskTab(tabs.server).ask("what colour is the sky on mars", "attacktiny", None, contra, "bm25",
                                          "none", 3, ["vanilla"], False, False, progress=lambda *a, **k: None))
     assert "mdrag-error" in steps[0][0] and "benchmark question" in steps[0][0]
+
+    # rows of a probe run with another k are other prompts: not answers of the (k = CASE_K) case settings
+    writable = ResultsStore(path)
+    config = json.loads(writable.db.execute("SELECT config FROM runs").fetchone()[0])
+    with writable.db:
+        writable.db.execute("UPDATE runs SET config=?", (json.dumps({**config, "k": CASE_K - 1}),))
+    assert writable.case_frame().empty and len(writable.probe_frame("attack")) == len(stored)
 
 
 def pd_frame_of(row, setting):

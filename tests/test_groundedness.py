@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 from conftest import TINY_PASSAGES, write_jsonl
 
+from mdrag.evaluation.facts import missing_facts
 from mdrag.evaluation.groundedness import (
     KINDS,
     SUPPORTED,
@@ -50,7 +51,7 @@ def grounded(support, gold=(True, False, False)):
      {"n_claims": 3, "n_supported": 2, "faithfulness": 2 / 3, "unsupported": 1, "gold_support": 1.0,
       "distractor_only": 1 / 3, "ungrounded_answer": 0}),
     # nothing supported: the answer should have abstained
-    ([[0.1, 0.4, 0.2]], (True, False, False),
+    ([[0.1, SUPPORTED - 0.01, 0.2]], (True, False, False),
      {"n_claims": 1, "n_supported": 0, "faithfulness": 0.0, "unsupported": 1, "gold_support": 0.0,
       "distractor_only": 0.0, "ungrounded_answer": 1}),
     # a claim both the gold passage and a distractor support is not noise
@@ -159,10 +160,15 @@ def test_a_store_is_grounded_once_and_a_killed_run_resumes_without_duplicates(gr
     assert ground_store(store, tiny_engine, checker)["answers"] == 0
     joined = grounded_answers(store.answers_frame(), rows)
     assert len(joined) == len(answers)  # every answer row finds its grounding row
+    texts = {p.id: p.content for p in tiny_engine.domain("groundtiny").passages}
     for r in joined.itertuples():  # the stored numbers are the claims' own
         claims = r.claims
         assert r.n_claims == len(claims) == len(split_claims(r.answer))
-        supported = [any(p is not None and p >= SUPPORTED for p in c["support"]) for c in claims]
+        for c in claims:  # the fact check's verdict per passage is stored beside the judge's reading
+            assert c["missing"] == [missing_facts(c["claim"], texts[p["id"]], r.question) for p in r.passages]
+        supported = [any(p is not None and p >= SUPPORTED and not m for p, m in zip(c["support"], c["missing"],
+                                                                                      strict=True)) for c in claims]
+        assert supported == [c["cite"] is not None for c in claims]
         if claims:
             assert r.faithfulness == pytest.approx(sum(supported) / len(claims))
         assert all(len(c["support"]) == len(r.passages) for c in claims)
@@ -329,3 +335,115 @@ def test_merging_a_store_brings_its_groundedness_rows_and_prefers_good_ones(grou
         target.db.execute("UPDATE grounding SET errors = 3 WHERE key = ?", (theirs["key"][0],))
     assert target.merge_from(source)["other_rows_added"] == 1
     assert target.grounding_frame().set_index("key").loc[theirs["key"][0], "errors"] == 0
+
+
+class NeverCalled:
+    """A checker that fails the test when asked anything: every reading must come from the store."""
+
+    def __init__(self, checker):
+        self.name, self.fingerprint = checker.name, checker.fingerprint
+
+    def score_many(self, items, *args, **kwargs):
+        raise AssertionError(f"the checker was asked {len(items)} prompts")
+
+
+def test_an_earlier_versions_readings_of_the_same_prompt_are_reused_never_recomputed(grounded_store, tiny_engine,
+                                                                                     checker):
+    """entail-v2 adds the fact check to entail-v1's prompt: a v1 row's P(Yes) readings become a v2 row without
+    asking the judge again, and the v2 calls are the fact check applied to them."""
+    from mdrag.evaluation.groundedness import CHECK_VERSION, grounding_key
+
+    store = grounded_store
+    ground_store(store, tiny_engine, checker)
+    now = store.grounding_frame().set_index("key")
+    with store.db:  # make every row an entail-v1 row (its own key, as v1 wrote it)
+        for key, r in now.iterrows():
+            old = grounding_key(r.answer_id, r.passage_ids, r.checker, "entail-v1")
+            store.db.execute("UPDATE grounding SET key=?, version='entail-v1' WHERE key=?", (old, key))
+    assert grounded_answers(store.answers_frame(), store.grounding_frame()).empty  # v1 calls are not v2's
+    counts = ground_store(store, tiny_engine, NeverCalled(checker))
+    assert counts["answers"] == len(now)
+    again = store.grounding_frame()
+    again = again[again["version"] == CHECK_VERSION].set_index("key").sort_index()
+    assert again.index.equals(now.sort_index().index)
+    same = ["claims", "n_claims", "n_supported", "faithfulness", "unsupported", "gold_support", "distractor_only"]
+    assert again[same].equals(now.sort_index()[same]) and again["n_claims"].sum() > 0
+
+
+def test_validation_reuses_readings_keeps_held_out_questions_apart_and_shows_the_judge_alone(tmp_path, checker):
+    from mdrag.evaluation.groundedness import (
+        CHECK_VERSION,
+        HELD_OUT_SEED,
+        supported,
+        validate_checker,
+        validation_table,
+    )
+
+    dev = validation_items(3, domains=["nq_open"])
+    held = validation_items(3, HELD_OUT_SEED, ["nq_open"])
+    assert {it["split"] for it in dev} == {"dev"} and {it["split"] for it in held} == {"held-out"}
+    assert held and not {it["item"] for it in dev} & {it["item"] for it in held}
+    store = ResultsStore(tmp_path / "v.sqlite")
+    store.put_grounding_checks(validate_checker(checker, dev + held))
+    rows = store.grounding_checks_frame()
+    assert len(rows) == len(dev) + len(held) and set(rows["split"]) == {"dev", "held-out"}
+    for r in rows.itertuples():
+        assert r.correct == int(supported(r.p_yes, r.claim, r.passage, r.question) == bool(r.expect))
+    readings = {(r.passage, r.question, r.claim): (r.p_yes, r.mass) for r in rows.itertuples()}
+    again = validate_checker(NeverCalled(checker), dev + held, readings=readings)
+    assert [(r["item"], r["kind"], r["p_yes"], r["correct"]) for r in again] == [
+        (it["item"], it["kind"], readings[(it["passage"], it["question"], it["claim"])][0],
+         rows.set_index(["item", "kind"]).loc[(it["item"], it["kind"]), "correct"]) for it in dev + held]
+    table = validation_table(rows)
+    assert list(table["split"].unique()) == ["dev", "held-out"] and "judge alone" in table
+    for _, r in table[table["kind"] != "all"].iterrows():
+        part = rows[(rows["split"] == r["split"]) & (rows["kind"] == r["kind"])]
+        alone = ((part["p_yes"] >= SUPPORTED) == part["expect"].astype(bool)).mean()
+        assert r["n"] == len(part) and r["accuracy"].startswith(f"{part['correct'].mean():.2f} [")
+        assert r["judge alone"].startswith(f"{alone:.2f} [")
+    old = rows.assign(version="entail-v1")
+    assert validation_table(old).empty  # an earlier version's calls are not shown as this one's
+    assert CHECK_VERSION != "entail-v1"
+
+
+def test_a_store_from_before_the_split_column_gains_it_and_reads_it_empty(tmp_path):
+    import sqlite3
+
+    from mdrag.evaluation.store import CHECK_COLUMNS
+
+    path = tmp_path / "old.sqlite"
+    ResultsStore(path).seal()
+    db = sqlite3.connect(path)  # a grounding_checks table as stores shipped it before the split column
+    db.execute("DROP TABLE grounding_checks")
+    db.execute(f"CREATE TABLE grounding_checks ({', '.join(c for c in CHECK_COLUMNS if c != 'split')})")
+    db.execute("INSERT INTO grounding_checks (key, item, kind, version, p_yes, correct) VALUES "
+               "('k', 'q1', 'gold sentence', 'entail-v2', 0.9, 1)")
+    db.commit()
+    db.close()
+    frame = ResultsStore(path, read_only=True).grounding_checks_frame()  # read-only: the file is not touched
+    assert list(frame.columns) == CHECK_COLUMNS and frame["split"].isna().all() and len(frame) == 1
+    assert "split" not in [r[1] for r in sqlite3.connect(path).execute("PRAGMA table_info(grounding_checks)")]
+    store = ResultsStore(path)  # opened to write: the column is added, the row kept
+    assert "split" in store._columns("grounding_checks") and len(store.grounding_checks_frame()) == 1
+
+
+def test_citation_agreement_reads_the_checkers_side_from_the_current_grounding():
+    """Ablation's top passage is stored once per answer; which passages the checker cites comes from the current
+    check version's claims, so a new version (the fact check) changes agreement without re-running ablation."""
+    import pandas as pd
+
+    from mdrag.evaluation.groundedness import current_citations
+
+    rows = pd.DataFrame([{"result_key": k, "checker": "c", "variant": "v", "setting": "s", "top_ablation": top,
+                          "cited": [1], "agree": 1, "top_is_gold": 1, "cites_gold": 1}
+                         for k, top in (("a", 1), ("b", 2), ("gone", 1), ("none", 1))])
+    gold = [{"gold": True}, {"gold": False}, {"gold": False}]
+    joined = pd.DataFrame([
+        {"key": "a", "passages": gold, "claims": [{"cite": 1}, {"cite": None}]},  # now cites Doc 2 only
+        {"key": "b", "passages": gold, "claims": [{"cite": 1}, {"cite": 0}]},  # Docs 1 and 2
+        {"key": "none", "passages": gold, "claims": [{"cite": None}]},  # no longer supported: nothing to compare
+    ])
+    got = current_citations(rows, joined).set_index("result_key")
+    assert list(got.index) == ["a", "b"]
+    assert got.loc["a", "cited"] == [2] and got.loc["a", "agree"] == 0 and got.loc["a", "cites_gold"] == 0
+    assert got.loc["b", "cited"] == [1, 2] and got.loc["b", "agree"] == 1 and got.loc["b", "cites_gold"] == 1

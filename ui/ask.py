@@ -12,6 +12,7 @@ import gradio as gr
 import analysis.probes  # noqa: F401  (registers every probe condition as a case setting: probe:attack=...)
 from mdrag.data.domains import DOMAINS
 from mdrag.errors import MdragError
+from mdrag.evaluation.groundedness import SUPPORTED
 from mdrag.generation.variants import VARIANTS, available_variants
 from mdrag.pipeline import TokenEvent, setting_choices, setting_names
 from mdrag.retrieval.rerank import RERANKERS
@@ -58,8 +59,13 @@ def grounding_html(g: dict | None, checking: bool = False) -> str:
             items.append(f"<li class='mdrag-claim supported'>✓ {esc(c['claim'])} <b>[Doc {c['cite'] + 1}]</b> "
                          f"<small>P(supported) {best:.2f}</small></li>")
         else:
+            # a passage the judge reads as supporting, but whose facts the claim does not match (the fact check)
+            lacking = [(j, p, m) for j, (p, m) in enumerate(zip(c["support"], c.get("missing") or [], strict=False))
+                       if p is not None and p >= SUPPORTED and m]
+            why = "; ".join(f"Doc {j + 1} reads as supporting it (P {p:.2f}) but lacks {esc(', '.join(m))}"
+                            for j, p, m in lacking)
             items.append(f"<li class='mdrag-claim unsupported'>✗ {esc(c['claim'])} <small>no passage supports it "
-                         f"(best P {best:.2f})</small></li>")
+                         f"(best P {best:.2f}{'; ' + why if why else ''})</small></li>")
     m = g["metrics"]
     note = f" · {esc(g['error'])}" if g.get("error") else ""
     return (f"<div class='mdrag-grounding'><small>Groundedness: {m['n_supported']} of {m['n_claims']} claims "

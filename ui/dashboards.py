@@ -70,13 +70,16 @@ class DashboardsTab:
         probe_dependence = gr.Dataframe(label="Match with the gold passage first minus at positions 2..k, per "
                                               "question; vs vanilla paired (95% CI); shortcut: CI above 0")
         gr.Markdown("### Groundedness: is each answer sentence supported by a passage of its prompt? (python -m "
-                    "mdrag ground; the packaged 1.5B judge as entailment checker)")
+                    "mdrag ground; the packaged 1.5B judge as entailment checker, plus a fact check: a claim's numbers "
+                    "and names must occur in the passage)")
         with gr.Row():
             grounding = gr.Dataframe(label="per variant and setting: faithfulness, gold passage used, claims from "
                                            "distractors only (noise sensitivity), no claim supported; 95% CIs",
                                      elem_id="grounding")
             grounding_valid = gr.Dataframe(label="the checker's validation: accuracy per kind of claim with a known "
-                                                 "answer (read the left table through it)",
+                                                 "answer, on the set its threshold was chosen on (dev) and on other "
+                                                 "questions (held-out); judge alone: without the fact check (read "
+                                                 "the left table through it)",
                                            elem_id="grounding-validation")
         self.outputs = [bars, by_setting, robust, longform, table, csv, summary, compared, adapted, canaries,
                         valid_match, valid_settings, valid_sanity, valid_human, attacks, probe_curves,

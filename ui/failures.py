@@ -8,6 +8,8 @@ import pandas as pd
 
 from mdrag.evaluation import dashboard
 from mdrag.generation.variants import VARIANTS
+from mdrag.retrieval.rerank import RERANKERS
+from mdrag.retrieval.retrievers import retriever_names
 from ui.dashboards import DashboardsTab
 
 
@@ -40,7 +42,13 @@ class FailuresTab:
 
     @staticmethod
     def load_case(cases: pd.DataFrame, evt: gr.SelectData):
-        """A clicked failure row -> the Ask tab's inputs (then Ask runs it)."""
+        """A clicked failure row -> the Ask tab's inputs (then Ask runs it): the case's domain, question, setting,
+        variants, and the first stage and reranker its answers were retrieved with ("splade>minilm"; one Ask does
+        not offer is left as Ask has it)."""
         row = cases.iloc[evt.index[0]]
         chosen = [v for v in str(row["variants"]).split(",") if v in VARIANTS] or ["vanilla"]
-        return row["domain"], row["question"], row["query_id"], row["setting"], chosen, gr.Tabs(selected="ask")
+        first, _, rerank = str(row.get("retriever") or "").partition(">")
+        retriever = first if first in retriever_names() else gr.update()
+        reranker = rerank if rerank in RERANKERS else gr.update()
+        return (row["domain"], row["question"], row["query_id"], row["setting"], chosen, retriever, reranker,
+                gr.Tabs(selected="ask"))

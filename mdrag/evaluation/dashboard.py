@@ -232,10 +232,13 @@ FAILURE_KINDS = {
 def failure_cases(df: pd.DataFrame) -> pd.DataFrame:
     """Cases worth a look, one row per (kind, query, setting[, variant]), with what to load into Ask."""
     rows = []
-    for (domain, qid, setting), g in df.groupby(["domain", "query_id", "setting"], sort=True):
+    df = df.assign(retriever=df["retriever"].fillna("")) if "retriever" in df else df.assign(retriever="")
+    # per retrieval too: a store holding two retrievers' answers to one question has two cases, each reopened in Ask
+    # with its own first stage and reranker
+    for (domain, qid, setting, retrieval), g in df.groupby(["domain", "query_id", "setting", "retriever"], sort=True):
         first = g.iloc[0]
-        base = {"domain": domain, "query_id": qid, "setting": setting, "question": first["question"],
-                "variants": ",".join(sorted(g["variant"]))}
+        base = {"domain": domain, "query_id": qid, "setting": setting, "retriever": retrieval,
+                "question": first["question"], "variants": ",".join(sorted(g["variant"]))}
         matches = dict(zip(g["variant"], g["m_match"], strict=True))
         if g["m_match"].nunique() > 1:
             right = [v for v, m in matches.items() if m == 1]
@@ -256,7 +259,7 @@ def failure_cases(df: pd.DataFrame) -> pd.DataFrame:
                     and (r["judge_score"] > 0.5) != bool(r["m_match"])):
                 rows.append({**base, "variants": r["variant"], "kind": "judge vs Match",
                              "detail": f"{r['variant']}: judge {r['judge_score']:.2f}, Match {int(r['m_match'])}"})
-    cols = ["kind", "domain", "query_id", "setting", "variants", "question", "detail"]
+    cols = ["kind", "domain", "query_id", "setting", "retriever", "variants", "question", "detail"]
     out = pd.DataFrame(rows, columns=cols)
     out["kind"] = pd.Categorical(out["kind"], categories=list(FAILURE_KINDS))
     # Most telling first; domains interleaved within a kind.

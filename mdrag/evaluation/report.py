@@ -342,6 +342,7 @@ def grounding_section(store) -> tuple[list[str], dict[str, pd.DataFrame]]:
     from mdrag.evaluation.groundedness import (
         SUPPORTED,
         citation_table,
+        current_citations,
         grounded_answers,
         grounding_table,
         validation_table,
@@ -356,7 +357,9 @@ def grounding_section(store) -> tuple[list[str], dict[str, pd.DataFrame]]:
     checker = joined["checker_name"].iloc[0]
     parts = ["## Groundedness, claim by claim (python -m mdrag ground)",
              f"Checker: {checker}, one first-token Yes/No prompt per (passage, question, claim); a claim is "
-             f"supported by a passage when P(Yes) >= {SUPPORTED}. Per answer: faithfulness (share of its claims some "
+             f"supported by a passage when P(Yes) >= {SUPPORTED} and every number and name of the claim occurs in the "
+             "passage or the question (the fact check: the judge alone misses swapped names and numbers). Per "
+             "answer: faithfulness (share of its claims some "
              "prompt passage supports), gold passage used (a gold passage supports a claim; prompts holding one), "
              "claims from distractors only (supported by a non-gold passage and no gold one: noise sensitivity), "
              "no claim supported (the answer should have abstained). Means over the n answers checked (of the store's "
@@ -367,10 +370,11 @@ def grounding_section(store) -> tuple[list[str], dict[str, pd.DataFrame]]:
         parts.append("The checker has not been validated on this store (python -m mdrag ground --validate N): read "
                      "these numbers as unvalidated.")
     else:
-        parts += ["The checker's validation (claims with a known answer built from the benchmark):",
+        parts += ["The checker's validation (claims with a known answer built from the benchmark; dev: the set its "
+                  "threshold was chosen on, held-out: other questions; judge alone: P(Yes) without the fact check):",
                   checks.to_markdown(index=False, floatfmt=".2f")]
         found["grounding_validation"] = checks
-    citations = citation_table(store.citations_frame())
+    citations = citation_table(current_citations(store.citations_frame(), joined))
     if not citations.empty:
         parts += ["The checker's citations against passage ablation (python -m mdrag ground --agreement N): how "
                   "often the passage the answer depends on most (ablation's top) is one the checker cites as "

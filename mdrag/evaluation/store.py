@@ -57,9 +57,12 @@ CANARY_COLUMNS = ["key", "run_id", "canary", "item", "variant", "adapter", "dtyp
 GROUNDING_COLUMNS = ["key", "answer_id", "passage_ids", "checker", "checker_name", "version", "n_claims",
                      "n_supported", "faithfulness", "unsupported", "gold_support", "distractor_only",
                      "ungrounded_answer", "claims", "errors", "seconds", "created"]
-# The checker's validation set: one row per (item, kind, checker, version).
+# The checker's validation set: one row per (item, kind, checker, version); split: "dev" (where the checker's
+# threshold was chosen; NULL on rows written before the split existed) or "held-out". Added columns go last: rows
+# are written positionally and ALTER TABLE appends.
 CHECK_COLUMNS = ["key", "domain", "item", "kind", "expect", "passage", "question", "claim", "checker", "checker_name",
-                 "version", "p_yes", "mass", "correct", "created"]
+                 "version", "p_yes", "mass", "correct", "created", "split"]
+ADDED_COLUMNS = {"grounding_checks": ["split"]}  # columns added to a table after stores were shipped with it
 # The checker's citations against passage ablation (analysis/citations.py): one row per (stored answer row, checker).
 CITATION_COLUMNS = ["key", "result_key", "checker", "domain", "setting", "query_id", "variant", "top_ablation", "cited",
                     "agree", "top_is_gold", "cites_gold", "created"]
@@ -231,6 +234,13 @@ class ResultsStore:
                                ("attribution_scores", ATTRIBUTION_COLUMNS)):
             cols = ", ".join(f"{c} {'TEXT PRIMARY KEY' if c == 'key' else ''}" for c in columns)
             self.db.execute(f"CREATE TABLE IF NOT EXISTS {table} ({cols})")
+        for table, added in ADDED_COLUMNS.items():
+            for column in added:
+                if column not in self._columns(table):
+                    self.db.execute(f"ALTER TABLE {table} ADD COLUMN {column}")
+
+    def _columns(self, table: str) -> list[str]:
+        return [r[1] for r in self.db.execute(f"PRAGMA table_info({table})")]
 
     def _upgrade(self) -> None:
         """Schema 2 or 3 -> 4 in one transaction: nothing lands unless every row made it."""
@@ -478,7 +488,9 @@ class ResultsStore:
 
         if not self._exists("grounding_checks"):
             return pd.DataFrame(columns=CHECK_COLUMNS)
-        return pd.read_sql_query(f"SELECT {', '.join(CHECK_COLUMNS)} FROM grounding_checks", self.db)
+        have = self._columns("grounding_checks")  # a store opened read-only keeps its older columns
+        names = ", ".join(c if c in have else f"NULL AS {c}" for c in CHECK_COLUMNS)
+        return pd.read_sql_query(f"SELECT {names} FROM grounding_checks", self.db)
 
     def probe_frame(self, probe: str | None = None):
         """Probe rows as a DataFrame (metrics expanded into m_ columns); empty when the store has none."""
@@ -560,13 +572,19 @@ class ResultsStore:
     def case_frame(self):
         """Probe rows read as answers: setting `probe:<probe>=<condition>` (a case setting, so every answer view and
         filter works on them and Ask reopens one), retriever from the probe run's config, the domain's cluster
-        from its answer rows. Empty when the store has no probe rows."""
+        from its answer rows; rows of runs with a k other than the case settings' are left out. Empty when the
+        store has no probe rows."""
         import pandas as pd
 
+        from mdrag.config import LIMITS
+
         df = self.probe_frame()
+        runs = {r: json.loads(c) for r, c in self.db.execute("SELECT run_id, config FROM runs")}
+        # A case setting is rebuilt with the probe CLI's default k (analysis.probes.CASE_K = LIMITS.rerank_k): rows
+        # of a run with another --k are other prompts under the same condition name, so they are not its answers.
+        df = df[[runs.get(r, {}).get("k", LIMITS.rerank_k) == LIMITS.rerank_k for r in df["run_id"]]]
         if df.empty:
             return pd.DataFrame(columns=COLUMNS)
-        runs = {r: json.loads(c) for r, c in self.db.execute("SELECT run_id, config FROM runs")}
 
         def retrieval_of(run_id: str) -> str:
             config = runs.get(run_id, {})
@@ -631,6 +649,7 @@ class ResultsStore:
         are the good ones, good rows replacing failed ones here); returns how many rows were written."""
         if not other._exists(table):
             return 0
+        columns = [c for c in columns if c in other._columns(table)]  # a store from before an added column
         names, marks = ", ".join(columns), ", ".join("?" for _ in columns)
         have = dict(self.db.execute(f"SELECT key, {good or 1} FROM {table}").fetchall())
         ok = (lambda r: r[columns.index(good)] == 0) if good else (lambda r: True)
