@@ -404,11 +404,12 @@ def _cmd_ground(args) -> int:
     if args.validate:
         items = [*validation_items(args.validate, DEV_SEED, _domains(args.domains)),
                  *validation_items(args.validate, HELD_OUT_SEED, _domains(args.domains))]
-        done = {(r.item, r.kind) for r in store.grounding_checks_frame().itertuples()  # resumable
+        checks = store.grounding_checks_frame()
+        done = {(r.item, r.kind) for r in checks.itertuples()  # resumable
                 if r.checker == checker.fingerprint and r.version == CHECK_VERSION and r.p_yes == r.p_yes
                 and r.p_yes is not None}
         todo = [it for it in items if (it["item"], it["kind"]) not in done]
-        readings = stored_readings(store, checker.fingerprint)  # an earlier version's readings of the same prompt
+        readings = stored_readings(checks, checker.fingerprint)  # an earlier version's readings of the same prompt
         for at in tqdm(range(0, len(todo), 32), desc="validate checker", unit="batch"):
             store.put_grounding_checks(validate_checker(checker, todo[at: at + 32], args.batch_size, readings))
         print(validation_table(store.grounding_checks_frame()).to_markdown(index=False, floatfmt=".2f"))

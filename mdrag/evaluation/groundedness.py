@@ -142,8 +142,10 @@ def check_answers(checker, answers: list[dict], batch_size: int = 8, prefix_cach
              for claim in g.claims for p in a["passages"]]
     verdicts = iter(checker.score_many(items, check_messages, ("yes", "no"), batch_size=batch_size,
                                        prefix_cache=prefix_cache) if items else [])
+    known: dict[tuple[str, str], tuple[set[str], set[str]]] = {}  # every variant's answer shares its passages
     for a, g in zip(answers, checked, strict=True):
-        facts = [context_facts(p[1], a["question"]) for p in a["passages"]]
+        facts = [known.setdefault((p[1], a["question"]), context_facts(p[1], a["question"])) if g.claims else None
+                 for p in a["passages"]]
         for i, claim in enumerate(g.claims):
             row = list(a["readings"][i]) if a.get("readings") else [next(verdicts).score for _p in a["passages"]]
             g.errors += sum(p is None for p in row)
@@ -264,11 +266,10 @@ def supported(p_yes: float, claim: str, passage: str, question: str) -> bool:
     return p_yes >= SUPPORTED and not missing_facts(claim, passage, question)
 
 
-def stored_readings(store, checker: str) -> dict[tuple[str, str, str], tuple[float, float]]:
-    """(passage, question, claim) -> (P(Yes), mass) of `checker`'s validation rows in READINGS_OF versions: the
-    same prompt's readings, reused instead of recomputed."""
-    df = store.grounding_checks_frame()
-    df = df[(df["checker"] == checker) & df["version"].isin(READINGS_OF) & df["p_yes"].notna()]
+def stored_readings(checks, checker: str) -> dict[tuple[str, str, str], tuple[float, float]]:
+    """(passage, question, claim) -> (P(Yes), mass) of `checker`'s validation rows (`checks`: a store's
+    grounding_checks_frame) in READINGS_OF versions: the same prompt's readings, reused instead of recomputed."""
+    df = checks[(checks["checker"] == checker) & checks["version"].isin(READINGS_OF) & checks["p_yes"].notna()]
     return {(r.passage, r.question, r.claim): (r.p_yes, r.mass) for r in df.itertuples()}
 
 
