@@ -161,6 +161,8 @@ def test_a_stored_attack_case_is_a_setting_every_view_filters_on_and_reopens_in_
     tabs = DashboardsTab(Server(tiny_engine, offered_stores([path])))
     failures = FailuresTab(tabs)
     assert (contra in [v for _, v in tabs.settings_in(str(path))])
+    # the retriever choices come from distinct values, and name what the frame names
+    assert tabs.retrievers_in(str(path)) == dashboard.retriever_choices(df) == ["bm25>none"]
     shown = failures.failures(str(path), [], None, [contra])
     assert set(shown["setting"]) <= {contra}
     assert failures.failures(str(path), [], None, []).empty  # no paper-setting rows in this store
@@ -193,6 +195,7 @@ def test_a_stored_attack_case_is_a_setting_every_view_filters_on_and_reopens_in_
     with writable.db:
         writable.db.execute("UPDATE runs SET config=?", (json.dumps({**config, "k": CASE_K - 1}),))
     assert writable.case_frame().empty and len(writable.probe_frame("attack")) == len(stored)
+    assert writable.retrievers() == []  # nor are their retrievals offered
 
 
 def pd_frame_of(row, setting):

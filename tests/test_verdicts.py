@@ -224,3 +224,14 @@ def test_seal_leaves_wal_mode_and_keeps_every_row(tmp_path):
     assert (tmp_path / "s.sqlite").read_bytes()[18:20] == b"\x01\x01"
     assert not (tmp_path / "s.sqlite-wal").exists()
     assert ResultsStore(tmp_path / "s.sqlite", read_only=True).runs()[0]["run_id"] == "r"
+
+
+def test_the_selectors_choices_read_from_distinct_values_match_the_shipped_frame():
+    """Settings and retrievals offered per store come from DISTINCT queries, not the frame; on the shipped store
+    (answers, probe cases and probe runs with another k) they name exactly what the frame holds."""
+    from mdrag.evaluation import dashboard
+
+    store = dashboard.open_store(None)
+    frame = dashboard.load_results(store)
+    assert store.retrievers() == dashboard.retriever_choices(frame)
+    assert dashboard.setting_choices(store) == dashboard.setting_choices(frame)

@@ -121,7 +121,7 @@ class DashboardsTab:
     def retrievers_in(self, label: str) -> list[str]:
         """Retrievers present in an offered store (none if it cannot be read yet)."""
         try:
-            return dashboard.retriever_choices(dashboard.load_results(self.open(label)))
+            return self.open(label).retrievers()
         except (MdragError, gr.Error):
             return []
 

@@ -569,6 +569,25 @@ class ResultsStore:
                                                                      "probe_rows")}
         return sorted(found)
 
+    def retrievers(self) -> list[str]:
+        """The retrievals ("bm25>none") of the answer rows and of the case-setting probe rows, as `frame(cases=True)`
+        names them, from distinct values (no frame: the dashboards ask once per store change)."""
+        found = {r for (r,) in self.db.execute("SELECT DISTINCT retriever FROM results") if r is not None}
+        if self._exists("probe_rows"):
+            configs, other_k = self._run_configs()
+            found |= {run_retrieval(configs.get(r, {})) for (r,) in
+                      self.db.execute("SELECT DISTINCT run_id FROM probe_rows") if r not in other_k}
+        return sorted(found)
+
+    def _run_configs(self) -> tuple[dict[str, dict], set[str]]:
+        """Each run's config, and the runs whose probe rows are not case-setting answers: a case setting is rebuilt
+        with the probe CLI's default k (analysis.probes.CASE_K = LIMITS.rerank_k), so a run with another --k made
+        other prompts under the same condition name."""
+        from mdrag.config import LIMITS
+
+        configs = {r: json.loads(c) for r, c in self.db.execute("SELECT run_id, config FROM runs")}
+        return configs, {r for r, c in configs.items() if c.get("k", LIMITS.rerank_k) != LIMITS.rerank_k}
+
     def case_frame(self):
         """Probe rows read as answers: setting `probe:<probe>=<condition>` (a case setting, so every answer view and
         filter works on them and Ask reopens one), retriever from the probe run's config, the domain's cluster
@@ -576,22 +595,13 @@ class ResultsStore:
         store has no probe rows."""
         import pandas as pd
 
-        from mdrag.config import LIMITS
-
         df = self.probe_frame()
-        runs = {r: json.loads(c) for r, c in self.db.execute("SELECT run_id, config FROM runs")}
-        # A case setting is rebuilt with the probe CLI's default k (analysis.probes.CASE_K = LIMITS.rerank_k): rows
-        # of a run with another --k are other prompts under the same condition name, so they are not its answers.
-        df = df[[runs.get(r, {}).get("k", LIMITS.rerank_k) == LIMITS.rerank_k for r in df["run_id"]]]
+        configs, other_k = self._run_configs()
+        df = df[~df["run_id"].isin(other_k)]
         if df.empty:
             return pd.DataFrame(columns=COLUMNS)
-
-        def retrieval_of(run_id: str) -> str:
-            config = runs.get(run_id, {})
-            return f"{config.get('retriever', 'splade')}>{config.get('reranker', 'minilm')}"
-
         df["setting"] = [case_setting(p, c) for p, c in zip(df["probe"], df["condition"], strict=True)]
-        df["retriever"] = df["run_id"].map(retrieval_of)
+        df["retriever"] = [run_retrieval(configs.get(r, {})) for r in df["run_id"]]
         df["cluster"] = df["domain"].map(dict(self.db.execute("SELECT domain, MAX(cluster) FROM results "
                                                               "GROUP BY domain").fetchall()))
         return df
