@@ -220,11 +220,12 @@ def _cmd_train(args) -> int:
         if missing:
             raise MdragError(f"{len(missing)} examples have no teacher label in {path}: run python -m mdrag distill")
         teacher_labels["__teacher__"] = teacher.name
-    card = train_variant(args.variant, labels, spec, TrainSettings(max_steps=args.max_steps),
+    card = train_variant(args.variant, labels, spec, TrainSettings(max_steps=args.max_steps, precision=args.precision),
                          generator_path=args.engine.settings.generator, teacher_labels=teacher_labels,
                          examples=examples)
     print(json.dumps({k: card[k] for k in ("variant", "labels", "rank", "trainable_parameters", "examples",
-                                           "tokens", "steps", "final_loss", "wall_seconds_this_run")}, indent=2))
+                                           "tokens", "steps", "final_loss", "precision", "wall_seconds_this_run")},
+                     indent=2))
     return 0
 
 
@@ -612,6 +613,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--max-steps", type=int, default=-1, help="stop early (-1: one epoch)")
     s.add_argument("--examples-only", action="store_true", help="only retrieve and cache the training examples")
     s.add_argument("--generator", help="local HF causal-LM directory (default: packaged SmolLM2-135M)")
+    s.add_argument("--precision", choices=["bf16", "fp32"],
+                   help="bf16: matmuls autocast to bfloat16 (how the shipped adapters were trained); fp32: float32 "
+                        "throughout. Default: bf16 where it is native (GPU, avx512_bf16/AMX CPU), else fp32 (an "
+                        "AVX2-only CPU emulates bf16 ~10x slower)")
     s.set_defaults(func=_cmd_train)
 
     s = sub.add_parser("evaluate", help="run the (domain, variant, setting) grid into a SQLite store (resumable)")

@@ -127,6 +127,47 @@ def test_resume_from_checkpoint_equals_an_uninterrupted_run(tiny_generator_dir, 
     assert any(a[k].abs().sum() > 0 for k in a if "lora_B" in k)
 
 
+def test_training_autocasts_to_bf16_only_where_it_is_native_and_resumes_only_its_own_precision(
+        tiny_generator_dir, tmp_path, monkeypatch):
+    """TRL's default (bf16 autocast) is emulated ~10x slower on an AVX2-only CPU: the default precision follows the
+    hardware, reaches the Trainer, is written on the card, and a run never resumes another precision's checkpoint."""
+    import mdrag.config
+    from transformers import TrainerCallback
+
+    from mdrag.training.trainer import resolve_precision
+
+    native_here = mdrag.config.native_bf16()
+    if not torch.cuda.is_available():
+        assert resolve_precision() == ("bf16" if native_here else "fp32")
+        for native, want in ((True, "bf16"), (False, "fp32")):
+            monkeypatch.setattr(mdrag.config, "native_bf16", lambda native=native: native)
+            assert resolve_precision() == want
+    assert resolve_precision("bf16") == "bf16"
+    with pytest.raises(ValueError, match="unknown precision"):
+        resolve_precision("fp8")
+
+    seen = []
+
+    class Watch(TrainerCallback):
+        def on_step_begin(self, args, state, control, **kw):
+            seen.append((args.bf16, args.gradient_checkpointing))
+            if state.global_step == 2 and args.bf16 is False:
+                raise KeyboardInterrupt("killed")
+
+    monkeypatch.setenv("MDRAG_CACHE", str(tmp_path / "cache"))
+    run = dict(generator_path=str(tiny_generator_dir), examples=_examples(4), out_dir=tmp_path / "out",
+               callbacks=[Watch()])
+    with pytest.raises(KeyboardInterrupt):  # an fp32 run killed after its checkpoint-2
+        train_variant("full", settings=TrainSettings(save_steps=2, precision="fp32"), **run)
+    assert set(seen) == {(False, False)}
+    seen.clear()
+    card = train_variant("full", settings=TrainSettings(save_steps=2, precision="bf16"), **run)
+    assert set(seen) == {(True, False)} and card["precision"] == "bf16" and card["resumed_from"] is None
+    assert card["cpu"]["native_bf16"] == native_here
+    card = train_variant("full", settings=TrainSettings(save_steps=2, precision="fp32"), **{**run, "callbacks": []})
+    assert card["precision"] == "fp32" and card["resumed_from"] == "checkpoint-2" and card["steps"] == 4
+
+
 @pytest.fixture(scope="module")
 def adapters_root(tiny_adapters_root):
     return tiny_adapters_root

@@ -19,7 +19,7 @@ from mdrag.config import cache_dir
 from mdrag.generation.model import resolve_generator_dir
 from mdrag.generation.variants import adapters_root, get_variant
 from mdrag.hashing import folder_fingerprint
-from mdrag.machine import versions
+from mdrag.machine import cpu, versions
 from mdrag.training.examples import ExampleSpec, rag_examples, sft_rows, shuffled_passages
 from mdrag.training.lora import LORA_DROPOUT, lora_config
 from mdrag.training.saving import publish
@@ -36,10 +36,32 @@ class TrainSettings:
     save_steps: int = 16
     seed: int = 0
     max_steps: int = -1  # -1: one full epoch
+    # "bf16": float32 weights, matmuls autocast to bfloat16 (how the shipped adapters were trained: TRL's default);
+    # "fp32": float32 throughout; None: bf16 where it is native (a GPU, or a CPU with avx512_bf16/AMX), else fp32.
+    # Why: on an AVX2-only CPU oneDNN emulates bf16, and a training step took ~100 s instead of ~9 s
+    # (bench --only train-step measures both on the machine at hand).
+    precision: str | None = None
 
 
-def run_dir(variant: str, labels: str, spec: ExampleSpec, base_fp: str) -> Path:
-    return cache_dir() / "runs" / f"{variant}-{labels}-{spec.domain}-{spec.key()}-{base_fp}"
+PRECISIONS = ("bf16", "fp32")
+
+
+def resolve_precision(requested: str | None = None) -> str:
+    """The training precision: the one asked for, else bf16 only where bfloat16 matmuls are native."""
+    import torch
+
+    from mdrag.config import native_bf16
+
+    if requested is not None:
+        if requested not in PRECISIONS:
+            raise ValueError(f"unknown precision {requested!r}: one of {', '.join(PRECISIONS)}")
+        return requested
+    return "bf16" if torch.cuda.is_available() or native_bf16() else "fp32"
+
+
+def run_dir(variant: str, labels: str, spec: ExampleSpec, base_fp: str, precision: str) -> Path:
+    """Checkpoints of one training run; a run resumes only checkpoints made in its own precision."""
+    return cache_dir() / "runs" / f"{variant}-{labels}-{spec.domain}-{spec.key()}-{base_fp}-{precision}"
 
 
 def train_variant(variant: str, labels: str | None = None, spec: ExampleSpec | None = None,
@@ -64,7 +86,8 @@ def train_variant(variant: str, labels: str | None = None, spec: ExampleSpec | N
     if vspec.shuffle:  # the control for the Document-1 shortcut: gold passage no longer usually first
         examples = shuffled_passages(examples, settings.seed)
     rows = sft_rows(examples, teacher_labels if labels == "teacher" else None)
-    folder = run_dir(variant, labels, spec, base_fp)  # variant name holds its order and scaling
+    precision = resolve_precision(settings.precision)
+    folder = run_dir(variant, labels, spec, base_fp, precision)  # variant name holds its order and scaling
     folder.mkdir(parents=True, exist_ok=True)
 
     torch.manual_seed(settings.seed)
@@ -77,7 +100,9 @@ def train_variant(variant: str, labels: str | None = None, spec: ExampleSpec | N
         save_steps=settings.save_steps, save_total_limit=2, use_cpu=not torch.cuda.is_available(),
         report_to="none", seed=settings.seed,
         data_seed=settings.seed, max_length=settings.max_length, completion_only_loss=True,
-        dataloader_num_workers=0, disable_tqdm=False,
+        dataloader_num_workers=0, disable_tqdm=False, bf16=precision == "bf16",
+        # a 135M model's activations at 1024 tokens fit in memory; recomputing them cost ~25% of a CPU step
+        gradient_checkpointing=False,
     )
     trainer = SFTTrainer(model=model, args=config, train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
                          peft_config=lora_config(variant, model.config), callbacks=callbacks)
@@ -99,7 +124,8 @@ def train_variant(variant: str, labels: str | None = None, spec: ExampleSpec | N
         "data": {**spec.__dict__, "n": len(examples), "query_ids_sha256": _ids_hash(examples)}, "examples": len(rows),
         "tokens": tokens, "steps": int(trainer.state.global_step), "final_loss": losses[-1] if losses else None,
         "mean_loss": result.training_loss, "resumed_from": Path(last).name if last else None,
-        "wall_seconds_this_run": round(wall, 1), "settings": settings.__dict__, "versions": versions(),
+        "wall_seconds_this_run": round(wall, 1), "settings": {**settings.__dict__, "precision": precision},
+        "precision": precision, "versions": versions(), "cpu": cpu(),
     }
     target = out_dir or adapters_root() / variant
     save_adapter(trainer.model, target, card)
