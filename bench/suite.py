@@ -489,7 +489,7 @@ from bench.suite import _prompt, peak_memory_mb
 from mdrag.engine import Engine
 from mdrag.generation.model import resolve_generator_dir
 from mdrag.training.lora import lora_config
-variant, n, steps = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+variant, n, steps, precision = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 torch.manual_seed(0)
 base = resolve_generator_dir(None)
 model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32, attn_implementation="sdpa")
@@ -500,7 +500,9 @@ trainable = [p for p in model.parameters() if p.requires_grad]
 opt = torch.optim.AdamW(trainable, lr=5e-4, weight_decay=0.1)  # the paper's optimiser settings
 ids = torch.tensor([_prompt(Engine(), n)])  # (1, n): batch 1 as in the paper
 def step():
-    loss = model(input_ids=ids, labels=ids).loss
+    # bf16: float32 weights, matmuls autocast to bfloat16, as the Trainer does with bf16=True
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+        loss = model(input_ids=ids, labels=ids).loss
     loss.backward(); opt.step(); opt.zero_grad(set_to_none=True)
 step()  # warm-up: optimiser state allocated
 t0 = time.perf_counter()
@@ -516,14 +518,25 @@ print(json.dumps({"tokens_per_s": n / seconds, "peak_mb": peak_memory_mb(),
 def bench_train(size: Sizes, engine: Engine) -> None:
     """Training step throughput per LoRA variant vs updating all weights, fresh process each.
 
-    One step = forward + backward + AdamW on one 512-token RAG example (batch 1, fp32: what SFTTrainer runs
-    per example, without its logging and checkpointing)."""
+    One step = forward + backward + AdamW on one 512-token RAG example (batch 1, in the precision `train` picks on
+    this machine: what SFTTrainer runs per example, without its logging and checkpointing); one more row times the
+    other precision (bf16 autocast vs float32)."""
+    from mdrag.training.trainer import resolve_precision
+
     n, steps = size.train_tokens, size.train_steps
-    rows = {}
-    for variant in ("all-weights", *size.train_variants):
-        out = subprocess.run([sys.executable, "-c", _TRAIN_CHILD, variant, str(n), str(steps)], capture_output=True,
-                             text=True, check=True, cwd=ROOT)
-        rows[variant] = json.loads(out.stdout.strip().splitlines()[-1])
+    picked = resolve_precision()  # what `mdrag train` uses here by default
+
+    def measure(variant: str, precision: str) -> dict:
+        out = subprocess.run([sys.executable, "-c", _TRAIN_CHILD, variant, str(n), str(steps), precision],
+                             capture_output=True, text=True, check=True, cwd=ROOT)
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+    rows = {variant: measure(variant, picked) for variant in ("all-weights", *size.train_variants)}
+    first = size.train_variants[0]
+    other = "fp32" if picked == "bf16" else "bf16"
+    # TRL's SFTConfig autocasts to bf16 by default: where the CPU emulates bf16 that is the slow path we avoid
+    _row("train", f"{first}: a step in the precision train picks here ({picked}) vs {other}",
+         rows[first]["tokens_per_s"], measure(first, other)["tokens_per_s"], "tok/s", higher_is_better=True)
     base = rows.pop("all-weights")
     for variant, r in rows.items():
         _row("train", f"{variant} ({r['trainable'] / 1e6:.2f}M trainable): tokens/s vs updating all "
