@@ -379,3 +379,28 @@ def test_a_run_in_another_dtype_says_it_adds_rows_instead_of_resuming(tmp_path):
     assert dtype_note(store, "bfloat16") is None
     note = dtype_note(store, "float32")
     assert "bfloat16" in note and "MDRAG_DTYPE=bfloat16" in note
+
+
+def test_a_question_answered_again_in_another_dtype_counts_once(grid, tmp_path, engine, tiny_generator_dir):
+    """A later run in another dtype regenerates its cells (their keys hold the dtype) instead of reusing them: the
+    store keeps both answers, every view counts the cell once (the first stored answer), and a run of another
+    generator is another experiment, kept beside it."""
+    from mdrag.engine import Engine, Settings
+    from mdrag.evaluation.dashboard import means_with_ci
+
+    grid.settings = ["retrieved"]
+    store = ResultsStore(tmp_path / "r.sqlite")
+    evaluate(grid, store, engine, show_progress=False)
+    first = store.frame().set_index("query_id")["answer"]
+    bf16 = Engine(Settings(dtype="bfloat16", generator=str(tiny_generator_dir)))
+    assert evaluate(grid, store, bf16, show_progress=False)["generated"] == 8  # not resumed: another experiment
+    assert len(store.answers_frame()) == 16
+    once = store.frame()
+    assert len(once) == 8 and once.set_index("query_id")["answer"].equals(first)
+    assert means_with_ci(once, "m_match", ["variant"])["n"].tolist() == [8]  # a mean over 8 questions, not 16
+    # the same rows under another generator's fingerprint are another experiment: both kept
+    later = max(store.runs(), key=lambda r: r["created"])
+    config = {**later["config"], "generation": {**later["config"]["generation"], "generator": "another-model"}}
+    with store.db:
+        store.db.execute("UPDATE runs SET config=? WHERE run_id=?", (json.dumps(config), later["run_id"]))
+    assert len(store.frame()) == 16

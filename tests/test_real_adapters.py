@@ -15,11 +15,12 @@ from mdrag.hashing import folder_fingerprint
 
 pytestmark = pytest.mark.slow
 SHIPPED = ["full", "qk_att", "att", "mlp", "full_skd", "full_skd_self", "qk_att_eq"]
+CONTROLS = ["full_shuf", "qk_att_shuf", "qk_att_rs", "full_rs"]  # cards checked; batching is covered by SHIPPED
 PASSAGES = ["List of Nobel laureates in Physics: The first Nobel Prize in Physics was awarded in 1901 to Wilhelm "
             "Conrad Röntgen, of Germany."]
 
 
-@pytest.mark.parametrize("variant", SHIPPED)
+@pytest.mark.parametrize("variant", SHIPPED + CONTROLS)
 def test_shipped_adapter_has_a_card_for_this_base(variant):
     folder = ASSETS_DIR / "adapters" / variant
     card = json.loads((folder / "card.json").read_text())
@@ -29,6 +30,10 @@ def test_shipped_adapter_has_a_card_for_this_base(variant):
     spec = get_variant(variant)
     assert card["labels"] == spec.labels
     assert card["lora_alpha"] == SCALINGS[spec.scaling].alpha(card["rank"])  # the registry's scaling convention
+    assert card.get("use_rslora", False) == SCALINGS[spec.scaling].rslora
+    config = json.loads((folder / "adapter_config.json").read_text())
+    assert (config["r"], config["lora_alpha"], config["use_rslora"]) == (card["rank"], card["lora_alpha"],
+                                                                         SCALINGS[spec.scaling].rslora)
     assert card.get("passage_order", "rerank").startswith("shuffled" if spec.shuffle else "rerank")
     if spec.teacher:
         assert card["teacher"].startswith(spec.teacher)

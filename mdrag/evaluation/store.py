@@ -561,6 +561,26 @@ class ResultsStore:
         retrieval = pd.json_normalize(df["retrieval"].tolist()).add_prefix("r_") if len(df) else pd.DataFrame()
         return pd.concat([df.reset_index(drop=True), metrics, retrieval], axis=1)
 
+    def one_answer_per_cell(self, df):
+        """The first stored answer of each experiment cell: the same question, setting, variant, retrieval, prompt,
+        generator, adapter and answer budget answered again under another dtype or library version (a later run
+        regenerates rather than reuses such rows: their keys differ) counts once in every mean, CI and pairing.
+        Why: the stratified ClapNQ sample shares 34 questions with the file-order one, and those cells were
+        counted twice."""
+        if df.empty:
+            return df
+        configs, _ = self._run_configs()
+
+        def experiment(run_id: str, variant: str) -> str:
+            config = configs.get(run_id, {})
+            return json.dumps([_run_generation(config).get("generator"), config.get("adapters", {}).get(variant),
+                               config.get("max_new_tokens")])
+
+        same = df.assign(_experiment=[experiment(r, v) for r, v in zip(df["run_id"], df["variant"], strict=True)])
+        cell = ["domain", "query_id", "setting", "variant", "retriever", "prompt_hash", "_experiment"]
+        kept = same.sort_values("created", kind="stable").drop_duplicates(cell, keep="first")
+        return df.loc[sorted(kept.index)].reset_index(drop=True)
+
     def settings(self) -> list[str]:
         """The settings of the answer rows and, as case settings, of the probe rows (distinct values: no frame)."""
         found = {s for (s,) in self.db.execute("SELECT DISTINCT setting FROM results")}
@@ -615,7 +635,7 @@ class ResultsStore:
 
         from mdrag.evaluation.verdicts import attach_verdicts, best_judge
 
-        answers, verdicts = self.answers_frame(), self.verdict_frame()
+        answers, verdicts = self.one_answer_per_cell(self.answers_frame()), self.verdict_frame()
         if cases:
             found = self.case_frame()
             if len(found):
