@@ -414,3 +414,16 @@ def test_claims_are_called_reproduced_contradicted_or_inconclusive_by_their_pair
     assert list(table["metric"]) == ["Match"]  # no verdicts: no LLMEval row
     assert table.loc[0, "verdict"] == verdict and table.loc[0, "n"] == n
     assert table.loc[0, "CI low"] <= table.loc[0, "diff"] <= table.loc[0, "CI high"]
+
+
+def test_a_claim_read_on_part_of_its_pairs_says_how_many():
+    """LLMEval verdicts can cover only some answers (e.g. those identical to earlier-judged ones): the claim's
+    LLMEval row says on how many of the pairs it stands; the Match row, on all of them, says nothing."""
+    from mdrag.evaluation.claims import CLAIMS, claims_table
+
+    claim = next(c for c in CLAIMS if c.a == ("qk_att", "oracle"))
+    rows = _claim_rows(lambda q, b: b, 40)
+    rows.loc[rows.index < 20, "judge_score"] = 1.0  # the first 10 questions judged for both cells
+    table = claims_table(rows, claims=[claim]).set_index("metric")
+    assert table.loc["LLMEval", "n"] == 10 and "LLMEval on 10 of 40 pairs" in table.loc["LLMEval", "note"]
+    assert claim.note in table.loc["LLMEval", "note"] and table.loc["Match", "note"] == claim.note

@@ -59,6 +59,10 @@ CLAIMS: list[Claim] = [
 ]
 
 
+def metric_name(column: str) -> str:
+    return {"m_match": "Match", "m_recall": "Recall", "judge_score": "LLMEval"}.get(column, column)
+
+
 def _verdict(direction: int, lo: float, hi: float) -> str:
     if pd.isna(lo):
         return "no data"
@@ -71,7 +75,6 @@ def claims_table(df: pd.DataFrame, effect: float = 0.05, validity: dict[str, str
                  claims: list[Claim] | None = None) -> pd.DataFrame:
     """One row per (claim, metric) with data: n, A - B, CI, MDE and the verdict. `validity`: a note per
     metric column (the judge's kappa/AUC for judge_score) shown beside the figure."""
-    names = {"m_match": "Match", "m_recall": "Recall", "judge_score": "LLMEval"}
     rows = []
     for claim in claims or CLAIMS:
         sub = claim.rows(df) if claim.rows else df
@@ -85,14 +88,21 @@ def claims_table(df: pd.DataFrame, effect: float = 0.05, validity: dict[str, str
             diff = (cells[claim.a] - cells[claim.b]).dropna()
             if diff.empty:
                 continue
+            # questions both cells answered: a metric read on fewer of them covers the comparison only in part
+            pairs = len(cells[claim.a].index.intersection(cells[claim.b].index))
+            note = claim.note
+            if len(diff) < pairs:
+                # e.g. verdicts only for answers identical to earlier-judged ones: a selected subset, not a sample
+                partial = f"{metric_name(metric)} on {len(diff)} of {pairs} pairs (the rest not judged yet)"
+                note = "; ".join(x for x in (partial, note) if x)
             mean, lo, hi = bootstrap_ci(diff.tolist())
             power = paired_power(diff.tolist())
             verdict = _verdict(claim.direction, lo, hi)
             if verdict == "inconclusive" and not power["mde"] <= effect:
                 verdict += " (underpowered)"
-            rows.append({"claim": claim.name, "metric": names.get(metric, metric),
+            rows.append({"claim": claim.name, "metric": metric_name(metric),
                          "A - B": f"{claim.a[0]}/{claim.a[1]} - {claim.b[0]}/{claim.b[1]}",
                          "paper": "A > B" if claim.direction > 0 else "A < B", "n": len(diff), "diff": mean,
                          "CI low": lo, "CI high": hi, "MDE (80%)": power["mde"], "verdict": verdict,
-                         "instrument": (validity or {}).get(metric, ""), "note": claim.note})
+                         "instrument": (validity or {}).get(metric, ""), "note": note})
     return pd.DataFrame(rows)
