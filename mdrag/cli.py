@@ -251,7 +251,7 @@ def _cmd_judge(args) -> int:
 
     from mdrag.evaluation.judge import get_judge
     from mdrag.evaluation.store import ResultsStore
-    from mdrag.evaluation.verdicts import judge_store
+    from mdrag.evaluation.verdicts import judge_store, other_dtype_note
 
     if not Path(args.store).is_file():
         raise MdragError(f"No results store at {args.store}: run python -m mdrag evaluate first")
@@ -265,6 +265,9 @@ def _cmd_judge(args) -> int:
     if not set(levels) <= set(judge.levels):
         raise MdragError(f"Judge {judge.name} has no 3-level form (its tokenizer has no token that starts "
                          "'Partially'): use --levels 2")
+    note = other_dtype_note(store, judge, levels[0])
+    if note:
+        print(note, file=sys.stderr)
     sources = ["results"]
     if args.probes:
         from mdrag.config import RAW_DATA_DIR

@@ -235,3 +235,26 @@ def test_the_selectors_choices_read_from_distinct_values_match_the_shipped_frame
     frame = dashboard.load_results(store)
     assert store.retrievers() == dashboard.retriever_choices(frame)
     assert dashboard.setting_choices(store) == dashboard.setting_choices(frame)
+
+
+def test_judging_in_another_dtype_than_the_stores_verdicts_says_so_before_it_starts(judged_grid, tiny_generator_dir,
+                                                                                      monkeypatch, capsys):
+    """The judge's id holds its dtype, so a float32 run over a store of bf16 verdicts (an AVX2-only CPU over the
+    shipped store) judges every answer again as a second instrument: the CLI says so, with the count and the
+    setting that adds to the earlier verdicts instead."""
+    from mdrag.cli import main
+
+    store, _ = judged_grid
+    answers = store.db.execute("SELECT COUNT(DISTINCT answer_id) FROM results").fetchone()[0]
+    spec = f"hf:{tiny_generator_dir}"
+    monkeypatch.setenv("MDRAG_DTYPE", "float32")
+    assert main(["judge", "--store", str(store.path), "--judge", spec, "--limit", "2"]) == 0
+    assert "Note:" not in capsys.readouterr().err  # nothing earlier to extend
+    monkeypatch.setenv("MDRAG_DTYPE", "bfloat16")
+    assert main(["judge", "--store", str(store.path), "--judge", spec, "--limit", "1"]) == 0
+    err = capsys.readouterr().err
+    assert "are in float32" in err and f"judges {answers} answers again" in err and "MDRAG_DTYPE=float32" in err
+    monkeypatch.setenv("MDRAG_DTYPE", "float32")
+    assert main(["judge", "--store", str(store.path), "--judge", spec, "--limit", "1"]) == 0
+    err = capsys.readouterr().err
+    assert "are in bfloat16" in err and f"judges {answers - 2} answers again" in err

@@ -56,6 +56,25 @@ def judge_store(store, judge, levels: tuple[int, ...] = (2,), limit: int | None 
     return counts
 
 
+def other_dtype_note(store, judge, levels: int = 2) -> str | None:
+    """A heads-up before judging when the store holds this judge model's verdicts in another dtype only: the
+    dtype is part of a judge's id (bf16 and float32 verdicts differ in the third digit), so judging here adds a
+    second instrument and judges every answer again instead of the answers the other dtype has not seen. The
+    judge's dtype follows the CPU (config.generation_dtype), so on an AVX2-only CPU the shipped bf16 verdicts
+    are not extended unless MDRAG_DTYPE says so."""
+    model, _, dtype = judge.fingerprint.rpartition("@")
+    if not model:
+        return None
+    ids = {j["judge"] for j in store.judges()}
+    others = sorted(i.rpartition("@")[2] for i in ids if i.rpartition("@")[0] == model and i != judge.fingerprint)
+    if not others:
+        return None
+    todo = len(store.unjudged(judge.fingerprint, PROMPT_VERSION, levels))
+    return (f"Note: this store's verdicts from {judge.name} are in {', '.join(others)}; this judge runs in {dtype}, "
+            f"another instrument, so it judges {todo} answers again instead of adding to theirs (set "
+            f"MDRAG_DTYPE={others[0]} to add to them).")
+
+
 def judge_kappas(answers: pd.DataFrame, verdicts: pd.DataFrame) -> pd.DataFrame:
     """Per judge (2-level verdicts): n and Cohen's kappa of (score > 0.5) against Match on short answers."""
     rows = []
