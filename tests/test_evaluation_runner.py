@@ -193,6 +193,14 @@ def test_report_numbers_equal_an_independent_recomputation(grid, tmp_path, engin
     text = report(df, tmp_path / "csv")
     assert "vanilla" in text and "noisy/oracle" in text and "Judge: flaky" in text
     assert (tmp_path / "csv" / "clusters.csv").exists()
+    # the flaky judge read about half the answers: no LLMEval cell mean poses as the cell's, the CI cells say k of n
+    from mdrag.evaluation.report import cluster_table
+
+    assert 0 < df["judge_score"].notna().mean() < 0.95
+    assert setting_table(df, "judge_score").set_index("variant").isna().all().all()
+    cell = cluster_table(df).iloc[0]
+    judged = int(df[(df.setting == "retrieved")]["judge_score"].notna().sum())
+    assert cell["LLMEval"].endswith(f"({judged} of {cell['n']})") and "of" not in cell["Match"]
 
 
 def test_paired_differences_equal_a_hand_recomputation():

@@ -36,8 +36,14 @@ def with_retriever(df: pd.DataFrame, retriever: str | None) -> pd.DataFrame:
 
 
 def _ci_cell(values: pd.Series) -> str:
-    mean, lo, hi = bootstrap_ci(values.dropna().tolist())
-    return "–" if pd.isna(mean) else f"{mean:.3f} [{lo:.3f}, {hi:.3f}]"
+    """Mean [95% CI]; "(k of n)" when only k of the cell's n rows have a value (e.g. verdicts so far only for
+    answers identical to earlier-judged ones: a selected subset, so the reader must see it is partial)."""
+    present = values.dropna()
+    mean, lo, hi = bootstrap_ci(present.tolist())
+    if pd.isna(mean):
+        return "–"
+    partial = f" ({len(present)} of {len(values)})" if len(present) < len(values) else ""
+    return f"{mean:.3f} [{lo:.3f}, {hi:.3f}]{partial}"
 
 
 def cluster_table(df: pd.DataFrame, setting: str = "retrieved", by: str = "cluster") -> pd.DataFrame:
@@ -59,6 +65,8 @@ def cluster_table(df: pd.DataFrame, setting: str = "retrieved", by: str = "clust
 PAIRS = [("qk_att", "full"), ("full_skd", "full"), ("full", "vanilla"), ("qk_att", "vanilla"),
          ("qk_att_eq", "full"), ("qk_att_rs", "full_rs"), ("full_skd", "full_skd_self"), ("full_skd_self", "full"),
          ("full_shuf", "full"), ("qk_att_shuf", "qk_att")]
+COVERED = 0.95  # share of a cell's rows a mean must stand on to be shown as that cell's mean
+
 # The paper's effects are 0.01-0.08 (Match / LLMEval): a comparison that cannot detect 0.05 at 80% power
 # cannot confirm or contradict them.
 PAPER_EFFECT = 0.05
@@ -147,8 +155,15 @@ def retrieval_table(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def setting_table(df: pd.DataFrame, metric: str = "m_match") -> pd.DataFrame:
-    """Mean of `metric` per variant and setting, and the noise-robustness ratio noisy / oracle."""
+    """Mean of `metric` per variant and setting, and the noise-robustness ratio noisy / oracle. For the judge's
+    scores a cell where the judge has read fewer than `COVERED` of the answers is left empty: the mean of the
+    answers judged so far is not the cell's mean. (Match and Recall are undefined on unanswerable questions by
+    design; their means are over the answerable ones.)"""
     table = df.pivot_table(index="variant", columns="setting", values=metric, aggfunc="mean")
+    if metric.startswith("judge"):
+        covered = df.assign(_has=df[metric].notna()).pivot_table(index="variant", columns="setting",
+                                                                 values="_has", aggfunc="mean")
+        table = table.where(covered.reindex_like(table) >= COVERED)
     if {"noisy", "oracle"} <= set(table.columns):
         table["noisy/oracle"] = table["noisy"] / table["oracle"]
     return table.reset_index()
