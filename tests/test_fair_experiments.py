@@ -427,3 +427,17 @@ def test_a_claim_read_on_part_of_its_pairs_says_how_many():
     table = claims_table(rows, claims=[claim]).set_index("metric")
     assert table.loc["LLMEval", "n"] == 10 and "LLMEval on 10 of 40 pairs" in table.loc["LLMEval", "note"]
     assert claim.note in table.loc["LLMEval", "note"] and table.loc["Match", "note"] == claim.note
+
+
+def test_the_noise_ratio_divides_means_over_the_same_questions():
+    """A control run on oracle prompts of one domain and noisy prompts of two must not divide one sample's mean by
+    another's: noisy/oracle is read over the questions answered in both settings."""
+    from mdrag.evaluation.report import setting_table
+
+    rows = [{"variant": "x", "domain": "a", "query_id": f"q{i}", "setting": "oracle", "m_match": 1.0}
+            for i in range(4)]
+    rows += [{"variant": "x", "domain": d, "query_id": f"q{i}", "setting": "noisy", "m_match": float(d == "a")}
+             for d in ("a", "b") for i in range(4)]  # right on a's questions, wrong on b's
+    table = setting_table(pd.DataFrame(rows)).set_index("variant")
+    assert table.loc["x", "noisy"] == 0.5 and table.loc["x", "oracle"] == 1.0  # each cell its own mean
+    assert table.loc["x", "noisy/oracle"] == 1.0  # over domain a's four questions only, not 0.5 / 1.0

@@ -131,9 +131,9 @@ def test_training_autocasts_to_bf16_only_where_it_is_native_and_resumes_only_its
         tiny_generator_dir, tmp_path, monkeypatch):
     """TRL's default (bf16 autocast) is emulated ~10x slower on an AVX2-only CPU: the default precision follows the
     hardware, reaches the Trainer, is written on the card, and a run never resumes another precision's checkpoint."""
-    import mdrag.config
     from transformers import TrainerCallback
 
+    import mdrag.config
     from mdrag.training.trainer import resolve_precision
 
     native_here = mdrag.config.native_bf16()

@@ -185,11 +185,9 @@ def metric_bars(df: pd.DataFrame, metric: str, by: str = "domain", judge: str | 
 
 def noise_robustness(df: pd.DataFrame, metric: str = "Match") -> pd.DataFrame:
     """Per variant: mean metric in each setting and the ratio noisy / oracle (paper: robustness to distractors)."""
-    col = METRICS.get(metric, metric)
-    table = df.pivot_table(index="variant", columns="setting", values=col, aggfunc="mean")
-    if {"noisy", "oracle"} <= set(table.columns):
-        table["noisy/oracle"] = table["noisy"] / table["oracle"]
-    return table.reset_index()
+    from mdrag.evaluation.report import setting_table
+
+    return setting_table(df, METRICS.get(metric, metric))
 
 
 def longform(df: pd.DataFrame) -> pd.DataFrame:

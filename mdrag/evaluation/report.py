@@ -165,7 +165,13 @@ def setting_table(df: pd.DataFrame, metric: str = "m_match") -> pd.DataFrame:
                                                                  values="_has", aggfunc="mean")
         table = table.where(covered.reindex_like(table) >= COVERED)
     if {"noisy", "oracle"} <= set(table.columns):
-        table["noisy/oracle"] = table["noisy"] / table["oracle"]
+        # over the questions a variant answered in both settings: a control run on one domain's oracle prompts
+        # and two domains' noisy ones must not divide one sample's mean by another's
+        both = df[df["setting"].isin(["noisy", "oracle"])].pivot_table(
+            index=["variant", "domain", "query_id"], columns="setting", values=metric, aggfunc="mean").dropna()
+        paired = both.groupby(level="variant").mean()
+        ratio = (paired["noisy"] / paired["oracle"]).reindex(table.index)
+        table["noisy/oracle"] = ratio.where(table["noisy"].notna() & table["oracle"].notna())
     return table.reset_index()
 
 
