@@ -39,7 +39,7 @@ class TrainSettings:
     # "bf16": float32 weights, matmuls autocast to bfloat16 (how the shipped adapters were trained: TRL's default);
     # "fp32": float32 throughout; None: bf16 where it is native (a GPU, or a CPU with avx512_bf16/AMX), else fp32.
     # Why: on an AVX2-only CPU oneDNN emulates bf16, and a training step took ~100 s instead of ~9 s
-    # (bench --only train-step measures both on the machine at hand).
+    # (`python -m bench --only train` times both on the machine at hand).
     precision: str | None = None
 
 
