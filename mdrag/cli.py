@@ -241,7 +241,7 @@ def _cmd_evaluate(args) -> int:
                 sample=args.sample, seed=args.seed)
     judge = None if args.judge == "none" else get_judge(args.judge, args.engine.settings.dtype)
     store = ResultsStore(Path(args.store))
-    counts = evaluate(grid, store, args.engine, judge)
+    counts = evaluate(grid, store, args.engine, judge, own_dtype=args.own_dtype)
     print(f"{args.store}: {counts}")
     return 0
 
@@ -640,6 +640,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--judge", default="default", help=judge_help + ", or none (judge later with mdrag judge)")
     s.add_argument("--endpoint", help="generate on an OpenAI-compatible server (e.g. vLLM multi-LoRA: see "
                                       "README), e.g. http://127.0.0.1:8000/v1; the judge stays as chosen")
+    s.add_argument("--own-dtype", action="store_true",
+                   help="answer every cell in this run's dtype, even one a run in another dtype already answered "
+                        "(default: reuse that answer; the views count one answer per cell)")
     s.add_argument("--store", default="results.sqlite")
     s.set_defaults(func=_cmd_evaluate)
 

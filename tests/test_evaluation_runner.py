@@ -377,7 +377,7 @@ def test_report_command_reads_a_store_and_filters_domains(grid, tmp_path, capsys
     assert "Unknown domain" in capsys.readouterr().err
 
 
-def test_a_run_in_another_dtype_says_it_adds_rows_instead_of_resuming(tmp_path):
+def test_a_run_in_another_dtype_says_it_reuses_their_answers(tmp_path):
     from mdrag.evaluation.runner import dtype_note
 
     store = ResultsStore(tmp_path / "r.sqlite")
@@ -386,11 +386,36 @@ def test_a_run_in_another_dtype_says_it_adds_rows_instead_of_resuming(tmp_path):
     store.add_run("run-b", {"generation": {"generator": "endpoint:x", "dtype": "endpoint"}})
     assert dtype_note(store, "bfloat16") is None
     note = dtype_note(store, "float32")
-    assert "bfloat16" in note and "MDRAG_DTYPE=bfloat16" in note
+    assert "bfloat16" in note and "reuses theirs" in note and "--own-dtype" in note
+    assert "answers every cell again in float32" in dtype_note(store, "float32", own_dtype=True)
+
+
+def test_a_run_in_another_dtype_reuses_answered_cells_and_answers_only_new_ones(grid, tmp_path, engine,
+                                                                                 tiny_generator_dir):
+    """The issue's "existing rows are reused where the questions overlap" across machines: a bf16 run over a
+    float32 store generates only the cells nobody answered (a larger --limit, another setting) and stores no
+    second answer for the others, so the CPU time goes to new questions."""
+    from mdrag.engine import Engine, Settings
+
+    grid.settings, grid.limit = ["retrieved"], 5
+    store = ResultsStore(tmp_path / "r.sqlite")
+    assert evaluate(grid, store, engine, show_progress=False)["generated"] == 5
+    before = store.answers_frame().set_index("key")["answer"]
+    bf16 = Engine(Settings(dtype="bfloat16", generator=str(tiny_generator_dir)))
+    grid.limit, grid.settings = None, ["retrieved", "oracle"]
+    counts = evaluate(grid, store, bf16, show_progress=False)
+    assert counts == {"generated": 3 + 8, "cached": 5, "reused": 5}
+    rows = store.answers_frame()
+    assert len(rows) == 16 and rows.set_index("key")["answer"].reindex(before.index).equals(before)
+    assert len(store.frame()) == 16  # every cell once: nothing to de-duplicate
+    made_in = {r["run_id"]: r["config"]["generation"]["dtype"] for r in store.runs()}
+    assert sorted(rows["run_id"].map(made_in).value_counts().items()) == [("bfloat16", 11), ("float32", 5)]
+    # resuming the bf16 run reuses its own rows by key (cached, not reused)
+    assert evaluate(grid, store, bf16, show_progress=False) == {"generated": 0, "cached": 16, "reused": 5}
 
 
 def test_a_question_answered_again_in_another_dtype_counts_once(grid, tmp_path, engine, tiny_generator_dir):
-    """A later run in another dtype regenerates its cells (their keys hold the dtype) instead of reusing them: the
+    """A later run in another dtype with --own-dtype regenerates its cells (their keys hold the dtype): the
     store keeps both answers, every view counts the cell once (the first stored answer), and a run of another
     generator is another experiment, kept beside it."""
     from mdrag.engine import Engine, Settings
@@ -401,7 +426,7 @@ def test_a_question_answered_again_in_another_dtype_counts_once(grid, tmp_path, 
     evaluate(grid, store, engine, show_progress=False)
     first = store.frame().set_index("query_id")["answer"]
     bf16 = Engine(Settings(dtype="bfloat16", generator=str(tiny_generator_dir)))
-    assert evaluate(grid, store, bf16, show_progress=False)["generated"] == 8  # not resumed: another experiment
+    assert evaluate(grid, store, bf16, show_progress=False, own_dtype=True)["generated"] == 8
     assert len(store.answers_frame()) == 16
     once = store.frame()
     assert len(once) == 8 and once.set_index("query_id")["answer"].equals(first)

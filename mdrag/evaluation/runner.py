@@ -27,7 +27,7 @@ from mdrag.data.domains import DOMAINS, resolve_domain
 from mdrag.engine import Engine
 from mdrag.evaluation.retrieval_metrics import RETRIEVAL_METRICS
 from mdrag.evaluation.sampling import SAMPLES, sample
-from mdrag.evaluation.store import ResultsStore, answer_key, retrieval_id
+from mdrag.evaluation.store import ResultsStore, answer_key, cell_key, retrieval_id
 from mdrag.evaluation.verdicts import judge_store
 from mdrag.generation.variants import adapter_dir, get_variant
 from mdrag.hashing import file_sha256
@@ -79,22 +79,28 @@ def _retrieval_scores(ranked, gold: set[str]) -> dict[str, float]:
     return out
 
 
-def dtype_note(store: ResultsStore, dtype: str) -> str | None:
-    """A heads-up when the store's earlier runs generated in another dtype: the dtype is part of every row's
-    key (bf16 and float32 greedy answers can differ), so this run adds its own rows next to theirs instead of
-    resuming them. The default dtype follows the CPU (config.generation_dtype), so the shipped bf16 grid is
-    not resumed on a CPU without native bf16 unless MDRAG_DTYPE says so."""
+def dtype_note(store: ResultsStore, dtype: str, own_dtype: bool = False) -> str | None:
+    """A heads-up when the store's earlier runs generated in another dtype. The dtype is part of every row's key
+    (bf16 and float32 greedy answers can differ), but not of the experiment cell (store.cell_key): by default
+    this run reuses a cell's answer from another dtype (every view counts one answer per cell) and generates
+    only the cells nobody answered; `own_dtype` answers every cell again in this dtype, beside the others'."""
     before = {r["config"].get("generation", {}).get("dtype") for r in store.runs()} - {dtype, "endpoint", None}
     if not before:
         return None
-    return (f"Note: this store's earlier runs generated in {', '.join(sorted(before))}; this run generates in "
-            f"{dtype}, so it adds new rows instead of resuming theirs (set MDRAG_DTYPE={sorted(before)[0]} to "
-            "resume them).")
+    others = ", ".join(sorted(before))
+    if own_dtype:
+        return (f"Note: this store's earlier runs generated in {others}; this run answers every cell again in "
+                f"{dtype} (--own-dtype), beside theirs; the views count each cell's first stored answer.")
+    return (f"Note: this store's earlier runs generated in {others}; this run generates in {dtype} only the cells "
+            f"they did not answer and reuses theirs (--own-dtype to answer every cell in {dtype}; "
+            f"MDRAG_DTYPE={sorted(before)[0]} to generate in theirs).")
 
 
-def evaluate(grid: Grid, store: ResultsStore, engine: Engine, judge=None, show_progress: bool = True) -> dict[str, int]:
+def evaluate(grid: Grid, store: ResultsStore, engine: Engine, judge=None, show_progress: bool = True,
+             own_dtype: bool = False) -> dict[str, int]:
     """Run every missing cell of the grid on `engine` (its generator, dtype, endpoint), then judge every answer
-    without a verdict from `judge` (if any); returns counts of generated and cached rows and of verdicts."""
+    without a verdict from `judge` (if any); returns counts of generated and cached rows (`reused`: of those,
+    the cells answered in another dtype, see dtype_note) and of verdicts."""
     settings = engine.settings
     loaded = engine.generator()
     fps = {v: adapter_fingerprint(v) for v in grid.variants}  # fails early on a missing adapter
@@ -103,7 +109,8 @@ def evaluate(grid: Grid, store: ResultsStore, engine: Engine, judge=None, show_p
     # Where the answers come from is part of every key: a server's answers never pose as local ones.
     made_by = {"generator": loaded.fingerprint, "dtype": settings.dtype} if not settings.endpoint else \
         {"generator": f"endpoint:{settings.endpoint}", "dtype": "endpoint"}
-    note = dtype_note(store, made_by["dtype"])
+    note = dtype_note(store, made_by["dtype"], own_dtype)
+    answered = set() if own_dtype else store.answered_cells()
     if note and show_progress:
         print(note, file=sys.stderr)
     store.add_run(run_id, {**grid.__dict__, "generator_path": settings.generator, "endpoint": settings.endpoint,
@@ -119,7 +126,7 @@ def evaluate(grid: Grid, store: ResultsStore, engine: Engine, judge=None, show_p
     # Domains interleaved (query 1 of each domain, then query 2, ...): a run stopped early still covers
     # every domain evenly, and its partial results are usable.
     work = [item for batch in itertools.zip_longest(*per_domain) for item in batch if item is not None]
-    counts = {"generated": 0, "cached": 0}
+    counts = {"generated": 0, "cached": 0, "reused": 0}
     bar = tqdm(total=len(work) * len(grid.retrievers) * len(grid.settings), desc="evaluate", unit="cell",
                disable=not show_progress)
     for (domain, q), retriever in itertools.product(work, grid.retrievers):
@@ -134,8 +141,12 @@ def evaluate(grid: Grid, store: ResultsStore, engine: Engine, judge=None, show_p
                                   adapter=fps[v], max_new_tokens=settings.max_new_tokens, generation=made_by,
                                   retriever=rid)
                     for v in grid.variants}
-            todo = [v for v, k in keys.items() if not store.has(k)]
+            other_dtype = {v for v, k in keys.items() if not store.has(k) and cell_key(
+                domain=domain, query=q.id, setting=setting, prompt=prompt_hash, variant=v, adapter=fps[v],
+                max_new_tokens=settings.max_new_tokens, generator=made_by["generator"], retriever=rid) in answered}
+            todo = [v for v, k in keys.items() if not store.has(k) and v not in other_dtype]
             counts["cached"] += len(keys) - len(todo)
+            counts["reused"] += len(other_dtype)
             if todo:
                 pipe.answer(trace, todo)
             rows = []

@@ -140,6 +140,16 @@ def answer_key(*, domain: str, query: str, setting: str, prompt: str, variant: s
                    max_new_tokens=max_new_tokens, **generation, **by, **legacy)
 
 
+def cell_key(*, domain: str, query: str, setting: str, prompt: str, variant: str, adapter: str | None,
+             max_new_tokens: int | None, generator: str | None, retriever: str | None) -> str:
+    """An experiment cell: what answer_key holds less the dtype (and library versions). Two answers to one cell
+    are the same experiment run twice (bf16 vs float32 greedy decoding: on 102 ClapNQ cells Match never
+    differed); the views count the first stored one and `evaluate` reuses it. The retriever is left out for
+    oracle rows, as in answer_key (gold passages: the same prompt whatever the retriever)."""
+    return json.dumps([domain, query, setting, prompt, variant, adapter, max_new_tokens, generator,
+                       None if setting == "oracle" else retriever])
+
+
 def _run_generation(config: dict) -> dict:
     """A run's {generator, dtype} as keys hold it (the first runs kept them at the top level)."""
     return config.get("generation") or {"generator": config.get("generator_fingerprint"),
@@ -561,24 +571,38 @@ class ResultsStore:
         retrieval = pd.json_normalize(df["retrieval"].tolist()).add_prefix("r_") if len(df) else pd.DataFrame()
         return pd.concat([df.reset_index(drop=True), metrics, retrieval], axis=1)
 
+    def _cell_keys(self, df) -> list[str]:
+        """cell_key of each row of an answers frame (domain, query_id, setting, prompt_hash, variant, retriever,
+        run_id), the adapter, budget and generator from its run's config."""
+        configs, _ = self._run_configs()
+        out = []
+        for row in df[["domain", "query_id", "setting", "prompt_hash", "variant", "retriever", "run_id"]].itertuples(
+                index=False):
+            config = configs.get(row.run_id, {})
+            out.append(cell_key(domain=row.domain, query=row.query_id, setting=row.setting, prompt=row.prompt_hash,
+                                variant=row.variant, adapter=config.get("adapters", {}).get(row.variant),
+                                max_new_tokens=config.get("max_new_tokens"),
+                                generator=_run_generation(config).get("generator"), retriever=row.retriever))
+        return out
+
+    def answered_cells(self) -> set[str]:
+        """The cell_key of every stored answer (what `evaluate` need not answer again in another dtype)."""
+        import pandas as pd
+
+        rows = pd.read_sql_query("SELECT domain, query_id, setting, prompt_hash, variant, retriever, run_id "
+                                 "FROM results", self.db)
+        return set(self._cell_keys(rows)) if len(rows) else set()
+
     def one_answer_per_cell(self, df):
-        """The first stored answer of each experiment cell: the same question, setting, variant, retrieval, prompt,
-        generator, adapter and answer budget answered again under another dtype or library version (a later run
-        regenerates rather than reuses such rows: their keys differ) counts once in every mean, CI and pairing.
-        Why: the stratified ClapNQ sample shares 34 questions with the file-order one, and those cells were
-        counted twice."""
+        """The first stored answer of each experiment cell (cell_key): the same question, setting, variant,
+        retrieval, prompt, generator, adapter and answer budget answered again under another dtype or library
+        version (`evaluate --own-dtype`, or rows stored before runs reused other dtypes' answers) counts once in
+        every mean, CI and pairing. Why: the stratified ClapNQ sample shares 34 questions with the file-order
+        one, and those cells were counted twice."""
         if df.empty:
             return df
-        configs, _ = self._run_configs()
-
-        def experiment(run_id: str, variant: str) -> str:
-            config = configs.get(run_id, {})
-            return json.dumps([_run_generation(config).get("generator"), config.get("adapters", {}).get(variant),
-                               config.get("max_new_tokens")])
-
-        same = df.assign(_experiment=[experiment(r, v) for r, v in zip(df["run_id"], df["variant"], strict=True)])
-        cell = ["domain", "query_id", "setting", "variant", "retriever", "prompt_hash", "_experiment"]
-        kept = same.sort_values("created", kind="stable").drop_duplicates(cell, keep="first")
+        kept = df.assign(_cell=self._cell_keys(df)).sort_values("created", kind="stable") \
+            .drop_duplicates("_cell", keep="first")
         return df.loc[sorted(kept.index)].reset_index(drop=True)
 
     def settings(self) -> list[str]:
