@@ -29,7 +29,7 @@ from mdrag.config import LIMITS
 from mdrag.data.schema import Query
 from mdrag.engine import Engine
 from mdrag.errors import InvalidQueryError
-from mdrag.evaluation.store import case_label, case_setting, parse_case_setting
+from mdrag.evaluation.store import case_label, case_setting, cell_key, parse_case_setting
 from mdrag.pipeline import register_case_setting
 from mdrag.registry import Registry
 from mdrag.trace import RagTrace, RetrievedPassage
@@ -269,8 +269,9 @@ def probe_question(pipe, query: Query, variants: list[str], probe: Probe, k: int
 def run_probe(probe_name: str, domains: list[str], variants: list[str], store, engine: Engine,
               limit: int | None = 100, k: int = 5, attention: bool = True, sample_how: str = "stratified",
               seed: int = 0, show_progress: bool = True, retriever: str = "splade",
-              reranker: str = "minilm") -> dict[str, int]:
-    """The probe over each domain's sample of answerable test questions, into `store` (resumable)."""
+              reranker: str = "minilm", own_dtype: bool = False) -> dict[str, int]:
+    """The probe over each domain's sample of answerable test questions, into `store` (resumable). A row another
+    dtype already holds for the same cell is reused unless `own_dtype` (as `evaluate` does: runner.dtype_note)."""
     import itertools
 
     from mdrag.data.domains import resolve_domain
@@ -282,6 +283,7 @@ def run_probe(probe_name: str, domains: list[str], variants: list[str], store, e
     max_new_tokens = engine.settings.max_new_tokens
     fps = {v: adapter_fingerprint(v) for v in variants}  # fails early on a missing adapter
     made_by = {"generator": loaded.fingerprint, "dtype": engine.settings.dtype}
+    answered = set() if own_dtype else store.answered_cells(probes=True)
     run_id = f"probe-{probe.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     store.add_run(run_id, {"probe": probe.name, "domains": domains, "variants": variants, "limit": limit, "k": k,
                            "sample": sample_how, "seed": seed, "adapters": fps, "generation": made_by,
@@ -298,12 +300,17 @@ def run_probe(probe_name: str, domains: list[str], variants: list[str], store, e
             return probe_key(probe.name, condition, domain, q.id, prompt, variant, fps[variant], made_by,
                              max_new_tokens)
 
+        def done(condition: str, variant: str, prompt: str, key=key, domain=domain, q=q) -> bool:
+            return store.has_probe(key(condition, variant, prompt)) or cell_key(
+                domain=domain, query=q.id, setting=case_setting(probe.name, condition), prompt=prompt,
+                variant=variant, adapter=fps[variant], max_new_tokens=max_new_tokens,
+                generator=made_by["generator"], retriever=None) in answered
+
         ranked = pipe.retrieve(query_id=q.id).ranked
         if probe_material(pipe, q, ranked, k) is None:
             counts["skipped"] += 1
             continue
-        rows = probe_question(pipe, q, variants, probe, k, attention, ranked=ranked,
-                              done=lambda c, v, p, key=key: store.has_probe(key(c, v, p)))
+        rows = probe_question(pipe, q, variants, probe, k, attention, ranked=ranked, done=done)
         by_condition: dict[str, list[dict]] = {}
         for r in rows:
             r.update(key=key(r["condition"], r["variant"], r["prompt_hash"]), run_id=run_id, probe=probe.name)

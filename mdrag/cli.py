@@ -296,7 +296,7 @@ def _cmd_probe(args) -> int:
     store = ResultsStore(Path(args.store))
     counts = run_probe(args.probe, _domains(args.domains), args.variants.split(","), store, args.engine,
                        args.limit, args.k, not args.no_attention, args.sample, args.seed, retriever=args.retriever,
-                       reranker=args.reranker)
+                       reranker=args.reranker, own_dtype=args.own_dtype)
     print(f"{args.store}: {counts}")
     frame = store.probe_frame(args.probe)
     if not frame.empty and args.probe == "attack":
@@ -674,6 +674,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--sample", default="stratified", choices=["stratified", "file"])
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--generator", help="local HF causal-LM directory (default: packaged SmolLM2-135M)")
+    s.add_argument("--own-dtype", action="store_true",
+                   help="probe every cell in this run's dtype, even one a run in another dtype already probed "
+                        "(default: reuse that row; the views count one row per cell)")
     s.add_argument("--store", default="results.sqlite")
     s.set_defaults(func=_cmd_probe)
 

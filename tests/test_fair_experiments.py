@@ -112,6 +112,30 @@ def test_probe_run_stores_rows_resumes_without_duplicates_and_reports(probe_doma
     assert set(dependence["variant"]) == {"vanilla", "full", "mlp"}
 
 
+def test_a_probe_in_another_dtype_reuses_probed_cells_and_counts_each_once(probe_domain, tiny_engine,
+                                                                            tiny_generator_dir, tmp_path):
+    """As `evaluate` does: extending a bf16 probe on a float32 machine probes only the new questions; with
+    --own-dtype it probes them all again, and the curves still count each (question, position, variant) once."""
+    from mdrag.engine import Engine, Settings
+
+    store = ResultsStore(tmp_path / "probe.sqlite")
+    bf16 = Engine(Settings(dtype="bfloat16", generator=str(tiny_generator_dir)))
+    assert run_probe("position", ["probetiny"], ["vanilla", "full"], store, bf16, limit=2, k=3, attention=False,
+                     show_progress=False)["rows"] == 2 * 3 * 2
+    more = run_probe("position", ["probetiny"], ["vanilla", "full"], store, tiny_engine, limit=3, k=3,
+                     attention=False, show_progress=False)
+    assert more["rows"] == 1 * 3 * 2 and more["questions"] == 3  # only the third question, in float32
+    assert len(store.probe_frame("position")) == 3 * 3 * 2
+    again = run_probe("position", ["probetiny"], ["vanilla", "full"], store, tiny_engine, limit=3, k=3,
+                      attention=False, show_progress=False, own_dtype=True)
+    assert again["rows"] == 2 * 3 * 2  # the bf16 questions answered again in float32, beside theirs
+    frame = store.probe_frame("position")
+    assert store.db.execute("SELECT COUNT(*) FROM probe_rows").fetchone()[0] == 3 * 3 * 2 + 2 * 3 * 2
+    assert len(frame) == 3 * 3 * 2 and (curves(frame)["n"] == 3).all()  # each cell once: the first stored row
+    made_in = {r["run_id"]: r["config"]["generation"]["dtype"] for r in store.runs()}
+    assert frame["run_id"].map(made_in).value_counts().to_dict() == {"bfloat16": 12, "float32": 6}
+
+
 def test_unknown_probe_lists_known_ones(probe_domain, tmp_path, tiny_engine):
     from mdrag.errors import UnknownNameError
 

@@ -511,6 +511,7 @@ class ResultsStore:
             return pd.DataFrame(columns=PROBE_COLUMNS)
         where, args = ("WHERE probe=?", (probe,)) if probe else ("", ())
         df = pd.read_sql_query(f"SELECT {', '.join(PROBE_COLUMNS)} FROM probe_rows {where}", self.db, params=args)
+        df = self.one_answer_per_cell(df)  # a question probed again in another dtype counts once
         for c in _JSON & set(PROBE_COLUMNS):
             df[c] = [json.loads(v) if isinstance(v, str) else v for v in df[c]]
         if len(df):
@@ -573,32 +574,39 @@ class ResultsStore:
 
     def _cell_keys(self, df) -> list[str]:
         """cell_key of each row of an answers frame (domain, query_id, setting, prompt_hash, variant, retriever,
-        run_id), the adapter, budget and generator from its run's config."""
+        run_id) or of a probe frame (probe and condition instead of setting: the case setting, no retriever: the
+        prompt hash holds the passages), the adapter, budget and generator from its run's config."""
         configs, _ = self._run_configs()
+        probe = "probe" in df.columns
         out = []
-        for row in df[["domain", "query_id", "setting", "prompt_hash", "variant", "retriever", "run_id"]].itertuples(
-                index=False):
+        for row in df.itertuples(index=False):
             config = configs.get(row.run_id, {})
-            out.append(cell_key(domain=row.domain, query=row.query_id, setting=row.setting, prompt=row.prompt_hash,
-                                variant=row.variant, adapter=config.get("adapters", {}).get(row.variant),
+            out.append(cell_key(domain=row.domain, query=row.query_id, prompt=row.prompt_hash, variant=row.variant,
+                                setting=case_setting(row.probe, row.condition) if probe else row.setting,
+                                adapter=config.get("adapters", {}).get(row.variant),
                                 max_new_tokens=config.get("max_new_tokens"),
-                                generator=_run_generation(config).get("generator"), retriever=row.retriever))
+                                generator=_run_generation(config).get("generator"),
+                                retriever=None if probe else row.retriever))
         return out
 
-    def answered_cells(self) -> set[str]:
-        """The cell_key of every stored answer (what `evaluate` need not answer again in another dtype)."""
+    def answered_cells(self, probes: bool = False) -> set[str]:
+        """The cell_key of every stored answer (`probes`: of every probe row): what `evaluate` (`probe`) need not
+        answer again in another dtype."""
         import pandas as pd
 
-        rows = pd.read_sql_query("SELECT domain, query_id, setting, prompt_hash, variant, retriever, run_id "
-                                 "FROM results", self.db)
+        if probes and not self._exists("probe_rows"):
+            return set()
+        sql = ("SELECT probe, condition, domain, query_id, prompt_hash, variant, run_id FROM probe_rows" if probes
+               else "SELECT domain, query_id, setting, prompt_hash, variant, retriever, run_id FROM results")
+        rows = pd.read_sql_query(sql, self.db)
         return set(self._cell_keys(rows)) if len(rows) else set()
 
     def one_answer_per_cell(self, df):
         """The first stored answer of each experiment cell (cell_key): the same question, setting, variant,
         retrieval, prompt, generator, adapter and answer budget answered again under another dtype or library
         version (`evaluate --own-dtype`, or rows stored before runs reused other dtypes' answers) counts once in
-        every mean, CI and pairing. Why: the stratified ClapNQ sample shares 34 questions with the file-order
-        one, and those cells were counted twice."""
+        every mean, CI and pairing; answer or probe frames (see _cell_keys). Why: the stratified ClapNQ sample
+        shares 34 questions with the file-order one, and those cells were counted twice."""
         if df.empty:
             return df
         kept = df.assign(_cell=self._cell_keys(df)).sort_values("created", kind="stable") \
