@@ -110,8 +110,8 @@ def test_resume_from_checkpoint_equals_an_uninterrupted_run(tiny_generator_dir, 
 
     examples, settings = _examples(6), TrainSettings(save_steps=2)
     monkeypatch.setenv("MDRAG_CACHE", str(tmp_path / "a"))
-    train_variant("full", generator_path=str(tiny_generator_dir), examples=examples, settings=settings,
-                  out_dir=tmp_path / "straight")
+    straight = train_variant("full", generator_path=str(tiny_generator_dir), examples=examples, settings=settings,
+                             out_dir=tmp_path / "straight")
     monkeypatch.setenv("MDRAG_CACHE", str(tmp_path / "b"))
     with pytest.raises(KeyboardInterrupt):
         train_variant("full", generator_path=str(tiny_generator_dir), examples=examples, settings=settings,
@@ -119,6 +119,8 @@ def test_resume_from_checkpoint_equals_an_uninterrupted_run(tiny_generator_dir, 
     card = train_variant("full", generator_path=str(tiny_generator_dir), examples=examples, settings=settings,
                          out_dir=tmp_path / "resumed")
     assert card["resumed_from"] == "checkpoint-2" and card["steps"] == 6
+    # the card's mean loss covers all six steps, the two before the kill included
+    assert card["mean_loss"] == pytest.approx(straight["mean_loss"], rel=1e-3)
     a = load_file(tmp_path / "straight" / "adapter_model.safetensors")
     b = load_file(tmp_path / "resumed" / "adapter_model.safetensors")
     assert a.keys() == b.keys()

@@ -123,7 +123,10 @@ def train_variant(variant: str, labels: str | None = None, spec: ExampleSpec | N
         "trainable_parameters": int(sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)),
         "data": {**spec.__dict__, "n": len(examples), "query_ids_sha256": _ids_hash(examples)}, "examples": len(rows),
         "tokens": tokens, "steps": int(trainer.state.global_step), "final_loss": losses[-1] if losses else None,
-        "mean_loss": result.training_loss, "resumed_from": Path(last).name if last else None,
+        # over every step: the Trainer's training_loss averages only the steps of this (possibly resumed) run,
+        # while the checkpoint's log history holds every step's loss (logging_steps=1)
+        "mean_loss": sum(losses) / len(losses) if losses else result.training_loss,
+        "resumed_from": Path(last).name if last else None,
         "wall_seconds_this_run": round(wall, 1), "settings": {**settings.__dict__, "precision": precision},
         "precision": precision, "versions": versions(), "cpu": cpu(),
     }
