@@ -141,10 +141,11 @@ def evaluate(grid: Grid, store: ResultsStore, engine: Engine, judge=None, show_p
                                   adapter=fps[v], max_new_tokens=settings.max_new_tokens, generation=made_by,
                                   retriever=rid)
                     for v in grid.variants}
-            other_dtype = {v for v, k in keys.items() if not store.has(k) and cell_key(
+            missing = [v for v, k in keys.items() if not store.has(k)]  # one lookup per key
+            other_dtype = {v for v in missing if cell_key(
                 domain=domain, query=q.id, setting=setting, prompt=prompt_hash, variant=v, adapter=fps[v],
                 max_new_tokens=settings.max_new_tokens, generator=made_by["generator"], retriever=rid) in answered}
-            todo = [v for v, k in keys.items() if not store.has(k) and v not in other_dtype]
+            todo = [v for v in missing if v not in other_dtype]
             counts["cached"] += len(keys) - len(todo)
             counts["reused"] += len(other_dtype)
             if todo:
