@@ -17,11 +17,15 @@ import threading
 from collections.abc import Iterable
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from mdrag.engine import Engine
 from mdrag.trace import RagTrace
+
+if TYPE_CHECKING:
+    from mdrag.generation.kv_cache import PromptKV
 
 ATTN_NAME = "mdrag_segments"
 TEMPLATE = "template"  # chat-template tokens that belong to no named segment
@@ -131,10 +135,15 @@ class SegmentAttention:
         return out.reset_index()
 
 
-def answer_attention(trace: RagTrace, engine: Engine, variants: list[str] | None = None) -> SegmentAttention:
+def answer_attention(trace: RagTrace, engine: Engine, variants: list[str] | None = None,
+                     prompt_kv: dict[str, PromptKV] | None = None) -> SegmentAttention:
     """Segment masses for every answer token of each variant in the trace (one forward pass per variant), on
-    the engine's stacked model in the generation dtype: the answer's own attention."""
+    the engine's stacked model in the generation dtype: the answer's own attention. `prompt_kv`: a variant's
+    prompt keys and values as its generation's prefill left them (Generator on_prefill); that variant's pass
+    then computes only the positions that produced answer tokens, on top of the cached prompt."""
     import torch
+
+    from mdrag.generation.kv_cache import cache_from_prompts
 
     variants = variants or list(trace.answers)
     missing = [v for v in variants if v not in trace.answers]
@@ -150,8 +159,14 @@ def answer_attention(trace: RagTrace, engine: Engine, variants: list[str] | None
         answer = trace.answers[variant].token_ids
         ids = trace.prompt_ids + answer
         rows = torch.arange(n - 1, n - 1 + max(1, len(answer)))  # positions that produced each answer token
+        kv = (prompt_kv or {}).get(variant)
+        if kv is not None and n > 1:  # keys and values of prompt[:-1] cached: feed positions n-1 .. on
+            kwargs = {"past_key_values": cache_from_prompts(fast.model.config, [kv], n - 1), "use_cache": True}
+            fed = ids[n - 1: n - 1 + len(rows)]  # (rows,): the last prompt token and the answer but its last
+        else:
+            kwargs, fed = {}, ids
         with torch.inference_mode(), fast.rows([name]), recording(rows, segment_onehot(trace, len(ids))) as rec:
-            fast.model(input_ids=torch.tensor([ids]), logits_to_keep=1)  # (1, len(ids)) -> no full logits
+            fast.model(input_ids=torch.tensor([fed]), logits_to_keep=1, **kwargs)  # no full logits
         stacked = torch.stack([rec.layers[layer][0] for layer in sorted(rec.layers)])  # (layers, heads, n, seg)
         layers, heads, tokens, _ = stacked.shape
         index = pd.MultiIndex.from_product([range(layers), range(heads), range(tokens), segments],

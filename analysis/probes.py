@@ -22,6 +22,7 @@ import hashlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from tqdm import tqdm
 
@@ -33,6 +34,9 @@ from mdrag.evaluation.store import case_label, case_setting, cell_key, parse_cas
 from mdrag.pipeline import register_case_setting
 from mdrag.registry import Registry
 from mdrag.trace import RagTrace, RetrievedPassage
+
+if TYPE_CHECKING:
+    from mdrag.generation.kv_cache import PromptKV
 
 CASE_K = LIMITS.rerank_k  # passages per prompt of a probe's case settings (the probe CLI's default --k)
 
@@ -194,24 +198,27 @@ def probe_material(pipe, query: Query, ranked: list[RetrievedPassage], k: int
     return (gold, distractors) if len(distractors) == k - 1 else None
 
 
-def gold_logprobs(trace: RagTrace, variants: list[str], gold: str, engine: Engine) -> dict[str, float]:
+def gold_logprobs(trace: RagTrace, variants: list[str], gold: str, engine: Engine,
+                  prompt_kv: dict[str, PromptKV] | None = None) -> dict[str, float]:
     """log P(gold answer tokens | prompt) per variant, all variants as rows of one forward pass (the engine's
-    stacked model, generation dtype)."""
+    stacked model, generation dtype); with every variant's `prompt_kv` (its generation's prefill), on top of it."""
     from mdrag.generation.scoring import continuation_logprobs
 
     names = engine.attach(variants)
     target = engine.generator().tokenizer(gold, add_special_tokens=False)["input_ids"]
     if not target:
         return dict.fromkeys(variants, float("nan"))
-    picked = continuation_logprobs(engine.stacked(), names, list(trace.prompt_ids), target)
+    cached = [prompt_kv[v] for v in variants] if prompt_kv and all(v in prompt_kv for v in variants) else None
+    picked = continuation_logprobs(engine.stacked(), names, list(trace.prompt_ids), target, cached)
     return dict(zip(variants, picked, strict=True))
 
 
-def gold_attention(trace: RagTrace, variants: list[str], engine: Engine) -> dict[str, float]:
+def gold_attention(trace: RagTrace, variants: list[str], engine: Engine,
+                   prompt_kv: dict[str, PromptKV] | None = None) -> dict[str, float]:
     """Mean over layers, heads and answer tokens of the attention mass the answer puts on the gold passage."""
     from analysis.attention import answer_attention
 
-    frame = answer_attention(trace, engine, variants).frame()
+    frame = answer_attention(trace, engine, variants, prompt_kv).frame()
     gold = {f"passage_{p.rank}" for p in trace.passages if p.is_gold}
     on_gold = frame[frame["segment"].astype(str).isin(gold)].groupby(["variant", "layer", "head"])["mass"].sum()
     return on_gold.groupby(level="variant").mean().reindex(variants).fillna(0.0).to_dict()
@@ -227,10 +234,11 @@ def probe_key(probe: str, condition: str, domain: str, query: str, prompt: str, 
 
 def probe_question(pipe, query: Query, variants: list[str], probe: Probe, k: int = 5,
                    attention: bool = True, done: Callable[[str, str, str], bool] | None = None,
-                   ranked: list[RetrievedPassage] | None = None) -> list[dict]:
+                   ranked: list[RetrievedPassage] | None = None, share_prefill: bool = True) -> list[dict]:
     """Every condition of `probe` for one question: a list of rows, one per condition and variant still to do
     (`done(condition, variant, prompt_hash)` says which are stored already). Without a gold answer or enough
-    distractors, no rows."""
+    distractors, no rows. `share_prefill=False` prefills each prompt again for the log-prob and the attention
+    (the bench's baseline)."""
     if not query.answers or not query.gold_ids:
         return []
     ranked = ranked if ranked is not None else pipe.retrieve(query_id=query.id).ranked
@@ -248,9 +256,12 @@ def probe_question(pipe, query: Query, variants: list[str], probe: Probe, k: int
         todo = [v for v in variants if done is None or not done(condition, v, prompt_hash)]
         if not todo:
             continue
-        pipe.answer(trace, todo)
-        logp = gold_logprobs(trace, todo, query.answers[0], pipe.engine)
-        att = gold_attention(trace, todo, pipe.engine) if attention else {}
+        # each variant's prompt is prefilled once: generation, the gold log-prob and the attention share it
+        kv: dict[str, PromptKV] = {}
+        pipe.answer(trace, todo, on_prefill=None if not share_prefill else kv.__setitem__)
+        logp = gold_logprobs(trace, todo, query.answers[0], pipe.engine, kv)
+        att = gold_attention(trace, todo, pipe.engine, kv) if attention else {}
+        kv.clear()
         for v in todo:
             ans = trace.answers[v]
             metrics = {**ans.metrics, **(probe.measure(ans.text, condition, query, passages) if probe.measure

@@ -58,6 +58,8 @@ class Sizes:
     ground_variants: tuple[str, ...] = ("vanilla", "full", "qk_att", "att", "mlp", "full_skd")
     sessions: int = 8  # browser sessions asking at once (sessions section)
     source_masks: int = 32  # ContextCite masks per attribution (sources section)
+    probe_k: int = 5  # passages of the position probe's prompts = its conditions (probe section)
+    probe_variants: tuple[str, ...] = ("vanilla", "full", "qk_att")
 
 
 FULL = Sizes()
@@ -65,7 +67,7 @@ QUICK = Sizes(prompt=160, new=12, turns=1, ask_counts=(1, 6), ingest=(200,), ing
               attention_tries=1, queries=3,
               index_sample=16, grid_prompts=1, grid_variants=2, train_tokens=96, train_steps=1,
               train_variants=("qk_att",), domains=1, judge_answers=3, ground_questions=1,
-              ground_variants=("qk_att",), sessions=2, source_masks=4)
+              ground_variants=("qk_att",), sessions=2, source_masks=4, probe_k=2, probe_variants=("qk_att",))
 # QUICK's judge and grounding sizes: the 1.5B model in float32 on an AVX2-only CPU takes ~10 s per verdict, and
 # those two sections were 600 of the quick run's ~1,100 s (CI, 2026-12-03); three answers and one short answer
 # still run every code path of both sections.
@@ -725,6 +727,27 @@ _ALL_ANSWERS_JS = """n => document.querySelectorAll('#answers .mdrag-answer').le
     && !document.querySelector('#answers .mdrag-answer.pending')"""
 
 
+def bench_probe(size: Sizes, engine: Engine) -> None:
+    """The position probe on one NQ-open test question (probe_k conditions x probe_variants, real models): each
+    prompt prefilled once per variant and shared by the answer, the gold answer's log-prob and the attention,
+    vs prefilled again for the log-prob and again for the attention (the probe before 2026-12-03; profiled, the
+    two extra prefills were 60% of a question's time)."""
+    from analysis.probes import PROBES, probe_question
+
+    pipe = engine.pipeline("nq_open")
+    query = next(q for q in pipe.domain.split("test") if q.answers and q.gold_ids)
+    ranked = pipe.retrieve(query_id=query.id).ranked
+    variants = list(size.probe_variants)
+    engine.attach(variants)
+
+    def one(share: bool) -> None:
+        probe_question(pipe, query, variants, PROBES["position"], size.probe_k, ranked=ranked, share_prefill=share)
+
+    shared, again = _interleaved_medians([lambda: one(True), lambda: one(False)], 1, warm=False)
+    _row("probe", f"seconds per probe question ({size.probe_k} positions x {len(variants)} variants): one "
+         "prefill per prompt and variant vs three", shared, again, "s")
+
+
 def _start_app(port: int, jobs: int) -> subprocess.Popen:
     import urllib.request
 
@@ -881,7 +904,7 @@ SECTIONS = {"decode": bench_decode, "variants": bench_variants, "ask": bench_ask
             "attention": bench_attention, "ablation": bench_ablation, "sources": bench_sources,
             "retrieval": bench_retrieval,
             "evaluation": bench_evaluation, "train": bench_train, "memory": bench_memory, "judge": bench_judge,
-            "grounding": bench_grounding, "sessions": bench_sessions}
+            "grounding": bench_grounding, "probe": bench_probe, "sessions": bench_sessions}
 
 
 def main(argv: list[str] | None = None) -> int:

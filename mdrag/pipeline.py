@@ -29,6 +29,7 @@ from mdrag.retrieval.rerank import rerank_order, reranker_label
 
 if TYPE_CHECKING:
     from mdrag.engine import Engine
+    from mdrag.generation.kv_cache import PromptKV
 from mdrag.trace import RagTrace, RetrievedPassage, VariantAnswer
 from mdrag.validation import clean_query
 
@@ -212,10 +213,12 @@ class RagPipeline:
 
     def _generate(self, trace: RagTrace, variants: list[str],
                   on_answer: Callable[[VariantAnswer], None] | None = None,
-                  on_token: Callable[[str, str], None] | None = None) -> RagTrace:
+                  on_token: Callable[[str, str], None] | None = None,
+                  on_prefill: Callable[[str, PromptKV], None] | None = None) -> RagTrace:
         """Every variant's answer in one batch, scored against the gold answer if known; `on_answer` sees each
-        variant's answer as soon as it is ready, `on_token(variant, text so far)` each new token (local
-        generation only; an endpoint returns whole answers)."""
+        variant's answer as soon as it is ready, `on_token(variant, text so far)` each new token and
+        `on_prefill(variant, prompt keys and values)` each prefill (local generation only; an endpoint returns
+        whole answers)."""
         for v in variants:
             get_variant(v)
         n = len(trace.prompt_ids)
@@ -235,7 +238,7 @@ class RagPipeline:
             gens = RemoteGenerator(self.settings.endpoint, self.engine.generator().tokenizer,
                                    self.settings.max_new_tokens).generate(trace.prompt_ids, variants, done)
         else:
-            gens = self.engine.decoder().generate(trace.prompt_ids, variants, done, on_token)
+            gens = self.engine.decoder().generate(trace.prompt_ids, variants, done, on_token, on_prefill)
         # Keep the requested order (answers arrive in finishing order).
         trace.answers = {v: trace.answers[v] for v in variants if v in trace.answers}
         trace.timings["generate"] = max((g.seconds for g in gens), default=0.0)
@@ -245,9 +248,11 @@ class RagPipeline:
         return trace
 
     def answer(self, trace: RagTrace, variants: list[str],
-               on_answer: Callable[[VariantAnswer], None] | None = None) -> RagTrace:
-        """Step 3, waited for: every variant's answer in `trace.answers` (the batch `stream` runs)."""
-        return self._generate(trace, variants, on_answer)
+               on_answer: Callable[[VariantAnswer], None] | None = None,
+               on_prefill: Callable[[str, PromptKV], None] | None = None) -> RagTrace:
+        """Step 3, waited for: every variant's answer in `trace.answers` (the batch `stream` runs);
+        `on_prefill`: each variant's prompt keys and values, for analysis that continues from them."""
+        return self._generate(trace, variants, on_answer, on_prefill=on_prefill)
 
     def stream(self, trace: RagTrace, variants: list[str]) -> Iterator[TokenEvent | AnswerEvent]:
         """Step 3: every variant's answer as events: TokenEvent after each decoded token, AnswerEvent as each

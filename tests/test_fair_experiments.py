@@ -465,3 +465,19 @@ def test_the_noise_ratio_divides_means_over_the_same_questions():
     table = setting_table(pd.DataFrame(rows)).set_index("variant")
     assert table.loc["x", "noisy"] == 0.5 and table.loc["x", "oracle"] == 1.0  # each cell its own mean
     assert table.loc["x", "noisy/oracle"] == 1.0  # over domain a's four questions only, not 0.5 / 1.0
+
+
+def test_probe_rows_from_the_shared_prefill_equal_rows_that_prefill_again(probe_domain, tiny_engine):
+    """One prefill per variant and prompt serves the answer, the gold log-prob and the attention: the same rows
+    (answers exactly, numbers to float rounding) as prefilling the prompt again for each."""
+    pipe = _pipe(probe_domain, tiny_engine)
+    query = probe_domain.query_by_id["q0"]
+    args = (pipe, query, ["vanilla", "full", "qk_att"], PROBES["position"], 3)
+    shared = probe_question(*args, attention=True)
+    again = probe_question(*args, attention=True, share_prefill=False)
+    assert len(shared) == len(again) == 9
+    for a, b in zip(shared, again, strict=True):
+        assert (a["condition"], a["variant"], a["answer"]) == (b["condition"], b["variant"], b["answer"])
+        assert a["gold_logprob"] == pytest.approx(b["gold_logprob"], abs=1e-4)
+        assert a["gold_attention"] == pytest.approx(b["gold_attention"], abs=1e-5)
+    assert len({round(r["gold_logprob"], 3) for r in shared}) > 3  # conditions and variants differ

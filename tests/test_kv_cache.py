@@ -57,3 +57,67 @@ def test_the_generator_decodes_into_reserved_room(tiny_generator_dir, monkeypatc
     monkeypatch.setattr(DynamicLayer, "update", copying_update)
     got = Generator(loaded, max_new_tokens=12, dtype="float32").generate(prompt, ["vanilla", "vanilla"])
     assert [g.token_ids for g in got] == [want, want]
+
+
+def _prefilled(tiny_engine, tiny_domain, variants):
+    """A tiny trace answered with every variant's prompt keys and values kept (the generator's on_prefill)."""
+    pipe = tiny_engine.pipeline(tiny_domain, retriever="bm25", reranker="none", top_k=3)
+    retrieval = pipe.retrieve("who got the first nobel prize in physics")
+    trace = pipe.trace_for_passages(retrieval.text, None, retrieval.ranked[:3], "retrieved")
+    kv = {}
+    pipe.answer(trace, variants, on_prefill=kv.__setitem__)
+    return trace, kv
+
+
+def test_prompt_keys_and_values_kept_at_prefill_are_the_prompts_after_decoding(tiny_engine, tiny_domain):
+    """Decoding appends past the prompt and joins/drops rows into fresh buffers: the kept views still hold a
+    fresh prefill's numbers afterwards (a decode step writing into them would change them)."""
+    trace, kv = _prefilled(tiny_engine, tiny_domain, ["vanilla", "full", "qk_att"])
+    stacked = tiny_engine.stacked()
+    assert set(kv) == {"vanilla", "full", "qk_att"} and any(a.token_ids for a in trace.answers.values())
+    for variant, name in zip(["vanilla", "full", "qk_att"], tiny_engine.attach(["vanilla", "full", "qk_att"]),
+                             strict=True):
+        with torch.inference_mode(), stacked.rows([name]):
+            fresh = stacked.model(input_ids=torch.tensor([trace.prompt_ids]), use_cache=True).past_key_values
+        assert len(kv[variant]) == len(fresh.layers)
+        for (k, v), layer in zip(kv[variant], fresh.layers, strict=True):
+            assert k.shape == layer.keys.shape and k.shape[-2] == len(trace.prompt_ids)
+            torch.testing.assert_close(k, layer.keys, rtol=0, atol=1e-6)
+            torch.testing.assert_close(v, layer.values, rtol=0, atol=1e-6)
+
+
+def test_log_probs_continued_from_the_prefill_equal_a_full_forward(tiny_engine, tiny_domain):
+    from mdrag.generation.scoring import continuation_logprobs
+
+    variants = ["vanilla", "full", "qk_att"]
+    trace, kv = _prefilled(tiny_engine, tiny_domain, variants)
+    names = tiny_engine.attach(variants)
+    target = tiny_engine.generator().tokenizer(" Wilhelm Conrad Röntgen", add_special_tokens=False)["input_ids"]
+    full = continuation_logprobs(tiny_engine.stacked(), names, trace.prompt_ids, target)
+    cached = continuation_logprobs(tiny_engine.stacked(), names, trace.prompt_ids, target, [kv[v] for v in variants])
+    assert cached == pytest.approx(full, abs=1e-4)
+    assert len({round(x, 3) for x in full}) > 1  # rows differ by variant: a cache given to the wrong row shows
+    with pytest.raises(ValueError, match="2 prompt caches for 3 rows"):
+        continuation_logprobs(tiny_engine.stacked(), names, trace.prompt_ids, target, [kv["vanilla"], kv["full"]])
+
+
+def test_answer_attention_continued_from_the_prefill_equals_a_full_forward(tiny_engine, tiny_domain):
+    from analysis.attention import answer_attention
+
+    variants = ["vanilla", "full"]
+    trace, kv = _prefilled(tiny_engine, tiny_domain, variants)
+    trace.answers["full"].token_ids = trace.answers["full"].token_ids[:0]  # an empty answer: its first token only
+    key = ["variant", "token", "layer", "head", "segment"]
+    full = answer_attention(trace, tiny_engine, variants).per_token.sort_values(key)
+    cached = answer_attention(trace, tiny_engine, variants, kv).per_token.sort_values(key)
+    assert len(full) == len(cached) > 0
+    assert cached["mass"].to_numpy() == pytest.approx(full["mass"].to_numpy(), abs=1e-5)
+
+
+@pytest.mark.parametrize("length", [0, 10_000])
+def test_a_cache_cannot_keep_more_prompt_positions_than_it_holds(tiny_engine, tiny_domain, length):
+    from mdrag.generation.kv_cache import cache_from_prompts
+
+    _, kv = _prefilled(tiny_engine, tiny_domain, ["vanilla"])
+    with pytest.raises(ValueError, match="prompt positions"):
+        cache_from_prompts(tiny_engine.stacked().model.config, [kv["vanilla"]], length)

@@ -12,12 +12,16 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from mdrag.config import LIMITS
 from mdrag.generation.adapters import attach_adapter
 from mdrag.generation.model import LoadedModel
 from mdrag.generation.multi_lora import MultiLoraModel
 from mdrag.generation.variants import adapter_dir, get_variant
+
+if TYPE_CHECKING:
+    from mdrag.generation.kv_cache import PromptKV
 
 BASE = "__base__"  # peft's name for "no adapter" in adapter_names
 
@@ -91,10 +95,13 @@ class Generator:
 
     def generate(self, prompt_ids: list[int], variants: list[str],
                  on_done: Callable[[Generation], None] | None = None,
-                 on_token: Callable[[str, str], None] | None = None) -> list[Generation]:
+                 on_token: Callable[[str, str], None] | None = None,
+                 on_prefill: Callable[[str, PromptKV], None] | None = None) -> list[Generation]:
         """Every variant's greedy answer to one prompt; `on_done` is called as each row finishes,
-        `on_token(variant, text so far)` after each new token (fast path only: the reference path has
-        no per-token hook)."""
+        `on_token(variant, text so far)` after each new token, `on_prefill(variant, the prompt's keys and
+        values)` after each row's prefill, so analysis of the same prompt (probes: the gold answer's
+        log-probability, the answer's attention) need not prefill it again (fast path only: the reference path
+        has neither hook)."""
         names = self.ensure_adapters(variants)
         stop = set(self.stop_ids())
         start = time.perf_counter()
@@ -113,8 +120,12 @@ class Generator:
             if on_token is not None:
                 on_token(variants[row], self.tokenizer.decode(tokens, skip_special_tokens=True).strip())
 
+        def prefilled(row: int, kv: PromptKV) -> None:
+            if on_prefill is not None:
+                on_prefill(variants[row], kv)
+
         if self.fast:
-            self._greedy_pruned(prompt_ids, names, stop, finished, step)
+            self._greedy_pruned(prompt_ids, names, stop, finished, step, prefilled)
         else:
             for row, (tokens, at) in sorted(self._hf_generate(prompt_ids, names, stop).items()):
                 finished(row, tokens, at)
@@ -122,7 +133,8 @@ class Generator:
 
     def _greedy_pruned(self, prompt_ids: list[int], names: list[str], stop: set[int],
                        finished: Callable[[int, list[int], float], None],
-                       on_step: Callable[[int, list[int]], None] | None = None) -> None:
+                       on_step: Callable[[int, list[int]], None] | None = None,
+                       on_prefill: Callable[[int, PromptKV], None] | None = None) -> None:
         """Greedy decoding that drops a row from the batch (and its KV cache) as soon as it stops.
 
         Prefill costs one pass per variant whatever we do (each adapter changes the keys and values), and
@@ -132,11 +144,13 @@ class Generator:
         then joined along the batch once (same prompt, same length: no padding) and decoding runs batched;
         rows that finished early (a 2-token answer beside a 60-token one) no longer ride along. Calls
         `finished(row, generated ids without the stop token, perf_counter time)` as each row stops and
-        `on_step(row, ids so far)` after every new token of a running row.
+        `on_step(row, ids so far)` after every new token of a running row, `on_prefill(row, kv)` with the
+        row's prompt keys and values (views that decoding never writes: it appends past the prompt, and
+        joining or dropping rows assigns fresh buffers).
         """
         import torch
 
-        from mdrag.generation.kv_cache import reserved_cache
+        from mdrag.generation.kv_cache import prompt_kv, reserved_cache
 
         fast = self.stacked  # ensure_adapters stacked every adapter of `names`
         tokens: list[list[int]] = [[] for _ in names]
@@ -165,6 +179,8 @@ class Generator:
                     out = fast.model(input_ids=torch.tensor([prompt_ids]), past_key_values=room, use_cache=True,
                                      logits_to_keep=1)  # (1, prompt_len) in, logits (1, 1, vocab) out
                 first = int(out.logits[0, -1].argmax())
+                if on_prefill is not None:
+                    on_prefill(row, prompt_kv(out.past_key_values))
                 if take([row], [first], self.max_new_tokens == 0):  # the row goes on decoding
                     active.append(row)
                     nxt.append(first)

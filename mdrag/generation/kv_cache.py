@@ -5,10 +5,15 @@ of every layer, (rows, kv_heads, length, head_dim) twice per layer. Profiled on 
 700-token prompt), that copy and its fresh allocations were the largest single cost of a 6-row decode step.
 Here each layer keeps a buffer with `spare` free positions (the generation budget, known at prefill) and
 hands attention a view of its filled part; the numbers are the same (tested), only the copies go.
+
+Also here: a row's prompt keys and values as the generator's prefill left them (`prompt_kv`), and a cache
+rebuilt from them (`cache_from_prompts`), so analysis of an answered prompt continues from it instead of
+prefilling it again (the position probe prefilled each prompt three times per variant).
 """
 
 from __future__ import annotations
 
+import torch
 from transformers.cache_utils import DynamicCache, DynamicLayer
 
 
@@ -70,4 +75,33 @@ def reserved_cache(config, spare: int) -> DynamicCache:
     """A DynamicCache (what the model expects) whose layers reserve `spare` positions for decoding."""
     cache = DynamicCache(config=config)
     cache.layers = [ReservedLayer(spare) for _ in range(config.num_hidden_layers)]
+    return cache
+
+
+# One row's prompt keys and values, per layer: [(keys, values)], each (1, kv_heads, prompt_len, head_dim).
+PromptKV = list[tuple[torch.Tensor, torch.Tensor]]
+
+
+def prompt_kv(cache: DynamicCache) -> PromptKV:
+    """A prefilled one-row cache's keys and values as they are now (views, no copy: ReservedLayer buffers are
+    only ever appended to past the prompt or replaced, never overwritten below it)."""
+    return [(layer.keys, layer.values) for layer in cache.layers]
+
+
+def cache_from_prompts(config, rows: list[PromptKV], length: int) -> DynamicCache:
+    """A fresh DynamicCache holding the first `length` prompt positions of each row, rows along the batch:
+    (len(rows), kv_heads, length, head_dim) per layer. Continuing from it computes the positions after `length`
+    without prefilling the prompt again; the caller's tensors are copied, never written."""
+    if not rows:
+        raise ValueError("no prompt caches to continue from")
+    if any(len(kv) != config.num_hidden_layers for kv in rows):
+        raise ValueError("a prompt cache with another number of layers than the model")
+    available = min(kv[0][0].shape[-2] for kv in rows)
+    if not 0 < length <= available:
+        raise ValueError(f"cannot keep {length} prompt positions of caches holding {available}")
+    cache = DynamicCache(config=config)
+    for i in range(config.num_hidden_layers):
+        keys = torch.cat([kv[i][0][:, :, :length] for kv in rows], dim=0)
+        values = torch.cat([kv[i][1][:, :, :length] for kv in rows], dim=0)
+        cache.update(keys, values, i)
     return cache
