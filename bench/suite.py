@@ -636,23 +636,40 @@ def bench_judge(size: Sizes, engine: Engine) -> None:
     """Verdicts per minute of the packaged judge (batches of similar lengths over the KV cache of the prompt
     prefix every judge prompt shares) vs naive one-at-a-time judging with plain transformers, on the same
     shipped answers, weights and dtype; and peak memory with the generator and the judge both loaded."""
-    dtype = _judge_speed(size, engine)
-    # The judge of _judge_speed is gone before the child loads its own: in float32 (AVX2-only CPUs) the bench once
-    # held two 1.5B copies while the child loaded a third, and the OOM killer ended it (CI, stop 28).
+    # The child runs before this process loads the judge: in float32 (AVX2-only CPUs) the bench once held two 1.5B
+    # copies while the child loaded a third, and the OOM killer ended it (CI, stop 28).
     gc.collect()
     out = subprocess.run([sys.executable, "-c", _JUDGE_CHILD], capture_output=True, text=True, check=True, cwd=ROOT)
     peak = json.loads(out.stdout.strip().splitlines()[-1])["peak_mb"]
+    dtype = _judge_speed(size, engine)
     _row("judge", f"peak RSS, generator (6 variants) and judge ({dtype}) both loaded", peak, None, "MB",
          "< 6,000 MB")
+
+
+_LOADED_JUDGE: list = []  # the judge section's judge, reused by the grounding section (one 1.5B load, not two)
+
+
+def _release_judge() -> None:
+    """Let the judge go before a section that starts processes of its own (the sessions' app)."""
+    _LOADED_JUDGE.clear()
+    gc.collect()
+
+
+def _packaged_judge(engine: Engine):
+    from mdrag.evaluation.judge import get_judge
+
+    if not _LOADED_JUDGE:
+        _LOADED_JUDGE.append(get_judge(None, engine.settings.dtype))
+    return _LOADED_JUDGE[0]
 
 
 def _judge_speed(size: Sizes, engine: Engine) -> str:
     """The judge section's speed rows; returns the judge's dtype."""
     import torch
 
-    from mdrag.evaluation.judge import get_judge, judge_messages
+    from mdrag.evaluation.judge import judge_messages
 
-    judge = get_judge(None, engine.settings.dtype)
+    judge = _packaged_judge(engine)
     # The baseline runs the judge's own weights (a plain transformers causal LM) one full prompt at a time: a
     # second 1.5B copy measured nothing more and cost 6 GB in float32.
     plain = judge.model
@@ -666,8 +683,10 @@ def _judge_speed(size: Sizes, engine: Engine) -> str:
                 probs = torch.softmax(plain(input_ids=torch.tensor([ids])).logits[0, -1].float(), -1)
             float(probs[yes].sum() / (probs[yes].sum() + probs[no].sum()))
 
-    for same, what in ((True, "every distinct answer to a few questions, as a store or an Ask holds them"),
-                       (False, "answers to unrelated questions")):
+    kinds = ((True, "every distinct answer to a few questions, as a store or an Ask holds them"),
+             (False, "answers to unrelated questions"))
+    # QUICK: the unrelated answers only (their loop also runs the no-prefix-cache path): a smoke test
+    for same, what in kinds[1:] if size is QUICK else kinds:
         items = _judge_items(size.judge_answers, same)
         n = len(items)
         ours, base = _interleaved_medians([lambda items=items: judge.judge_many(items),
@@ -691,27 +710,33 @@ def bench_grounding(size: Sizes, engine: Engine) -> None:
     one prompt per claim and passage), with the passage + question prefixes cached vs without any prefix cache."""
     from mdrag.evaluation.dashboard import SHIPPED_STORE
     from mdrag.evaluation.groundedness import answers_to_check, check_answers
-    from mdrag.evaluation.judge import get_judge
     from mdrag.evaluation.store import ResultsStore
 
     store = ResultsStore(SHIPPED_STORE, read_only=True)
     groups = answers_to_check(store, engine, ["nq_open"], list(size.ground_variants), ["retrieved"],
                               size.ground_questions)
     answers = [a for g in groups for a in g]
-    checker = get_judge(None, engine.settings.dtype)
-    checked = check_answers(checker, answers)  # warm-up, and what the timed runs read
+    checker = _packaged_judge(engine)
+    t0 = time.perf_counter()
+    checked = check_answers(checker, answers)  # what the timed runs read; QUICK times this very run (no warm-up)
+    first = time.perf_counter() - t0
     claims = sum(len(g.claims) for g in checked)
     checks = sum(len(g.claims) * len(a["passages"]) for a, g in zip(answers, checked, strict=True))
-    ours, base = _interleaved_medians([lambda: check_answers(checker, answers),
-                                       lambda: check_answers(checker, answers, prefix_cache=False)],
-                                      repeats=1 if size is QUICK else 2, warm=False)
+    if size is QUICK:
+        ours, base = first, _median_time(lambda: check_answers(checker, answers, prefix_cache=False), 1, warm=False)
+    else:
+        ours, base = _interleaved_medians([lambda: check_answers(checker, answers),
+                                           lambda: check_answers(checker, answers, prefix_cache=False)],
+                                          repeats=2, warm=False)
     what = (f"{len(answers)} shipped answers ({len(groups)} nq_open questions, {len(size.ground_variants)} variants, "
-            f"retrieved), {claims} claims, {checks} claim-passage checks")
+            f"retrieved), {claims} claims, {checks} claim-passage checks"
+            + ("; quick: ours is the first, cold run" if size is QUICK else ""))
     _row("grounding", f"claims checked per minute, {what}: cached passage prefixes vs no prefix cache",
          60 * claims / ours, 60 * claims / base, "claims/min", higher_is_better=True)
     _row("grounding", "seconds per answer (all its claims against all its passages)", ours / len(answers),
          base / len(answers), "s")
     _row("grounding", "seconds per claim-passage check", ours / checks, base / checks, "s")
+    _release_judge()
 
 
 # Session i asks SESSION_CASES[i % len]: a domain's first test question in the oracle setting (short prompts: the
@@ -821,6 +846,8 @@ def bench_sessions(size: Sizes, engine: Engine) -> None:
     by design."""
     import os
     import socket
+
+    _release_judge()
 
     from playwright.sync_api import sync_playwright
 

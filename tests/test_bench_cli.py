@@ -41,7 +41,7 @@ def test_growth_figure_pairs_each_series_with_its_baseline():
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(2700)  # all fourteen sections at toy sizes: ~15-25 min on a 2-core AVX2-only CPU (float32 judge)
+@pytest.mark.timeout(2700)  # all fifteen sections at toy sizes: ~15-25 min on a 2-core AVX2-only CPU (float32 judge)
 def test_every_section_runs_on_the_real_models_and_writes_its_rows(tmp_path):
     """The whole bench at quick sizes, as a user runs it (a section once crashed on its own one-variant row
     and went unnoticed for a session because nothing ran it): every section leaves rows, every row measured
