@@ -58,7 +58,7 @@ class Sizes:
     ground_variants: tuple[str, ...] = ("vanilla", "full", "qk_att", "att", "mlp", "full_skd")
     sessions: int = 8  # browser sessions asking at once (sessions section)
     source_masks: int = 32  # ContextCite masks per attribution (sources section)
-    probe_k: int = 5  # passages of the position probe's prompts = its conditions (probe section)
+    probe_k: int = 3  # passages of the position probe's prompts = its conditions (probe section; the CLI's is 5)
     probe_variants: tuple[str, ...] = ("vanilla", "full", "qk_att")
 
 
@@ -768,7 +768,9 @@ def bench_probe(size: Sizes, engine: Engine) -> None:
     def one(share: bool) -> None:
         probe_question(pipe, query, variants, PROBES["position"], size.probe_k, ranked=ranked, share_prefill=share)
 
-    shared, again = _interleaved_medians([lambda: one(True), lambda: one(False)], 1, warm=False)
+    # no warm-up run (a question is minutes at full size); FULL alternates two runs of each
+    shared, again = _interleaved_medians([lambda: one(True), lambda: one(False)], 1 if size is QUICK else 2,
+                                         warm=False)
     _row("probe", f"seconds per probe question ({size.probe_k} positions x {len(variants)} variants): one "
          "prefill per prompt and variant vs three", shared, again, "s")
 
