@@ -258,10 +258,9 @@ def probe_question(pipe, query: Query, variants: list[str], probe: Probe, k: int
             continue
         # each variant's prompt is prefilled once: generation, the gold log-prob and the attention share it
         kv: dict[str, PromptKV] = {}
-        pipe.answer(trace, todo, on_prefill=None if not share_prefill else kv.__setitem__)
+        pipe.answer(trace, todo, on_prefill=kv.__setitem__ if share_prefill else None)
         logp = gold_logprobs(trace, todo, query.answers[0], pipe.engine, kv)
         att = gold_attention(trace, todo, pipe.engine, kv) if attention else {}
-        kv.clear()
         for v in todo:
             ans = trace.answers[v]
             metrics = {**ans.metrics, **(probe.measure(ans.text, condition, query, passages) if probe.measure

@@ -15,6 +15,7 @@ it on purpose.
 from __future__ import annotations
 
 import argparse
+import functools
 import gc
 import json
 import statistics
@@ -646,21 +647,18 @@ def bench_judge(size: Sizes, engine: Engine) -> None:
          "< 6,000 MB")
 
 
-_LOADED_JUDGE: list = []  # the judge section's judge, reused by the grounding section (one 1.5B load, not two)
+@functools.cache
+def _packaged_judge(dtype: str):
+    """The judge section's judge, reused by the grounding section (one 1.5B load, not two)."""
+    from mdrag.evaluation.judge import get_judge
+
+    return get_judge(None, dtype)
 
 
 def _release_judge() -> None:
     """Let the judge go before a section that starts processes of its own (the sessions' app)."""
-    _LOADED_JUDGE.clear()
+    _packaged_judge.cache_clear()
     gc.collect()
-
-
-def _packaged_judge(engine: Engine):
-    from mdrag.evaluation.judge import get_judge
-
-    if not _LOADED_JUDGE:
-        _LOADED_JUDGE.append(get_judge(None, engine.settings.dtype))
-    return _LOADED_JUDGE[0]
 
 
 def _judge_speed(size: Sizes, engine: Engine) -> str:
@@ -669,7 +667,7 @@ def _judge_speed(size: Sizes, engine: Engine) -> str:
 
     from mdrag.evaluation.judge import judge_messages
 
-    judge = _packaged_judge(engine)
+    judge = _packaged_judge(engine.settings.dtype)
     # The baseline runs the judge's own weights (a plain transformers causal LM) one full prompt at a time: a
     # second 1.5B copy measured nothing more and cost 6 GB in float32.
     plain = judge.model
@@ -716,7 +714,7 @@ def bench_grounding(size: Sizes, engine: Engine) -> None:
     groups = answers_to_check(store, engine, ["nq_open"], list(size.ground_variants), ["retrieved"],
                               size.ground_questions)
     answers = [a for g in groups for a in g]
-    checker = _packaged_judge(engine)
+    checker = _packaged_judge(engine.settings.dtype)
     t0 = time.perf_counter()
     checked = check_answers(checker, answers)  # what the timed runs read; QUICK times this very run (no warm-up)
     first = time.perf_counter() - t0
