@@ -15,7 +15,6 @@ it on purpose.
 from __future__ import annotations
 
 import argparse
-import functools
 import gc
 import json
 import statistics
@@ -647,27 +646,13 @@ def bench_judge(size: Sizes, engine: Engine) -> None:
          "< 6,000 MB")
 
 
-@functools.cache
-def _packaged_judge(dtype: str):
-    """The judge section's judge, reused by the grounding section (one 1.5B load, not two)."""
-    from mdrag.evaluation.judge import get_judge
-
-    return get_judge(None, dtype)
-
-
-def _release_judge() -> None:
-    """Let the judge go before a section that starts processes of its own (the sessions' app)."""
-    _packaged_judge.cache_clear()
-    gc.collect()
-
-
 def _judge_speed(size: Sizes, engine: Engine) -> str:
     """The judge section's speed rows; returns the judge's dtype."""
     import torch
 
     from mdrag.evaluation.judge import judge_messages
 
-    judge = _packaged_judge(engine.settings.dtype)
+    judge = engine.judge()  # the grounding section reuses it: one 1.5B load, not two
     # The baseline runs the judge's own weights (a plain transformers causal LM) one full prompt at a time: a
     # second 1.5B copy measured nothing more and cost 6 GB in float32.
     plain = judge.model
@@ -714,7 +699,7 @@ def bench_grounding(size: Sizes, engine: Engine) -> None:
     groups = answers_to_check(store, engine, ["nq_open"], list(size.ground_variants), ["retrieved"],
                               size.ground_questions)
     answers = [a for g in groups for a in g]
-    checker = _packaged_judge(engine.settings.dtype)
+    checker = engine.judge()
     t0 = time.perf_counter()
     checked = check_answers(checker, answers)  # what the timed runs read; QUICK times this very run (no warm-up)
     first = time.perf_counter() - t0
@@ -734,7 +719,7 @@ def bench_grounding(size: Sizes, engine: Engine) -> None:
     _row("grounding", "seconds per answer (all its claims against all its passages)", ours / len(answers),
          base / len(answers), "s")
     _row("grounding", "seconds per claim-passage check", ours / checks, base / checks, "s")
-    _release_judge()
+    engine.release("judge")  # before a section that starts processes of its own (the sessions' app)
 
 
 # Session i asks SESSION_CASES[i % len]: a domain's first test question in the oracle setting (short prompts: the
@@ -847,7 +832,7 @@ def bench_sessions(size: Sizes, engine: Engine) -> None:
     import os
     import socket
 
-    _release_judge()
+    engine.release("judge")
 
     from playwright.sync_api import sync_playwright
 

@@ -252,6 +252,8 @@ def _cmd_judge(args) -> int:
     from mdrag.evaluation.judge import get_judge
     from mdrag.evaluation.store import ResultsStore
     from mdrag.evaluation.verdicts import judge_store, other_dtype_note
+    from mdrag.generation.variants import get_variant
+    from mdrag.pipeline import SETTINGS
 
     if not Path(args.store).is_file():
         raise MdragError(f"No results store at {args.store}: run python -m mdrag evaluate first")
@@ -261,6 +263,14 @@ def _cmd_judge(args) -> int:
     store = ResultsStore(Path(args.store))
     for note in store.upgrade_notes:
         print(f"{args.store}: {note}", file=sys.stderr)
+    only = {name[:-1]: getattr(args, name).split(",") for name in ("domains", "variants", "settings")
+            if getattr(args, name)}
+    if "domain" in only:
+        only["domain"] = _domains(args.domains)  # an unknown name below: a named error, not an empty selection
+    for v in only.get("variant", []):
+        get_variant(v)
+    if set(only.get("setting", [])) - set(SETTINGS):
+        raise MdragError(f"--settings takes {', '.join(SETTINGS)} (got {args.settings})")
     judge = get_judge(args.judge, args.engine.settings.dtype)
     if not set(levels) <= set(judge.levels):
         raise MdragError(f"Judge {judge.name} has no 3-level form (its tokenizer has no token that starts "
@@ -278,7 +288,8 @@ def _cmd_judge(args) -> int:
         print(f"judge probes: {found['sanity']} sanity items, {found['human']} human-labelled answers", file=sys.stderr)
         sources = ["judge_items"] if args.probes == "only" else ["judge_items", "results"]
     for source in sources:
-        counts = judge_store(store, judge, levels, limit=args.limit, batch_size=args.batch_size, source=source)
+        counts = judge_store(store, judge, levels, limit=args.limit, batch_size=args.batch_size, source=source,
+                             only=only if source == "results" else None)
         print(f"{args.store} ({'answers' if source == 'results' else 'judge probes'}): judge {judge.name}: "
               f"{counts['judged']} verdicts written, {counts['failed']} failed (retried next run), "
               f"{counts['low_mass']} with under half the first-token mass on the allowed words; "
@@ -653,6 +664,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--levels", default="2", help="2 (Yes/No, the paper's LLMEval), 3 (Yes/Partially/No) or 2,3")
     s.add_argument("--limit", type=int, help="judge at most this many answers per level (shortest first)")
     s.add_argument("--batch-size", type=int, default=8)
+    for name in ("domains", "variants", "settings"):
+        s.add_argument(f"--{name}", help=f"comma-separated: judge only the answers of these {name} first "
+                       "(default: every answer in the store)")
     s.add_argument("--probes", nargs="?", const="also", choices=["also", "only"],
                    help="also (or only) judge the validity probes: the sanity set built from the benchmark and "
                         "RAGChecker's human-labelled pairs (needs ../shared/data/raw/judge_meta)")

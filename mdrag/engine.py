@@ -3,9 +3,10 @@ objects requests share.
 
 What two browser sessions share is exactly what one `Engine` holds: the domains, the generator (one base model,
 every adapter attached to it once), its stacked-adapter copy in the generation dtype, the first-stage retrievers,
-the rerankers and the encoders they share. Each is built on first use under the engine's lock and is read-only
-afterwards (the stacked model guards its own adapter table). Nothing is cached in a module: a test builds a fresh
-engine instead of clearing caches, and two engines never share a model.
+the rerankers and the encoders they share, and the judge once a screen or the bench asks for it. Each is built on
+first use under the engine's lock and is read-only afterwards (the stacked model guards its own adapter table).
+Nothing is cached in a module: a test builds a fresh engine instead of clearing caches, and two engines never
+share a model.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from mdrag.config import LIMITS, generation_dtype
 
 if TYPE_CHECKING:
     from mdrag.data.benchmark import Domain
+    from mdrag.evaluation.judge import HFJudge, OpenAIJudge
     from mdrag.generation.generator import Generator
     from mdrag.generation.model import LoadedModel
     from mdrag.generation.multi_lora import MultiLoraModel
@@ -143,6 +145,26 @@ class Engine:
             except MdragError as err:
                 notes.append(f"{v}: {err}")
         return notes
+
+    def judge(self, spec: str | None = None) -> HFJudge | OpenAIJudge:
+        """The LLMEval judge / groundedness checker `spec` (judge.get_judge names; None: the packaged 1.5B), in the
+        generation dtype, loaded once and shared read-only."""
+        from mdrag.evaluation.judge import get_judge
+
+        dtype = self.settings.dtype
+        return self._once(("judge", spec or "default", dtype), lambda: get_judge(spec, dtype))
+
+    def release(self, kind: str) -> int:
+        """Let go of every part of this kind (e.g. 'judge': 3-6 GB) before work that needs the memory; a later
+        request builds it again. Returns how many were dropped."""
+        import gc
+
+        with self.lock:
+            keys = [k for k in self._parts if k[0] == kind]
+            for k in keys:
+                del self._parts[k]
+        gc.collect()
+        return len(keys)
 
     # ------------------------------------------------------------------------------------- retrieval
     def retriever(self, name: str, domain: Domain) -> Retriever:

@@ -137,6 +137,22 @@ def test_an_engine_loads_each_part_once_and_engines_share_nothing(tiny_generator
     assert {"generator", "stacked", "retriever", "reranker"} <= kinds
 
 
+def test_the_engine_holds_one_judge_per_spec_and_release_lets_it_go(tiny_generator_dir):
+    import gc
+    import weakref
+
+    engine = Engine(Settings(dtype="float32"))
+    spec = f"hf:{tiny_generator_dir}"
+    judge = engine.judge(spec)
+    assert engine.judge(spec) is judge and judge.dtype == "float32"
+    gone = weakref.ref(judge)
+    del judge
+    assert engine.release("judge") == 1 and engine.release("judge") == 0
+    gc.collect()
+    assert gone() is None  # nothing else held the model: its memory is free for what comes next
+    assert "judge" not in {k[0] for k in engine.parts()} and engine.judge(spec) is not None
+
+
 def test_settings_from_flags_and_environment(monkeypatch):
     monkeypatch.setenv("MDRAG_DTYPE", "float32")
     monkeypatch.setenv("MDRAG_MAX_QUERY_CHARS", "50")

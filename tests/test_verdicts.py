@@ -134,6 +134,40 @@ def test_a_failing_judge_loses_nothing_and_is_retried(judged_grid):
     assert judge_store(store, Broken(), show_progress=False)["failed"] == 0  # good verdicts are never redone
 
 
+@pytest.mark.parametrize("only", [{"setting": ["oracle"]}, {"variant": ["vanilla"], "setting": ["retrieved"]}])
+def test_judging_a_selection_judges_exactly_its_answers_first(judged_grid, only):
+    store, _ = judged_grid
+    # the tiny model answers alike whatever its passages: make the oracle rows' answers their own
+    for key, question, gold, answer in store.db.execute(
+            "SELECT key, question, gold, answer FROM results WHERE setting = 'oracle'").fetchall():
+        mine = answer + " (from the gold passage)"
+        store.db.execute("UPDATE results SET answer = ?, answer_id = ? WHERE key = ?",
+                         (mine, answer_id(question, json.loads(gold), mine), key))
+    store.db.commit()
+    rows = store.answers_frame()
+    chosen = rows
+    for column, names in only.items():
+        chosen = chosen[chosen[column].isin(names)]
+    assert 0 < chosen["answer_id"].nunique() < rows["answer_id"].nunique()  # a real subset of the store
+    counts = judge_store(store, Broken(fail=False), show_progress=False, only=only)
+    judged = set(store.verdict_frame()["answer_id"])
+    assert judged == set(chosen["answer_id"]) and counts["judged"] == len(judged) and counts["already"] == 0
+    rest = judge_store(store, Broken(fail=False), show_progress=False)  # then the rest, nothing twice
+    assert rest["judged"] == rows["answer_id"].nunique() - len(judged)
+    assert store.verdict_frame()["key"].is_unique
+
+
+def test_the_judge_command_refuses_an_unknown_selection_before_loading_a_judge(judged_grid, capsys):
+    from mdrag.cli import main
+
+    store, _ = judged_grid
+    for flag, value, says in (("--settings", "orcale", "--settings takes"), ("--variants", "ful", "ful"),
+                              ("--domains", "nowhere", "Unknown domain")):
+        assert main(["judge", "--store", str(store.path), "--judge", "hf:/nonexistent", flag, value]) == 2
+        assert says in capsys.readouterr().err
+    assert store.verdict_frame().empty
+
+
 def test_adding_a_judge_after_the_answers_regenerates_nothing(judged_grid, tiny_engine):
     from mdrag.evaluation.runner import Grid, evaluate
 

@@ -13,7 +13,6 @@ import hashlib
 import html
 import shutil
 import tempfile
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -63,8 +62,6 @@ class Server:
     judge_spec: str = "default"  # --judge: the judge of the Ask cards' verdicts
     model_jobs: int = 1  # --model-jobs: model-bound events running at once across all sessions
     stream_every: float = 0.25  # seconds between redraws of streaming answers (each redraw ships the cards' HTML)
-    _judge: object = field(default=None, repr=False)
-    _judge_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _downloads: Path | None = field(default=None, repr=False)
     _attribution_scores: pd.DataFrame | None = field(default=None, repr=False)
 
@@ -76,12 +73,7 @@ class Server:
 
     def judge(self):
         """The Ask cards' judge, loaded on first use by whichever session needs it first (shared read-only)."""
-        from mdrag.evaluation.judge import get_judge
-
-        with self._judge_lock:
-            if self._judge is None:
-                self._judge = get_judge(self.judge_spec, self.engine.settings.dtype)
-            return self._judge
+        return self.engine.judge(self.judge_spec)
 
     def store_path(self, label: str) -> Path:
         """The offered store behind a label; anything else (a path typed into a request) is refused."""

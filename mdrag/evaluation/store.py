@@ -26,6 +26,7 @@ import hashlib
 import json
 import sqlite3
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -530,16 +531,37 @@ class ResultsStore:
             df[c] = df[c].map(lambda v: json.loads(v) if isinstance(v, str) else v)
         return df
 
-    def unjudged(self, judge: str, prompt_version: str, levels: int, source: str = "results") -> list[dict]:
-        """Distinct answers (answer_id, question, gold, answer) of `source` (results: generated answers;
-        judge_items: judge probes) with no good verdict from `judge` at `levels` under `prompt_version`."""
+    @staticmethod
+    def _answer_selection(source: str, only: Mapping[str, Sequence[str]] | None) -> tuple[str, list[str]]:
+        """SQL (' AND r.col IN (...)', params) keeping the rows of `source` that `only` names."""
         if source not in ("results", "judge_items"):
             raise StoreError(f"unknown answer source {source}")
+        where, params = "", []
+        for column, names in (only or {}).items():
+            if source != "results" or column not in ("domain", "variant", "setting", "retriever"):
+                raise StoreError(f"cannot select {source} answers by {column}")
+            where += f" AND r.{column} IN ({', '.join('?' * len(names))})"
+            params += list(names)
+        return where, params
+
+    def distinct_answers(self, source: str = "results", only: Mapping[str, Sequence[str]] | None = None) -> int:
+        """How many distinct answers `source` holds (those of the rows `only` names)."""
+        where, params = self._answer_selection(source, only)
+        return self.db.execute(f"SELECT COUNT(DISTINCT answer_id) FROM {source} r WHERE 1{where}",
+                               params).fetchone()[0]
+
+    def unjudged(self, judge: str, prompt_version: str, levels: int, source: str = "results",
+                 only: Mapping[str, Sequence[str]] | None = None) -> list[dict]:
+        """Distinct answers (answer_id, question, gold, answer) of `source` (results: generated answers;
+        judge_items: judge probes) with no good verdict from `judge` at `levels` under `prompt_version`.
+        `only` keeps the answers of some rows (results: {'domain'|'variant'|'setting'|'retriever': [names]}), so a
+        comparison can be judged whole before the rest of the store."""
+        where, params = self._answer_selection(source, only)
         found = self.db.execute(
             f"SELECT answer_id, question, gold, answer FROM {source} r WHERE NOT EXISTS ("
             "SELECT 1 FROM verdicts v WHERE v.answer_id = r.answer_id AND v.judge = ? AND v.levels = ? "
-            "AND v.prompt_version = ? AND v.error IS NULL) GROUP BY answer_id",
-            (judge, int(levels), prompt_version)).fetchall()
+            f"AND v.prompt_version = ? AND v.error IS NULL){where} GROUP BY answer_id",
+            [judge, int(levels), prompt_version, *params]).fetchall()
         out = [{"answer_id": a, "question": q, "gold": json.loads(g) if isinstance(g, str) else g, "answer": t}
                for a, q, g, t in found]
         # Answers to one question together (the judge caches their shared question + gold once), groups of

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Mapping, Sequence
 
 import pandas as pd
 
@@ -25,15 +26,17 @@ CHUNK = 32  # answers per transaction: a kill loses at most this many verdicts' 
 
 
 def judge_store(store, judge, levels: tuple[int, ...] = (2,), limit: int | None = None, batch_size: int = 8,
-                show_progress: bool = True, source: str = "results") -> dict[str, int]:
+                show_progress: bool = True, source: str = "results",
+                only: Mapping[str, Sequence[str]] | None = None) -> dict[str, int]:
     """Judge every answer in `store` with no verdict from `judge` at each of `levels`; returns counts.
-    `source`: results (generated answers) or judge_items (the judge's own validity probes)."""
+    `source`: results (generated answers) or judge_items (the judge's own validity probes); `only`: just the
+    answers of these rows (store.unjudged)."""
     from tqdm import tqdm
 
     counts = {"judged": 0, "failed": 0, "low_mass": 0, "already": 0}
-    total_answers = store.db.execute(f"SELECT COUNT(DISTINCT answer_id) FROM {source}").fetchone()[0]
+    total_answers = store.distinct_answers(source, only)
     for lv in levels:
-        todo = store.unjudged(judge.fingerprint, PROMPT_VERSION, lv, source)
+        todo = store.unjudged(judge.fingerprint, PROMPT_VERSION, lv, source, only)
         counts["already"] += total_answers - len(todo)
         todo = todo[:limit] if limit is not None else todo
         bar = tqdm(total=len(todo), desc=f"judge ({lv} levels)", unit="answer", disable=not show_progress,
