@@ -937,11 +937,13 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown sections {unknown}; known: {', '.join(SECTIONS)}")
     from mdrag.engine import Settings
-    from mdrag.machine import cpu, describe, versions
+    from mdrag.machine import busy_note, cpu, describe, versions
 
     engine = Engine(Settings.from_env())
     machine = {**cpu(dtype=engine.settings.dtype), "versions": versions()}
     print(f"machine: {describe(machine)}; torch {machine['versions']['torch']}", flush=True)
+    if busy_note(machine):
+        print(busy_note(machine), flush=True)
     started = time.perf_counter()
     took = {}
     for name in chosen:

@@ -48,7 +48,19 @@ def cpu(cpuinfo: Path = Path("/proc/cpuinfo"), dtype: str | None = None) -> dict
             "family/model": f"{fields.get('cpu family', '?')}/{fields.get('model', '?')}",
             "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
             "flags": [f for f in _FLAGS if f in flags], "native_bf16": native_bf16(cpuinfo),
-            "generation_dtype": dtype or generation_dtype(native=native_bf16(cpuinfo))}
+            "generation_dtype": dtype or generation_dtype(native=native_bf16(cpuinfo)),
+            "load_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None}
+
+
+def busy_note(info: dict) -> str | None:
+    """A warning when other work holds the CPU before a measurement starts: on two cores a second process
+    halved one side of a ratio and flipped it (bench, 2026-12-02); None on an idle machine."""
+    load = info.get("load_1min")
+    if load is None or load < 0.5 * info["cores"]:
+        return None
+    return (f"warning: the machine is busy (1-minute load {load:.1f} on {info['cores']} cores) before the first "
+            "measurement: other processes share the CPU, so times are longer and ratios may flip; measure on an "
+            "idle machine")
 
 
 def describe(info: dict) -> str:

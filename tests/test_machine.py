@@ -28,6 +28,20 @@ def test_cpu_without_cpuinfo_says_so_instead_of_failing(tmp_path):
     assert "none of note" in machine.describe(info)
 
 
+@pytest.mark.parametrize("load, cores, busy", [(0.2, 2, False), (0.9, 2, False), (1.0, 2, True), (2.3, 2, True),
+                                              (3.0, 16, False), (None, 2, False)])
+def test_a_busy_machine_is_named_before_a_measurement(load, cores, busy):
+    note = machine.busy_note({"load_1min": load, "cores": cores})
+    assert (note is not None) is busy
+    if busy:
+        assert f"load {load:.1f} on {cores} cores" in note and "ratios may flip" in note
+
+
+def test_cpu_reads_the_load_it_starts_under():
+    info = machine.cpu()
+    assert info["load_1min"] == pytest.approx(os.getloadavg()[0], abs=1.0)
+
+
 def test_versions_name_the_libraries_that_change_numbers():
     import peft
     import torch
