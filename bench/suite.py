@@ -653,9 +653,9 @@ def _judge_speed(size: Sizes, engine: Engine) -> str:
     """The judge section's speed rows; returns the judge's dtype."""
     import torch
 
-    from mdrag.evaluation.judge import judge_messages
+    from mdrag.evaluation.judge import judge_messages, shared_judge
 
-    judge = engine.judge()  # the grounding section reuses it: one 1.5B load, not two
+    judge = shared_judge(engine)  # the grounding section reuses it: one 1.5B load, not two
     # The baseline runs the judge's own weights (a plain transformers causal LM) one full prompt at a time: a
     # second 1.5B copy measured nothing more and cost 6 GB in float32.
     plain = judge.model
@@ -696,13 +696,14 @@ def bench_grounding(size: Sizes, engine: Engine) -> None:
     one prompt per claim and passage), with the passage + question prefixes cached vs without any prefix cache."""
     from mdrag.evaluation.dashboard import SHIPPED_STORE
     from mdrag.evaluation.groundedness import answers_to_check, check_answers
+    from mdrag.evaluation.judge import shared_judge
     from mdrag.evaluation.store import ResultsStore
 
     store = ResultsStore(SHIPPED_STORE, read_only=True)
     groups = answers_to_check(store, engine, ["nq_open"], list(size.ground_variants), [size.ground_setting],
                               size.ground_questions)
     answers = [a for g in groups for a in g]
-    checker = engine.judge()
+    checker = shared_judge(engine)
     t0 = time.perf_counter()
     checked = check_answers(checker, answers)  # what the timed runs read; QUICK times this very run (no warm-up)
     first = time.perf_counter() - t0

@@ -21,7 +21,6 @@ from mdrag.config import LIMITS, generation_dtype
 
 if TYPE_CHECKING:
     from mdrag.data.benchmark import Domain
-    from mdrag.evaluation.judge import HFJudge, OpenAIJudge
     from mdrag.generation.generator import Generator
     from mdrag.generation.model import LoadedModel
     from mdrag.generation.multi_lora import MultiLoraModel
@@ -146,13 +145,10 @@ class Engine:
                 notes.append(f"{v}: {err}")
         return notes
 
-    def judge(self, spec: str | None = None) -> HFJudge | OpenAIJudge:
-        """The LLMEval judge / groundedness checker `spec` (judge.get_judge names; None: the packaged 1.5B), in the
-        generation dtype, loaded once and shared read-only."""
-        from mdrag.evaluation.judge import get_judge
-
-        dtype = self.settings.dtype
-        return self._once(("judge", spec or "default", dtype), lambda: get_judge(spec, dtype))
+    def share(self, key: tuple, build: Callable[[], T]) -> T:
+        """A part a higher layer builds (e.g. the judge: evaluation.judge.shared_judge), kept here like the
+        engine's own so every session and section shares one copy; `key[0]` names its kind for `release`."""
+        return self._once(key, build)
 
     def release(self, kind: str) -> int:
         """Let go of every part of this kind (e.g. 'judge': 3-6 GB) before work that needs the memory; a later

@@ -194,7 +194,7 @@ def test_ask_adds_the_judges_verdict_after_the_answers(tiny_env, tiny_generator_
     steps = _run(tiny_env, "", "tiny", "q0", "retrieved", "bm25", "none", 3, ["vanilla", "full"])
     trace = steps[-1][3]
     assert trace.gold_answers and "judging…" in steps[-2][0] and "judging…" not in steps[-1][0]
-    judge = get_judge(f"hf:{tiny_generator_dir}")
+    judge = get_judge(f"hf:{tiny_generator_dir}", tiny_env.engine.settings.dtype)  # the app's engine dtype
     for name, a in trace.answers.items():
         want = judge.judge_many([(trace.query, gold_text(trace.gold_answers), a.text)])[0].score
         assert a.verdict["score"] == pytest.approx(want, abs=1e-6), name
@@ -211,7 +211,7 @@ def test_ask_marks_each_claim_and_cites_the_passage_that_supports_it(tiny_env, t
     steps = _run(tiny_env, "", "tiny", "q0", "retrieved", "bm25", "none", 3, ["vanilla", "full"], False, True)
     trace, final = steps[-1][3], steps[-1][0]
     assert "checking claims…" in steps[-2][0] and "checking claims…" not in final
-    checker = get_judge(f"hf:{tiny_generator_dir}")
+    checker = get_judge(f"hf:{tiny_generator_dir}", tiny_env.engine.settings.dtype)
     passages = [(p.id, p.content, p.is_gold) for p in trace.passages]
     n_claims = 0
     for name, a in trace.answers.items():

@@ -431,6 +431,20 @@ def test_a_question_answered_again_in_another_dtype_counts_once(grid, tmp_path, 
     once = store.frame()
     assert len(once) == 8 and once.set_index("query_id")["answer"].equals(first)
     assert means_with_ci(once, "m_match", ["variant"])["n"].tolist() == [8]  # a mean over 8 questions, not 16
+    # the report names the dtype each counted answer was made in, and how the two dtypes' answers compare
+    from mdrag.evaluation.report import dtype_table, dtype_twin_line
+
+    rows = store.answers_frame()
+    assert sorted(rows["dtype"].value_counts().items()) == [("bfloat16", 8), ("float32", 8)]
+    table = dtype_table(once).set_index("variant")
+    assert table.loc["vanilla", "n"] == 8 and table.loc["vanilla", "float32"] == 8
+    assert "bfloat16" not in table or table.loc["vanilla", "bfloat16"] == 0
+    twins = store.dtype_twins()
+    by = twins.pivot_table(index="query_id", columns="dtype", values="answer", aggfunc="first")
+    same = int((by["bfloat16"] == by["float32"]).sum())
+    line = dtype_twin_line(twins)
+    assert len(twins) == 16 and ": 8; the same answer text in " + str(same) + " (" in line
+    assert "the same Match in " in line and " of 8 (" in line
     # the same rows under another generator's fingerprint are another experiment: both kept
     later = max(store.runs(), key=lambda r: r["created"])
     config = {**later["config"], "generation": {**later["config"]["generation"], "generator": "another-model"}}

@@ -141,16 +141,19 @@ def test_the_engine_holds_one_judge_per_spec_and_release_lets_it_go(tiny_generat
     import gc
     import weakref
 
+    from mdrag.evaluation.judge import shared_judge
+
     engine = Engine(Settings(dtype="float32"))
     spec = f"hf:{tiny_generator_dir}"
-    judge = engine.judge(spec)
-    assert engine.judge(spec) is judge and judge.dtype == "float32"
+    judge = shared_judge(engine, spec)
+    assert shared_judge(engine, spec) is judge and judge.dtype == "float32"
+    assert shared_judge(Engine(Settings(dtype="float32")), spec) is not judge  # engines share nothing
     gone = weakref.ref(judge)
     del judge
     assert engine.release("judge") == 1 and engine.release("judge") == 0
     gc.collect()
     assert gone() is None  # nothing else held the model: its memory is free for what comes next
-    assert "judge" not in {k[0] for k in engine.parts()} and engine.judge(spec) is not None
+    assert "judge" not in {k[0] for k in engine.parts()} and shared_judge(engine, spec) is not None
 
 
 def test_settings_from_flags_and_environment(monkeypatch):

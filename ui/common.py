@@ -73,7 +73,9 @@ class Server:
 
     def judge(self):
         """The Ask cards' judge, loaded on first use by whichever session needs it first (shared read-only)."""
-        return self.engine.judge(self.judge_spec)
+        from mdrag.evaluation.judge import shared_judge
+
+        return shared_judge(self.engine, self.judge_spec)
 
     def store_path(self, label: str) -> Path:
         """The offered store behind a label; anything else (a path typed into a request) is refused."""

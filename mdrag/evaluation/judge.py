@@ -24,10 +24,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mdrag.config import generation_dtype
 from mdrag.errors import MdragError, UnknownNameError
 from mdrag.openai_compat import ChatEndpoint, EndpointError
+
+if TYPE_CHECKING:
+    from mdrag.engine import Engine
 
 JUDGE_SYSTEM = "You are an evaluation tool. Answer with one of Yes, No."
 JUDGE_USER = (
@@ -355,6 +359,13 @@ def get_judge(spec: str | None = None, dtype: str | None = None) -> HFJudge | Op
         raise UnknownNameError(f"Unknown judge '{spec}'. Known: {', '.join(JUDGES)}, hf:DIR, openai:MODEL@URL")
     entry = JUDGES[spec]
     return HFJudge(entry.folder(), entry.label, entry.fingerprint(), weak=entry.weak, dtype=dtype)
+
+
+def shared_judge(engine: Engine, spec: str | None = None) -> HFJudge | OpenAIJudge:
+    """The judge `spec` in the engine's generation dtype, loaded once per engine and shared read-only by its
+    sessions and sections (engine.release('judge') lets it go)."""
+    dtype = engine.settings.dtype
+    return engine.share(("judge", spec or DEFAULT_JUDGE, dtype), lambda: get_judge(spec, dtype))
 
 
 def verdict_rows(judge, answers: list[dict], verdicts: list[Verdict], levels: int, seconds: float) -> list[dict]:

@@ -181,6 +181,35 @@ def longform_table(df: pd.DataFrame) -> pd.DataFrame:
                                       recall=("m_recall", "mean")).reset_index()
 
 
+def dtype_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Counted answers per setting and variant by the dtype they were generated in. Why: a store extended on
+    machines with and without native bf16 holds both (each cell counted once, in the dtype that answered it
+    first), and a paired difference may pair a bf16 answer with a float32 one; bf16 and float32 greedy answers
+    of the 135M generator differ in a few tokens of some answers, not in what a cell measures."""
+    if "dtype" not in df or df.empty:
+        return pd.DataFrame()
+    found = df.assign(dtype=df["dtype"].fillna("unknown"))
+    table = found.pivot_table(index=["setting", "variant"], columns="dtype", values="key", aggfunc="count",
+                              fill_value=0)
+    table.insert(0, "n", table.sum(axis=1))
+    return table.reset_index().rename_axis(columns=None)
+
+
+def dtype_twin_line(twins: pd.DataFrame) -> str | None:
+    """One line on the cells answered in both bf16 and float32 (store.dtype_twins): how often the answer text
+    and its Match agree between the two dtypes; None when there are none."""
+    if twins.empty:
+        return None
+    firsts = twins.sort_values("created", kind="stable").groupby(["_cell", "dtype"]).first()
+    answers = firsts["answer"].unstack("dtype").dropna()
+    match = firsts["m_match"].unstack("dtype").dropna()
+    same_text = answers.nunique(axis=1).eq(1)
+    same_match = match.nunique(axis=1).eq(1)
+    return (f"Cells answered in more than one dtype ({', '.join(answers.columns)}): {len(answers)}; the same answer "
+            f"text in {int(same_text.sum())} ({same_text.mean():.0%}), the same Match in {int(same_match.sum())} of "
+            f"{len(match)} ({same_match.mean():.0%}).")
+
+
 def judge_agreement(df: pd.DataFrame) -> dict:
     sub = df.dropna(subset=["judge_score", "m_match"])
     if sub.empty:
@@ -258,7 +287,7 @@ def tables(df: pd.DataFrame) -> dict[str, pd.DataFrame]:
            "paired_match": paired_table(df),
            "paired_llmeval": paired_table(df, "judge_score") if df["judge_score"].notna().any() else None,
            "gold_position": gold_position_table(df), "abstention": abstention_table(df),
-           "longform": longform_table(df), "retrieval": retrieval_table(df)}
+           "longform": longform_table(df), "retrieval": retrieval_table(df), "dtypes": dtype_table(df)}
     if "retriever" in everything and everything["retriever"].nunique() > 1:
         out["retrievers"] = retriever_table(everything)
         out["retriever_vs_adapter"] = retriever_vs_adapter(everything)
@@ -287,6 +316,8 @@ TITLES = {
     "retrievers": "Per domain, retriever and variant, retrieved passages (retrieval metrics after reranking)",
     "retriever_vs_adapter": "A better retriever or a generator adapter? Paired differences in Match "
                             "(same questions, 95% bootstrap CI)",
+    "dtypes": "Generation dtype of the counted answers (one answer per cell: the first dtype that answered it; a "
+              "paired difference may pair a bfloat16 answer with a float32 one)",
     "adapted_retrievers": "Adapted dense retrievers: first-stage quality before/after on each domain's test "
                           "split (other domains: forgetting)",
 }
@@ -494,6 +525,9 @@ def report(df: pd.DataFrame, csv_dir: Path | None = None, adapted: pd.DataFrame 
         found["claims"] = claims
     for name, table in found.items():
         parts += [f"## {TITLES[name]}", table.to_markdown(index=False, floatfmt=".3f")]
+        twins = dtype_twin_line(store.dtype_twins()) if name == "dtypes" and store is not None else None
+        if twins:
+            parts.append(twins)
     agreement = judge_agreement(df)
     if agreement["n"]:
         parts += ["## Judge", f"Judge: {agreement['judge']}. Agreement with Match on {agreement['n']} rows: "

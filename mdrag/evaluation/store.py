@@ -584,12 +584,15 @@ class ResultsStore:
     # ---------------------------------------------------------------------------------------- frames
 
     def answers_frame(self):
-        """All answer rows as a pandas DataFrame, metrics and retrieval expanded into m_ / r_ columns."""
+        """All answer rows as a pandas DataFrame, metrics and retrieval expanded into m_ / r_ columns, and the
+        generation dtype of each row's run (`dtype`: answers made in bf16 and in float32 sit in one store)."""
         import pandas as pd
 
         df = pd.read_sql_query("SELECT * FROM results", self.db)
         for c in _JSON:
             df[c] = df[c].map(lambda v: json.loads(v) if isinstance(v, str) else v)
+        configs, _ = self._run_configs()
+        df["dtype"] = df["run_id"].map(lambda r: _run_generation(configs.get(r, {})).get("dtype"))
         metrics = pd.json_normalize(df["metrics"].tolist()).add_prefix("m_") if len(df) else pd.DataFrame()
         retrieval = pd.json_normalize(df["retrieval"].tolist()).add_prefix("r_") if len(df) else pd.DataFrame()
         return pd.concat([df.reset_index(drop=True), metrics, retrieval], axis=1)
@@ -634,6 +637,16 @@ class ResultsStore:
         kept = df.assign(_cell=self._cell_keys(df)).sort_values("created", kind="stable") \
             .drop_duplicates("_cell", keep="first")
         return df.loc[sorted(kept.index)].reset_index(drop=True)
+
+    def dtype_twins(self):
+        """Answer rows of the cells answered in more than one dtype (e.g. bf16 on one machine, float32 on
+        another with `evaluate --own-dtype`), with their `_cell`: how far the dtype alone moves an answer."""
+        df = self.answers_frame()
+        if df.empty:
+            return df
+        df["_cell"] = self._cell_keys(df)
+        many = df.groupby("_cell")["dtype"].transform("nunique") > 1
+        return df[many].reset_index(drop=True)
 
     def settings(self) -> list[str]:
         """The settings of the answer rows and, as case settings, of the probe rows (distinct values: no frame)."""
