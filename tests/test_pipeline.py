@@ -156,6 +156,36 @@ def test_the_engine_holds_one_judge_per_spec_and_release_lets_it_go(tiny_generat
     assert "judge" not in {k[0] for k in engine.parts()} and shared_judge(engine, spec) is not None
 
 
+def test_a_slow_build_blocks_only_the_callers_of_its_own_part():
+    """The judge loads for a minute in float32: Ask requests meanwhile reach the other parts at once, and every
+    caller of the loading part gets the one copy built."""
+    import threading
+    import time
+
+    engine = Engine(Settings(dtype="float32"))
+    started, release, builds = threading.Event(), threading.Event(), []
+
+    def slow():
+        builds.append(1)
+        started.set()
+        release.wait(10)
+        return object()
+
+    got = []
+    waiters = [threading.Thread(target=lambda: got.append(engine.share(("judge", "slow"), slow))) for _ in range(3)]
+    waiters[0].start()
+    assert started.wait(5)
+    for t in waiters[1:]:
+        t.start()
+    t0 = time.perf_counter()
+    other = engine.share(("reranker", "x"), object)  # another part while the slow one builds
+    assert time.perf_counter() - t0 < 1.0 and engine.share(("reranker", "x"), object) is other
+    release.set()
+    for t in waiters:
+        t.join(10)
+    assert len(builds) == 1 and len(got) == 3 and got[0] is got[1] is got[2]
+
+
 def test_settings_from_flags_and_environment(monkeypatch):
     monkeypatch.setenv("MDRAG_DTYPE", "float32")
     monkeypatch.setenv("MDRAG_MAX_QUERY_CHARS", "50")

@@ -365,7 +365,8 @@ def shared_judge(engine: Engine, spec: str | None = None) -> HFJudge | OpenAIJud
     """The judge `spec` in the engine's generation dtype, loaded once per engine and shared read-only by its
     sessions and sections (engine.release('judge') lets it go)."""
     dtype = engine.settings.dtype
-    return engine.share(("judge", spec or DEFAULT_JUDGE, dtype), lambda: get_judge(spec, dtype))
+    name = DEFAULT_JUDGE if spec in (None, "", "default") else spec  # one copy whatever names the default
+    return engine.share(("judge", name, dtype), lambda: get_judge(name, dtype))
 
 
 def verdict_rows(judge, answers: list[dict], verdicts: list[Verdict], levels: int, seconds: float) -> list[dict]:
