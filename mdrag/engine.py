@@ -69,9 +69,9 @@ class Engine:
 
     def __init__(self, settings: Settings | None = None) -> None:
         self.settings = settings or Settings.from_env()
-        self.lock = threading.RLock()  # guards the table of parts below, never a build or a request's work
+        self.lock = threading.RLock()  # guards building the parts below, never a request's work
         self._parts: dict[tuple, object] = {}
-        self._building: dict[tuple, threading.Lock] = {}  # one gate per part being built
+        self._building: dict[tuple, threading.Lock] = {}  # one gate per shared part being built (`share`)
         from mdrag.retrieval.encoders import Encoders
 
         self.encoders = Encoders()  # SPLADE / MiniLM, loaded once for every retriever and reranker built here
@@ -83,21 +83,10 @@ class Engine:
             register_domains_file(Path(self.settings.domains_file))
 
     def _once(self, key: tuple, build: Callable[[], T]) -> T:
-        """The part `key`, built by the first caller; callers of the same key wait for that build, callers of
-        other keys do not (the judge loads for a minute in float32 while Ask requests use the generator)."""
         with self.lock:
-            if key in self._parts:
-                return self._parts[key]
-            gate = self._building.setdefault(key, threading.Lock())
-        with gate:
-            with self.lock:
-                if key in self._parts:  # built while this caller waited at the gate
-                    return self._parts[key]
-            value = build()  # may build other parts (their own gates): no lock held here is needed by them
-            with self.lock:
-                self._parts[key] = value
-                self._building.pop(key, None)
-            return value
+            if key not in self._parts:
+                self._parts[key] = build()
+            return self._parts[key]
 
     def parts(self) -> list[tuple]:
         """The keys of what this engine has built so far (what its users share)."""
@@ -159,8 +148,23 @@ class Engine:
 
     def share(self, key: tuple, build: Callable[[], T]) -> T:
         """A part a higher layer builds (e.g. the judge: evaluation.judge.shared_judge), kept here like the
-        engine's own so every session and section shares one copy; `key[0]` names its kind for `release`."""
-        return self._once(key, build)
+        engine's own so every session and section shares one copy; `key[0]` names its kind for `release`.
+        Built behind a gate of its own, outside the engine's lock: the judge loads for a minute in float32, and
+        Ask requests meanwhile reach the generator and retrievers at once (callers of the same key wait for
+        the one build)."""
+        with self.lock:
+            if key in self._parts:
+                return self._parts[key]
+            gate = self._building.setdefault(key, threading.Lock())
+        with gate:
+            with self.lock:
+                if key in self._parts:  # built while this caller waited at the gate
+                    return self._parts[key]
+            value = build()  # must not build engine parts: a higher layer's part needs none of them
+            with self.lock:
+                self._parts[key] = value
+                self._building.pop(key, None)
+            return value
 
     def release(self, kind: str) -> int:
         """Let go of every part of this kind (e.g. 'judge': 3-6 GB) before work that needs the memory; a later
