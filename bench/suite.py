@@ -943,8 +943,9 @@ def main(argv: list[str] | None = None) -> int:
     engine = Engine(Settings.from_env())
     machine = {**cpu(dtype=engine.settings.dtype), "versions": versions()}
     print(f"machine: {describe(machine)}; torch {machine['versions']['torch']}", flush=True)
-    if busy_note(machine):
-        print(busy_note(machine), flush=True)
+    busy = busy_note(machine)
+    if busy:
+        print(busy, flush=True)
     started = time.perf_counter()
     took = {}
     for name in chosen:

@@ -642,8 +642,11 @@ class ResultsStore:
         """Answer rows of the cells answered in more than one dtype (e.g. bf16 on one machine, float32 on
         another with `evaluate --own-dtype`), with their `_cell`: how far the dtype alone moves an answer."""
         df = self.answers_frame()
+        # cell keys (a hash per row) only for the rows whose question, setting, variant and prompt hold two dtypes
+        df = df[df.groupby(["domain", "query_id", "setting", "variant", "prompt_hash"])["dtype"]
+                .transform("nunique") > 1].copy()
         if df.empty:
-            return df
+            return df.reset_index(drop=True)
         df["_cell"] = self._cell_keys(df)
         many = df.groupby("_cell")["dtype"].transform("nunique") > 1
         return df[many].reset_index(drop=True)
