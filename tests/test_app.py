@@ -359,6 +359,27 @@ def test_dashboards_show_the_position_probe_and_flag_a_shortcut(tiny_store, dash
     assert dependence.set_index("variant").loc["full", "shortcut"]
 
 
+def test_the_probe_summary_names_the_domains_a_shortcut_shows_in(tmp_path):
+    from mdrag.evaluation import dashboard
+    from mdrag.evaluation.store import PROBE_COLUMNS, ResultsStore
+
+    store = ResultsStore(tmp_path / "probe.sqlite")
+    rows = []
+    for domain, shortcut in (("nq_open", True), ("pubmedqa", False)):
+        for q in range(40):
+            for v in ("vanilla", "full"):
+                for c in ("1", "2", "3"):
+                    right = c == "1" or not (shortcut and v == "full")
+                    rows.append({c_: None for c_ in PROBE_COLUMNS} | {
+                        "key": f"{domain}-{q}-{v}-{c}", "probe": "position", "condition": c, "domain": domain,
+                        "query_id": f"q{q}", "variant": v, "question": f"q{q}", "gold": ["a"], "passages": [],
+                        "answer": "a" if right else "b", "metrics": {"match": float(right)}, "gold_logprob": -1.0})
+    store.put_probe_rows(rows)
+    probe = dashboard.position_probe(store)
+    assert "Per domain, flagged on Match or log-probability: full in nq_open." in probe["summary"]
+    assert probe["by_domain"].set_index("domain").loc["pubmedqa", "shortcut on"] == "-"
+
+
 def test_attribution_without_attention_says_so_and_top_reranked_follows_rerank_scores(tiny_env, make_tiny_trace):
     trace = make_tiny_trace(["vanilla", "full"], top_k=3, max_answer_tokens=3)
     # a noisy-like prompt: the reranker liked the third passage best, whatever its position in the prompt

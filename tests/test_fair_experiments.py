@@ -14,7 +14,7 @@ from conftest import TINY_PASSAGES, registered_domain
 
 from analysis.probes import PROBES, probe_question, run_probe
 from mdrag.data.schema import Query
-from mdrag.evaluation.probe_tables import curves, flagged, position_dependence
+from mdrag.evaluation.probe_tables import curves, dependence_by_domain, flagged, position_dependence
 from mdrag.evaluation.sampling import sample, sample_order
 from mdrag.evaluation.stats import paired_power
 from mdrag.evaluation.store import ResultsStore
@@ -164,6 +164,22 @@ def test_a_variant_answering_from_document_1_is_flagged_and_vanilla_is_not():
     assert flagged(dependence) == ["full"]
     row = dependence.set_index("variant").loc["full"]
     assert row["first - rest"] > 0.3 and row["vs low"] > 0
+
+
+def test_the_per_domain_table_says_where_a_pooled_shortcut_comes_from():
+    """Full answers from Document 1 only in domain a; QK-Att's gold log-prob (not its Match) leans on it only in b."""
+    a = _synthetic_probe({"vanilla": 0.0, "full": 0.45, "qk_att": 0.0}, n=80, seed=1).assign(domain="a")
+    b = _synthetic_probe({"vanilla": 0.0, "full": 0.0, "qk_att": 0.0}, n=80, seed=3).assign(domain="b")
+    b.loc[(b["variant"] == "qk_att") & (b["condition"] == "1"), "gold_logprob"] = 1.0
+    table = dependence_by_domain(pd.concat([a, b])).set_index(["domain", "variant"])
+    assert list(table.index) == [("a", "full"), ("a", "qk_att"), ("b", "full"), ("b", "qk_att")]  # no vanilla row
+    assert table["shortcut on"].to_dict() == {("a", "full"): "Match", ("a", "qk_att"): "-", ("b", "full"): "-",
+                                              ("b", "qk_att"): "log-prob"}
+    assert (table["n"] == 80).all()
+    assert table.loc[("b", "qk_att"), "log-prob vs vanilla"].startswith("+2.000")  # 1 - (-1) at position 1 only
+    assert table.loc[("a", "full"), "Match vs vanilla"].startswith("+0.")
+    # a domain without the reference variant gives no rows rather than an error
+    assert dependence_by_domain(a[a["variant"] != "vanilla"]).empty
 
 
 # --- shuffled training ----------------------------------------------------------------------------------

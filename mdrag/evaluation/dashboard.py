@@ -270,7 +270,7 @@ def position_probe(path: str | Path | ResultsStore | None, domains: list[str] | 
                    variants: list[str] | None = None) -> dict:
     """The position probe's curves (figure and table), its dependence table and a one-line summary naming
     the variants flagged for a position shortcut; empty parts when the store has no probe rows."""
-    from mdrag.evaluation.probe_tables import curves, curves_figure, flagged, position_dependence
+    from mdrag.evaluation.probe_tables import curves, curves_figure, dependence_by_domain, flagged, position_dependence
 
     frame = open_store(path).probe_frame("position")
     if not frame.empty and domains:
@@ -289,4 +289,11 @@ def position_probe(path: str | Path | ResultsStore | None, domains: list[str] | 
                   f"95% CI above 0): {', '.join(shortcut)}." if shortcut else
                   "No variant's Match depends on the gold position more than vanilla's at this n.")
                + (f" The gold answer's log-probability does, for: {', '.join(by_logprob)}." if by_logprob else ""))
-    return {"figure": curves_figure(table), "table": table, "dependence": dependence, "summary": summary}
+    per_domain = dependence_by_domain(frame)
+    if frame["domain"].nunique() > 1 and not per_domain.empty:
+        where = per_domain[per_domain["shortcut on"] != "-"].groupby("variant")["domain"].agg(", ".join)
+        summary += (" Per domain, flagged on Match or log-probability: "
+                    + "; ".join(f"{v} in {d}" for v, d in where.items()) + "." if len(where) else
+                    " No variant is flagged within any single domain at this n.")
+    return {"figure": curves_figure(table), "table": table, "dependence": dependence, "by_domain": per_domain,
+            "summary": summary}

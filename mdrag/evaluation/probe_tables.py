@@ -87,6 +87,31 @@ def position_dependence(frame: pd.DataFrame, reference: str = "vanilla", metric:
     return pd.DataFrame(rows)
 
 
+def _ci_text(row: pd.Series, reference: str) -> str:
+    return f"{row[f'vs {reference}']:+.3f} [{row['vs low']:+.3f}, {row['vs high']:+.3f}]"
+
+
+def dependence_by_domain(frame: pd.DataFrame, reference: str = "vanilla") -> pd.DataFrame:
+    """Per domain and variant: the dependence on the gold passage being first relative to `reference`'s
+    (position_dependence within the domain), on Match and on the gold answer's log-probability, and which of the
+    two flags a shortcut there. A pooled flag can come from one domain; this says which."""
+    sub = frame[frame["probe"] == "position"] if "probe" in frame else frame
+    rows = []
+    for domain, g in sub.groupby("domain", sort=True):
+        match, logprob = (position_dependence(g, reference, metric) for metric in ("m_match", "gold_logprob"))
+        if f"vs {reference}" not in match or f"vs {reference}" not in logprob:
+            continue  # no reference rows (or no position 1 and others) in this domain: nothing to compare with
+        match, logprob = match.set_index("variant"), logprob.set_index("variant")
+        for v in match.index.drop(reference, errors="ignore"):
+            on = [name for name, table in (("Match", match), ("log-prob", logprob))
+                  if v in table.index and pd.notna(table.loc[v, "shortcut"]) and bool(table.loc[v, "shortcut"])]
+            rows.append({"domain": domain, "variant": v, "n": int(match.loc[v, "n"]),
+                         f"Match vs {reference}": _ci_text(match.loc[v], reference),
+                         f"log-prob vs {reference}": _ci_text(logprob.loc[v], reference) if v in logprob.index else "",
+                         "shortcut on": ", ".join(on) or "-"})
+    return pd.DataFrame(rows)
+
+
 def flagged(dependence: pd.DataFrame) -> list[str]:
     """Variants whose Match depends on the gold position more than the reference's (CI above 0)."""
     if dependence.empty or "shortcut" not in dependence:

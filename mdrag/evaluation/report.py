@@ -456,7 +456,7 @@ def canary_section(store) -> tuple[list[str], dict[str, pd.DataFrame]]:
 
 def probe_section(store) -> tuple[list[str], dict[str, pd.DataFrame]]:
     """Markdown parts and CSV tables of the position probe, when the store holds its rows."""
-    from mdrag.evaluation.probe_tables import curves, flagged, position_dependence
+    from mdrag.evaluation.probe_tables import curves, dependence_by_domain, flagged, position_dependence
 
     frame = store.probe_frame("position")
     if frame.empty:
@@ -480,6 +480,12 @@ def probe_section(store) -> tuple[list[str], dict[str, pd.DataFrame]]:
         shortcut = flagged(dependence)
         parts.append("Position shortcut (Match depends on the gold position more than vanilla's, CI above 0): "
                      + (", ".join(shortcut) if shortcut else "none detected at this n") + ".")
+        per_domain = dependence_by_domain(frame)
+        if not per_domain.empty:
+            csvs["probe_position_by_domain"] = per_domain
+            parts += ["Per domain: first minus the rest, minus vanilla's on the same questions (95% bootstrap CI); "
+                      "'shortcut on' names the measures whose CI lies above 0 there:",
+                      per_domain.to_markdown(index=False)]
     return parts, csvs
 
 
