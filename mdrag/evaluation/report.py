@@ -483,8 +483,11 @@ def probe_section(store) -> tuple[list[str], dict[str, pd.DataFrame]]:
         per_domain = dependence_by_domain(frame)
         if not per_domain.empty:
             csvs["probe_position_by_domain"] = per_domain
+            tests = 2 * len(per_domain)
             parts += ["Per domain: first minus the rest, minus vanilla's on the same questions (95% bootstrap CI); "
-                      "'shortcut on' names the measures whose CI lies above 0 there:",
+                      "'shortcut on' names the measures whose CI lies above 0 there. Not corrected for multiplicity: "
+                      f"{tests} intervals, so about {tests * 0.025:.1f} would lie above 0 by chance with no effect "
+                      "anywhere; read a flag in one domain alone with that in mind:",
                       per_domain.to_markdown(index=False)]
     return parts, csvs
 
