@@ -395,6 +395,7 @@ def test_probe_cli_writes_rows_and_report_prints_the_probe_section(probe_domain,
              tiny_engine, show_progress=False)
     text = report(store.frame(), store=store)
     assert "## Position probe" in text and "probetiny 2" in text and "Position shortcut" in text
+    assert "Per domain: first minus the rest" in text and "2 intervals" in text  # full's Match and log-prob
 
 
 def test_gold_position_table_splits_noisy_rows_by_where_the_gold_passage_sat():
