@@ -12,6 +12,7 @@ from mdrag.evaluation.judge_validity import (
     SANITY_CHECKS,
     _swap,
     against_match,
+    auc,
     human_agreement,
     human_items,
     sanity_items,
@@ -28,6 +29,20 @@ def _frame(n: int = 120, seed: int = 0) -> pd.DataFrame:
     return pd.DataFrame({"domain": ["a", "b"] * (n // 2), "answer_type": "short", "answer_id": [f"x{i}" for i in
                          range(n)], "judge_score": score, "m_match": match.astype(float), "answer": answers,
                          "setting": "retrieved"})
+
+
+@pytest.mark.parametrize("levels", [2, 5, 1000])
+def test_auc_counts_ties_half_as_sklearn_does(levels):
+    """The bootstrap's AUC counts per distinct score instead of ranking: the same value, ties included."""
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(levels)
+    for n in (3, 40, 500):
+        labels = rng.integers(0, 2, n)
+        scores = rng.integers(0, levels, n) / levels  # many ties when levels is small
+        if 0 < labels.sum() < n:
+            assert auc(scores, labels) == pytest.approx(roc_auc_score(labels, scores), abs=1e-12)
+    assert np.isnan(auc(np.array([0.2, 0.9]), np.array([1, 1])))  # one class: undefined
 
 
 def test_kappa_auc_and_length_bias_equal_independent_computations():

@@ -137,13 +137,20 @@ def human_items(path: Path, pairs: int | None = None, seed: int = 0) -> list[dic
 
 def auc(scores: np.ndarray, labels: np.ndarray) -> float:
     """P(score of a random positive > a random negative), ties half (the Mann-Whitney AUC)."""
-    pos, neg = scores[labels == 1], scores[labels == 0]
-    if not len(pos) or not len(neg):
-        return float("nan")
-    from scipy.stats import rankdata
+    levels = np.unique(scores, return_inverse=True)[1]
+    return _auc_of_levels(levels, labels)
 
-    ranks = rankdata(np.concatenate([pos, neg]))
-    return float((ranks[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
+
+def _auc_of_levels(levels: np.ndarray, labels: np.ndarray) -> float:
+    """The AUC from each score's rank among the distinct scores (`levels`): counting positives and negatives per
+    level, no sort, so a bootstrap ranks the scores once instead of once per resample."""
+    size = int(levels.max()) + 1 if len(levels) else 0
+    pos = np.bincount(levels[labels == 1], minlength=size).astype(float)  # (levels,)
+    neg = np.bincount(levels[labels == 0], minlength=size).astype(float)
+    if not pos.sum() or not neg.sum():
+        return float("nan")
+    below = np.cumsum(neg) - neg  # negatives scored strictly lower than each level
+    return float((pos * (below + 0.5 * neg)).sum() / (pos.sum() * neg.sum()))
 
 
 def _boot(fn, n: int, n_boot: int = 500, seed: int = 0) -> tuple[float, float]:
@@ -174,7 +181,8 @@ def against_match(df: pd.DataFrame) -> pd.DataFrame:
         verdict = (score > 0.5).astype(int)
         words = g["answer"].fillna("").str.split().str.len().to_numpy(float)
         lo_k, hi_k = _boot(lambda i, v=verdict, m=match: cohen_kappa(v[i], m[i]), len(g))
-        lo_a, hi_a = _boot(lambda i, s=score, m=match: auc(s[i], m[i]), len(g))
+        levels = np.unique(score, return_inverse=True)[1]
+        lo_a, hi_a = _boot(lambda i, s=levels, m=match: _auc_of_levels(s[i], m[i]), len(g))
         bias = {}
         for name, right in (("right", 1), ("wrong", 0)):
             pick = match == right
@@ -263,11 +271,13 @@ def register_probes(store, sanity_per_domain: int = 20, human_path: Path | None 
     return {"sanity": sum(i["suite"] == "sanity" for i in items), "human": sum(i["suite"] == "human" for i in items)}
 
 
-def validity(store, df: pd.DataFrame) -> dict:
-    """Everything above for the judge whose verdicts `df` carries (df from store.frame(judge))."""
+def validity(store, df: pd.DataFrame, agreement: pd.DataFrame | None = None) -> dict:
+    """Everything above for the judge whose verdicts `df` carries (df from store.frame(judge)); `agreement`:
+    against_match(df) when the caller has it already (its bootstrap is the slow part)."""
     judge = next(iter(df["judge_id"].dropna()), None) if "judge_id" in df else None
     out = {"judge": next(iter(df["judge"].dropna()), None) if "judge" in df else None, "judge_id": judge,
-           "against_match": against_match(df), "settings": setting_sensitivity(df)}
+           "against_match": against_match(df) if agreement is None else agreement,
+           "settings": setting_sensitivity(df)}
     if judge is not None:
         items, verdicts = store.items_frame(), store.verdict_frame(2)
         out["sanity"] = sanity_table(items, verdicts, judge) if len(items) else pd.DataFrame()

@@ -333,11 +333,13 @@ def judge_line(df: pd.DataFrame) -> str:
                                                            if weak else "."))
 
 
-def validity_section(store, df: pd.DataFrame) -> tuple[list[str], dict[str, pd.DataFrame]]:
-    """Markdown parts and CSV tables of the judge's validity (evaluation/judge_validity.py)."""
+def validity_section(store, df: pd.DataFrame, agreement: pd.DataFrame | None = None
+                     ) -> tuple[list[str], dict[str, pd.DataFrame]]:
+    """Markdown parts and CSV tables of the judge's validity (evaluation/judge_validity.py); `agreement`:
+    against_match(df), when computed already."""
     from mdrag.evaluation.judge_validity import KAPPA_FLOOR, validity, weak_domains
 
-    found = validity(store, df)
+    found = validity(store, df, agreement)
     parts, csvs = [f"## Judge validity: {found['judge'] or 'no judge'}"], {}
     agreement = found["against_match"]
     if not agreement.empty:
@@ -492,14 +494,15 @@ def probe_section(store) -> tuple[list[str], dict[str, pd.DataFrame]]:
     return parts, csvs
 
 
-def claims_section(df: pd.DataFrame) -> pd.DataFrame:
-    """The paper's claims tested on this selection, LLMEval rows with the judge's agreement with Match."""
+def claims_section(df: pd.DataFrame, agreement: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The paper's claims tested on this selection, LLMEval rows with the judge's agreement with Match
+    (`agreement`: against_match(df), when computed already)."""
     from mdrag.evaluation.claims import claims_table
     from mdrag.evaluation.judge_validity import against_match
 
     validity = {}
     if "judge_score" in df and df["judge_score"].notna().any():
-        overall = against_match(df)
+        overall = against_match(df) if agreement is None else agreement
         overall = overall[overall["domain"] == "all"]
         if not overall.empty:
             row = overall.iloc[0]
@@ -518,7 +521,9 @@ def report(df: pd.DataFrame, csv_dir: Path | None = None, adapted: pd.DataFrame 
     parts = [judge_line(df)]
     from mdrag.evaluation.judge_validity import against_match, weak_domains
 
-    weak = weak_domains(against_match(df)) if df["judge_score"].notna().any() else {}
+    judged = df["judge_score"].notna().any()
+    agreement_table = against_match(df) if judged else None  # one bootstrap for every section that reads it
+    weak = weak_domains(agreement_table) if judged else {}
     for name in ("domains",):  # the judge's own agreement decides whether a domain's LLMEval can be read
         if name in found and weak:
             table = found[name].copy()
@@ -529,7 +534,7 @@ def report(df: pd.DataFrame, csv_dir: Path | None = None, adapted: pd.DataFrame 
     if "retriever" in df and df["retriever"].nunique() > 1:
         parts.append(f"Main retriever: {main_retriever(df)} (the others are compared in the last tables; "
                      "oracle rows hold gold passages and serve every retriever).")
-    claims = claims_section(df)
+    claims = claims_section(df, agreement_table)
     if not claims.empty:
         found["claims"] = claims
     for name, table in found.items():
@@ -542,7 +547,7 @@ def report(df: pd.DataFrame, csv_dir: Path | None = None, adapted: pd.DataFrame 
         parts += ["## Judge", f"Judge: {agreement['judge']}. Agreement with Match on {agreement['n']} rows: "
                   f"accuracy {agreement['accuracy_vs_match']:.3f}, Cohen's kappa {agreement['kappa_vs_match']:.3f}."]
     if store is not None and agreement["n"]:
-        extra, csvs = validity_section(store, df)
+        extra, csvs = validity_section(store, df, agreement_table)
         parts += extra
         found.update(csvs)
     if store is not None:
