@@ -101,14 +101,13 @@ def dependence_by_domain(frame: pd.DataFrame, reference: str = "vanilla") -> pd.
         match, logprob = (position_dependence(g, reference, metric) for metric in ("m_match", "gold_logprob"))
         if f"vs {reference}" not in match or f"vs {reference}" not in logprob:
             continue  # no reference rows (or no position 1 and others) in this domain: nothing to compare with
-        match, logprob = match.set_index("variant"), logprob.set_index("variant")
+        flags = {"Match": set(flagged(match)), "log-prob": set(flagged(logprob))}
+        match, logprob = match.set_index("variant"), logprob.set_index("variant")  # same variants: same rows
         for v in match.index.drop(reference, errors="ignore"):
-            on = [name for name, table in (("Match", match), ("log-prob", logprob))
-                  if v in table.index and pd.notna(table.loc[v, "shortcut"]) and bool(table.loc[v, "shortcut"])]
             rows.append({"domain": domain, "variant": v, "n": int(match.loc[v, "n"]),
                          f"Match vs {reference}": _ci_text(match.loc[v], reference),
-                         f"log-prob vs {reference}": _ci_text(logprob.loc[v], reference) if v in logprob.index else "",
-                         "shortcut on": ", ".join(on) or "-"})
+                         f"log-prob vs {reference}": _ci_text(logprob.loc[v], reference),
+                         "shortcut on": ", ".join(name for name, on in flags.items() if v in on) or "-"})
     return pd.DataFrame(rows)
 
 
