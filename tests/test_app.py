@@ -377,6 +377,7 @@ def test_the_probe_summary_names_the_domains_a_shortcut_shows_in(tmp_path):
     store.put_probe_rows(rows)
     probe = dashboard.position_probe(store)
     assert "Per domain, flagged on Match or log-probability: full in nq_open." in probe["summary"]
+    assert "surviving a 5% false discovery rate over the 4 per-domain tests: full in nq_open." in probe["summary"]
     assert probe["by_domain"].set_index("domain").loc["pubmedqa", "shortcut on"] == "-"
 
 

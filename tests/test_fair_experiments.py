@@ -177,9 +177,32 @@ def test_the_per_domain_table_says_where_a_pooled_shortcut_comes_from():
                                               ("b", "qk_att"): "log-prob"}
     assert (table["n"] == 80).all()
     assert table.loc[("b", "qk_att"), "log-prob vs vanilla"].startswith("+2.000")  # 1 - (-1) at position 1 only
+    # both real effects are strong: they survive the false-discovery correction over the table's 8 tests
+    assert table["after FDR"].to_dict() == table["shortcut on"].to_dict()
     assert table.loc[("a", "full"), "Match vs vanilla"].startswith("+0.")
     # a domain without the reference variant gives no rows rather than an error
     assert dependence_by_domain(a[a["variant"] != "vanilla"]).empty
+
+
+def test_a_weak_single_domain_flag_among_many_null_domains_does_not_survive_the_fdr_correction():
+    """One domain where Full's gold log-prob leans on Document 1 by a small margin (t about 2.3, p about 0.01: its
+    CI lies above 0) among ten domains with no effect; a strong effect in one more domain. Uncorrected, both flag;
+    over 24 tests, Benjamini-Hochberg keeps only the strong one."""
+    z = np.random.default_rng(5).standard_normal(60)
+    weak_gain = 0.3 + (z - z.mean()) / z.std(ddof=1)  # mean 0.3, sd 1 exactly: t = 0.3 * sqrt(60) = 2.32
+    frames = []
+    for d in [f"null{i}" for i in range(10)] + ["weak", "strong"]:
+        f = _synthetic_probe({"vanilla": 0.0, "full": 0.0}, n=60, seed=1).assign(domain=d, m_match=1.0)
+        at_1 = (f["variant"] == "full") & (f["condition"] == "1")
+        if d == "weak":
+            f.loc[at_1, "gold_logprob"] = -1.0 + weak_gain[f.loc[at_1, "query_id"].str[1:].astype(int)]
+        if d == "strong":
+            f.loc[at_1, "gold_logprob"] = 1.0
+        frames.append(f)
+    table = dependence_by_domain(pd.concat(frames)).set_index("domain")
+    assert table.loc["weak", "shortcut on"] == "log-prob" and table.loc["weak", "after FDR"] == "-"
+    assert table.loc["strong", "shortcut on"] == table.loc["strong", "after FDR"] == "log-prob"
+    assert (table.drop(["weak", "strong"])[["shortcut on", "after FDR"]] == "-").all().all()
 
 
 # --- shuffled training ----------------------------------------------------------------------------------

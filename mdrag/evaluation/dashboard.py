@@ -270,7 +270,14 @@ def position_probe(path: str | Path | ResultsStore | None, domains: list[str] | 
                    variants: list[str] | None = None) -> dict:
     """The position probe's curves (figure and table), its dependence table and a one-line summary naming
     the variants flagged for a position shortcut; empty parts when the store has no probe rows."""
-    from mdrag.evaluation.probe_tables import curves, curves_figure, dependence_by_domain, flagged, position_dependence
+    from mdrag.evaluation.probe_tables import (
+        FDR_LEVEL,
+        curves,
+        curves_figure,
+        dependence_by_domain,
+        flagged,
+        position_dependence,
+    )
 
     frame = open_store(path).probe_frame("position")
     if not frame.empty and domains:
@@ -292,8 +299,13 @@ def position_probe(path: str | Path | ResultsStore | None, domains: list[str] | 
     per_domain = dependence_by_domain(frame)
     if frame["domain"].nunique() > 1 and not per_domain.empty:
         where = per_domain[per_domain["shortcut on"] != "-"].groupby("variant")["domain"].agg(", ".join)
+        kept = per_domain[per_domain["after FDR"] != "-"].groupby("variant")["domain"].agg(", ".join)
         summary += (" Per domain, flagged on Match or log-probability: "
                     + "; ".join(f"{v} in {d}" for v, d in where.items()) + "." if len(where) else
                     " No variant is flagged within any single domain at this n.")
+        if len(where):  # the per-domain flags are many intervals: say which survive a correction
+            summary += (f" Of these, surviving a {FDR_LEVEL:.0%} false discovery rate over the "
+                        f"{2 * len(per_domain)} per-domain tests: "
+                        + ("; ".join(f"{v} in {d}" for v, d in kept.items()) if len(kept) else "none") + ".")
     return {"figure": curves_figure(table), "table": table, "dependence": dependence, "by_domain": per_domain,
             "summary": summary}

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 from mdrag.evaluation.stats import bootstrap_ci
 
@@ -65,7 +66,8 @@ def position_dependence(frame: pd.DataFrame, reference: str = "vanilla", metric:
     """Per variant: `metric` (Match; or gold_logprob, which moves even when the greedy answer does not) with
     the gold passage first minus its mean at positions 2..k, per question (paired), and the same difference
     relative to `reference`'s on the same questions, with 95% bootstrap CIs. A variant whose dependence
-    exceeds the reference's (CI above 0) is flagged: a position shortcut."""
+    exceeds the reference's (CI above 0) is flagged: a position shortcut. `p`: the one-sided paired t-test of
+    the same (dependence above the reference's), for corrections over many such tests (dependence_by_domain)."""
     sub = frame[frame["probe"] == "position"] if "probe" in frame else frame
     if sub.empty:
         return pd.DataFrame()
@@ -82,9 +84,20 @@ def position_dependence(frame: pd.DataFrame, reference: str = "vanilla", metric:
             rel = (dep[v] - dep[reference]).dropna()
             rmean, rlo, rhi = bootstrap_ci(rel.tolist())
             row.update({f"vs {reference}": rmean, "vs low": rlo, "vs high": rhi,
-                        "shortcut": bool(rlo > SHORTCUT_MARGIN)})
+                        "shortcut": bool(rlo > SHORTCUT_MARGIN), "p": _p_above_zero(rel.to_numpy())})
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _p_above_zero(diffs: np.ndarray) -> float:
+    """One-sided paired t-test p of mean(diffs) > 0; 1.0 where it is undefined (fewer than two questions, or every
+    difference the same: Match differences are often all 0 within a small domain)."""
+    if len(diffs) < 2 or np.ptp(diffs) == 0:
+        return 1.0 if len(diffs) < 2 or diffs[0] <= 0 else 0.0
+    return float(stats.ttest_1samp(diffs, 0.0, alternative="greater").pvalue)
+
+
+FDR_LEVEL = 0.05  # Benjamini-Hochberg over every interval of the per-domain table (2 measures x domains x variants)
 
 
 def _ci_text(row: pd.Series, reference: str) -> str:
@@ -94,9 +107,11 @@ def _ci_text(row: pd.Series, reference: str) -> str:
 def dependence_by_domain(frame: pd.DataFrame, reference: str = "vanilla") -> pd.DataFrame:
     """Per domain and variant: the dependence on the gold passage being first relative to `reference`'s
     (position_dependence within the domain), on Match and on the gold answer's log-probability, and which of the
-    two flags a shortcut there. A pooled flag can come from one domain; this says which."""
+    two flags a shortcut there. A pooled flag can come from one domain; this says which. The table holds many
+    intervals (2 per row), so some flag by chance: 'after FDR' names the measures whose one-sided paired t-test
+    survives Benjamini-Hochberg at FDR_LEVEL over all of them (scipy's false_discovery_control)."""
     sub = frame[frame["probe"] == "position"] if "probe" in frame else frame
-    rows = []
+    rows, p_values = [], []  # p_values: (Match p, log-prob p) per row
     for domain, g in sub.groupby("domain", sort=True):
         match, logprob = (position_dependence(g, reference, metric) for metric in ("m_match", "gold_logprob"))
         if f"vs {reference}" not in match or f"vs {reference}" not in logprob:
@@ -108,6 +123,12 @@ def dependence_by_domain(frame: pd.DataFrame, reference: str = "vanilla") -> pd.
                          f"Match vs {reference}": _ci_text(match.loc[v], reference),
                          f"log-prob vs {reference}": _ci_text(logprob.loc[v], reference),
                          "shortcut on": ", ".join(name for name, on in flags.items() if v in on) or "-"})
+            p_values.append((match.loc[v, "p"], logprob.loc[v, "p"]))
+    if rows:
+        q = stats.false_discovery_control(np.asarray(p_values, dtype=float).ravel()).reshape(-1, 2)  # (rows, measures)
+        for row, (q_match, q_logprob) in zip(rows, q, strict=True):
+            row["after FDR"] = ", ".join(name for name, qv in (("Match", q_match), ("log-prob", q_logprob))
+                                         if qv <= FDR_LEVEL) or "-"
     return pd.DataFrame(rows)
 
 

@@ -458,7 +458,7 @@ def canary_section(store) -> tuple[list[str], dict[str, pd.DataFrame]]:
 
 def probe_section(store) -> tuple[list[str], dict[str, pd.DataFrame]]:
     """Markdown parts and CSV tables of the position probe, when the store holds its rows."""
-    from mdrag.evaluation.probe_tables import curves, dependence_by_domain, flagged, position_dependence
+    from mdrag.evaluation.probe_tables import FDR_LEVEL, curves, dependence_by_domain, flagged, position_dependence
 
     frame = store.probe_frame("position")
     if frame.empty:
@@ -487,9 +487,11 @@ def probe_section(store) -> tuple[list[str], dict[str, pd.DataFrame]]:
             csvs["probe_position_by_domain"] = per_domain
             tests = 2 * len(per_domain)
             parts += ["Per domain: first minus the rest, minus vanilla's on the same questions (95% bootstrap CI); "
-                      "'shortcut on' names the measures whose CI lies above 0 there. Not corrected for multiplicity: "
+                      "'shortcut on' names the measures whose CI lies above 0 there, uncorrected: the table holds "
                       f"{tests} intervals, so about {tests * 0.025:.1f} would lie above 0 by chance with no effect "
-                      "anywhere; read a flag in one domain alone with that in mind:",
+                      "anywhere. 'after FDR' keeps the measures whose one-sided paired t-test survives "
+                      f"Benjamini-Hochberg at a false discovery rate of {FDR_LEVEL:.0%} over all {tests}: read a "
+                      "flag in one domain as a finding only there:",
                       per_domain.to_markdown(index=False)]
     return parts, csvs
 
