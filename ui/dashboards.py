@@ -96,9 +96,10 @@ class DashboardsTab:
         except MdragError as err:
             raise gr.Error(str(err)) from err
 
-    def frame(self, label: str, judge: str | None = None, store: ResultsStore | None = None) -> pd.DataFrame:
+    def frame(self, label: str, judge: str | None = None, store: ResultsStore | None = None,
+              answers: pd.DataFrame | None = None) -> pd.DataFrame:
         try:
-            return dashboard.load_results(store or self.open(label), judge)
+            return dashboard.load_results(store or self.open(label), judge, answers)
         except MdragError as err:
             raise gr.Error(str(err)) from err
 
@@ -130,7 +131,8 @@ class DashboardsTab:
         from mdrag.evaluation.judge_validity import weak_domains
 
         store = self.open(label)  # once per click: every panel below reads this one connection
-        whole = self.frame(label, judge, store)
+        answers = store.answers_frame()  # and this one read of the answers (~1.5 s on the shipped store)
+        whole = self.frame(label, judge, store, answers)
         every_retriever = dashboard.retriever_choices(whole)
         # grouping by retriever compares them all unless some are picked
         df = dashboard.filtered(whole, domains, variants, settings,
@@ -154,7 +156,7 @@ class DashboardsTab:
                 valid["against_match"].round(3), valid["settings"].round(3),
                 valid.get("sanity", pd.DataFrame()).round(3), esc(dashboard.human_summary(valid.get("human", {}))),
                 dashboard.attacks(store), probe["figure"], probe["dependence"].round(3), esc(probe["summary"]),
-                *(t.round(3) for t in dashboard.groundedness(store, domains, variants, settings)))
+                *(t.round(3) for t in dashboard.groundedness(store, domains, variants, settings, answers)))
 
     def store_changed(self, label: str):
         """A newly picked store: its judges, retrievers and settings as the selectors' choices."""

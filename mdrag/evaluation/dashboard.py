@@ -31,15 +31,16 @@ def open_store(path: str | Path | ResultsStore | None = None) -> ResultsStore:
     return ResultsStore(path, read_only=True)
 
 
-def load_results(path: str | Path | ResultsStore | None = None, judge: str | None = None) -> pd.DataFrame:
+def load_results(path: str | Path | ResultsStore | None = None, judge: str | None = None,
+                 answers: pd.DataFrame | None = None) -> pd.DataFrame:
     """The store's rows as a frame (shipped store by default) with one judge's verdicts (default, or a judge
     this store has no verdicts from: the best present, by agreement with Match), probe rows included as answers
     of their case settings (probe:<probe>=<condition>; `filtered` leaves them out unless chosen). A missing file
-    is a clear error."""
+    is a clear error. `answers`: the store's answers_frame(), when read already."""
     store = open_store(path)
     if judge and judge not in {j["judge"] for j in store.judges()}:
         judge = None
-    return store.frame(judge or None, cases=True)
+    return store.frame(judge or None, cases=True, answers=answers)
 
 
 def setting_choices(source: pd.DataFrame | ResultsStore) -> list[tuple[str, str]]:
@@ -122,14 +123,15 @@ def canaries(path: str | Path | ResultsStore | None) -> pd.DataFrame:
 
 
 def groundedness(path: str | Path | ResultsStore | None, domains: list[str] | None = None,
-                 variants: list[str] | None = None, settings: list[str] | None = None
-                 ) -> tuple[pd.DataFrame, pd.DataFrame]:
+                 variants: list[str] | None = None, settings: list[str] | None = None,
+                 answers: pd.DataFrame | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Groundedness per variant and setting over the filtered answers (evaluation/groundedness.py), and the
-    checker's validation beside it; empty frames when the store has no grounding rows."""
+    checker's validation beside it; empty frames when the store has no grounding rows. `answers`: the store's
+    answers_frame(), when read already."""
     from mdrag.evaluation.groundedness import grounded_answers, grounding_table, validation_table
 
     store = open_store(path)
-    answers = store.answers_frame()
+    answers = store.answers_frame() if answers is None else answers
     joined = grounded_answers(answers, store.grounding_frame())
     if joined.empty:
         return pd.DataFrame(), pd.DataFrame()

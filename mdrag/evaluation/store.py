@@ -696,16 +696,18 @@ class ResultsStore:
                                                               "GROUP BY domain").fetchall()))
         return df
 
-    def frame(self, judge: str | None = None, cases: bool = False):
+    def frame(self, judge: str | None = None, cases: bool = False, answers=None):
         """Answer rows with one judge's verdicts as `judge_score` (2 levels), `judge3_score` (3 levels),
         `judge_mass`, `judge_low_mass`, `judge_error` and `judge` (its name). `judge`: a judge id (fingerprint)
         or name; None: the best judge present (evaluation.verdicts.best_judge). `cases`: the probe rows too, as
-        answers of their case settings (`case_frame`)."""
+        answers of their case settings (`case_frame`). `answers`: this store's answers_frame() when the caller has
+        read it already (the Dashboards click reads it once for every panel)."""
         import pandas as pd
 
         from mdrag.evaluation.verdicts import attach_verdicts, best_judge
 
-        answers, verdicts = self.one_answer_per_cell(self.answers_frame()), self.verdict_frame()
+        answers = self.one_answer_per_cell(self.answers_frame() if answers is None else answers)
+        verdicts = self.verdict_frame()
         if cases:
             found = self.case_frame()
             if len(found):
