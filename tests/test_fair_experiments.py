@@ -14,7 +14,7 @@ from conftest import TINY_PASSAGES, registered_domain
 
 from analysis.probes import PROBES, probe_question, run_probe
 from mdrag.data.schema import Query
-from mdrag.evaluation.probe_tables import curves, dependence_by_domain, flagged, position_dependence
+from mdrag.evaluation.probe_tables import FDR_LEVEL, curves, dependence_by_domain, flagged, position_dependence
 from mdrag.evaluation.sampling import sample, sample_order
 from mdrag.evaluation.stats import paired_power
 from mdrag.evaluation.store import ResultsStore
@@ -203,6 +203,25 @@ def test_a_weak_single_domain_flag_among_many_null_domains_does_not_survive_the_
     assert table.loc["weak", "shortcut on"] == "log-prob" and table.loc["weak", "after FDR"] == "-"
     assert table.loc["strong", "shortcut on"] == table.loc["strong", "after FDR"] == "log-prob"
     assert (table.drop(["weak", "strong"])[["shortcut on", "after FDR"]] == "-").all().all()
+
+
+def test_after_fdr_keeps_only_flagged_measures_when_the_t_test_and_the_bootstrap_disagree():
+    """Full right at position 1 (not 2) on 3 of 30 questions: the one-sided t-test gives p about 0.04 (it survives
+    BH over this table's two tests), but 4% of bootstrap resamples hold none of the three, so the CI reaches 0 and
+    Match is not flagged. 'after FDR' must not name a measure the table does not flag."""
+    rows = []
+    for q in range(30):
+        for v in ("vanilla", "full"):
+            for c in ("1", "2"):
+                right = v == "full" and c == "1" and q < 3
+                rows.append({"probe": "position", "domain": "d", "query_id": f"q{q}", "variant": v, "condition": c,
+                             "m_match": float(right), "gold_logprob": 1.0 if (v, c) == ("full", "1") else -1.0,
+                             "gold_attention": None})
+    frame = pd.DataFrame(rows)
+    match = position_dependence(frame).set_index("variant").loc["full"]
+    assert match["p"] < FDR_LEVEL and match["vs low"] <= 0  # the two tests disagree
+    row = dependence_by_domain(frame).set_index("variant").loc["full"]
+    assert row["shortcut on"] == "log-prob" and row["after FDR"] == "log-prob"
 
 
 # --- shuffled training ----------------------------------------------------------------------------------

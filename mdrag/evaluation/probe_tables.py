@@ -108,10 +108,11 @@ def dependence_by_domain(frame: pd.DataFrame, reference: str = "vanilla") -> pd.
     """Per domain and variant: the dependence on the gold passage being first relative to `reference`'s
     (position_dependence within the domain), on Match and on the gold answer's log-probability, and which of the
     two flags a shortcut there. A pooled flag can come from one domain; this says which. The table holds many
-    intervals (2 per row), so some flag by chance: 'after FDR' names the measures whose one-sided paired t-test
-    survives Benjamini-Hochberg at FDR_LEVEL over all of them (scipy's false_discovery_control)."""
+    intervals (2 per row), so some flag by chance: 'after FDR' names the flagged measures ('shortcut on') whose
+    one-sided paired t-test also survives Benjamini-Hochberg at FDR_LEVEL over all of them (scipy's
+    false_discovery_control): a subset of the flags, never a measure whose bootstrap CI reaches 0."""
     sub = frame[frame["probe"] == "position"] if "probe" in frame else frame
-    rows, p_values = [], []  # p_values: (Match p, log-prob p) per row
+    rows, p_values, row_flags = [], [], []  # p_values: (Match p, log-prob p) per row; row_flags: its flagged measures
     for domain, g in sub.groupby("domain", sort=True):
         match, logprob = (position_dependence(g, reference, metric) for metric in ("m_match", "gold_logprob"))
         if f"vs {reference}" not in match or f"vs {reference}" not in logprob:
@@ -119,16 +120,18 @@ def dependence_by_domain(frame: pd.DataFrame, reference: str = "vanilla") -> pd.
         flags = {"Match": set(flagged(match)), "log-prob": set(flagged(logprob))}
         match, logprob = match.set_index("variant"), logprob.set_index("variant")  # same variants: same rows
         for v in match.index.drop(reference, errors="ignore"):
+            on = [name for name, variants in flags.items() if v in variants]
             rows.append({"domain": domain, "variant": v, "n": int(match.loc[v, "n"]),
                          f"Match vs {reference}": _ci_text(match.loc[v], reference),
                          f"log-prob vs {reference}": _ci_text(logprob.loc[v], reference),
-                         "shortcut on": ", ".join(name for name, on in flags.items() if v in on) or "-"})
+                         "shortcut on": ", ".join(on) or "-"})
             p_values.append((match.loc[v, "p"], logprob.loc[v, "p"]))
+            row_flags.append(on)
     if rows:
         q = stats.false_discovery_control(np.asarray(p_values, dtype=float).ravel()).reshape(-1, 2)  # (rows, measures)
-        for row, (q_match, q_logprob) in zip(rows, q, strict=True):
+        for row, on, (q_match, q_logprob) in zip(rows, row_flags, q, strict=True):
             row["after FDR"] = ", ".join(name for name, qv in (("Match", q_match), ("log-prob", q_logprob))
-                                         if qv <= FDR_LEVEL) or "-"
+                                         if name in on and qv <= FDR_LEVEL) or "-"
     return pd.DataFrame(rows)
 
 
