@@ -414,6 +414,23 @@ def test_a_run_in_another_dtype_reuses_answered_cells_and_answers_only_new_ones(
     assert evaluate(grid, store, bf16, show_progress=False) == {"generated": 0, "cached": 16, "reused": 5}
 
 
+def test_one_answer_per_cell_keeps_the_first_of_each_cell_and_every_row_of_distinct_cells(tmp_path):
+    """Answer rows read as a frame: the same oracle cell under two retrievers is one cell (gold passages: the same
+    prompt), retrieved rows under two retrievers are two; a third answer to one cell, stored last, goes; rows of
+    other questions, prompts or settings all stay, in their stored order."""
+    import pandas as pd
+
+    store = ResultsStore(tmp_path / "r.sqlite")
+    rows = [("q1", "oracle", "p1", "bm25", 3.0), ("q1", "oracle", "p1", "e5", 1.0),  # one cell: the first stored
+            ("q1", "retrieved", "p2", "bm25", 2.0), ("q1", "retrieved", "p2", "e5", 4.0),  # two cells
+            ("q1", "retrieved", "p2", "bm25", 5.0),  # bm25's cell again, later: dropped
+            ("q2", "oracle", "p3", "bm25", 0.5), ("q1", "oracle", "p4", "bm25", 6.0)]  # other question / prompt
+    df = pd.DataFrame([{"domain": "d", "query_id": q, "setting": s, "prompt_hash": p, "variant": "vanilla",
+                        "retriever": r, "run_id": "run", "created": t} for q, s, p, r, t in rows])
+    kept = store.one_answer_per_cell(df)
+    assert kept["created"].tolist() == [1.0, 2.0, 4.0, 0.5, 6.0]
+
+
 def test_a_question_answered_again_in_another_dtype_counts_once(grid, tmp_path, engine, tiny_generator_dir):
     """A later run in another dtype with --own-dtype regenerates its cells (their keys hold the dtype): the
     store keeps both answers, every view counts the cell once (the first stored answer), and a run of another
