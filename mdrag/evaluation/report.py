@@ -489,7 +489,7 @@ def probe_section(store) -> tuple[list[str], dict[str, pd.DataFrame]]:
             parts += ["Per domain: first minus the rest, minus vanilla's on the same questions (95% bootstrap CI); "
                       "'shortcut on' names the measures whose CI lies above 0 there, uncorrected: the table holds "
                       f"{tests} intervals, so about {tests * 0.025:.1f} would lie above 0 by chance with no effect "
-                      "anywhere. 'after FDR' keeps the measures whose one-sided paired t-test survives "
+                      "anywhere. 'after FDR' keeps the flagged measures whose one-sided paired t-test also survives "
                       f"Benjamini-Hochberg at a false discovery rate of {FDR_LEVEL:.0%} over all {tests}: read a "
                       "flag in one domain as a finding only there:",
                       per_domain.to_markdown(index=False)]
